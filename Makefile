@@ -1,0 +1,48 @@
+# veneur build, run and test entry points. See README.md.
+
+GO            ?= go
+STATICCHECK   := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+BIN           := bin/veneur
+DEV_CONFIG    := config/dev.yaml
+PKGS          := ./...
+
+.PHONY: all build run test lint test-unit test-race bench bench-load deps clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/veneur
+
+# Starts veneur on a development config that needs no Datadog account: it
+# listens on the usual ports and prints every flush to standard output.
+run: build
+	./$(BIN) -f $(DEV_CONFIG)
+
+# Everything CI runs: lint first, then unit and end-to-end tests (fuzz seed
+# corpora under testdata/fuzz run as ordinary tests), then the race detector.
+test: deps lint test-unit test-race
+
+# Installs what the tests need. Idempotent; does nothing when all is present.
+deps:
+	@./.ci/deps
+
+lint:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$unformatted" ]; then echo "gofmt needed on:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet $(PKGS)
+	$(GO) run $(STATICCHECK) $(PKGS)
+
+test-unit:
+	$(GO) test -count=1 $(PKGS)
+
+test-race:
+	$(GO) test -race -count=1 $(PKGS)
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+bench-load:
+	$(GO) run ./cmd/veneur-loadgen
+
+clean:
+	rm -rf bin
