@@ -1,0 +1,712 @@
+package veneur
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/url"
+	"os"
+	"reflect"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v2"
+)
+
+// Config is veneur's configuration, read from a YAML file. The YAML keys are
+// those of veneur 1.1.0, so an existing configuration file loads unchanged.
+// The README's "Configuration" section documents every key, its default and
+// its validation rule.
+//
+// Keys for features that are not built yet (aws_*, influx_*, trace_*,
+// sentry_dsn, tls_*, tcp_address, enable_profiling, forward_address) are
+// accepted and checked; for those an empty string means "off".
+type Config struct {
+	// Aggregates lists the local aggregates flushed for every histogram and
+	// timer: any of min, max, median, avg, count, sum. Default: min, max,
+	// count. An explicit empty list flushes none.
+	Aggregates []string `yaml:"aggregates"`
+	// APIHostname is the base URL of the Datadog API, such as
+	// https://app.datadoghq.com. Empty means flushes are printed to standard
+	// output instead of being posted.
+	APIHostname string `yaml:"api_hostname"`
+	// AwsAccessKeyID is the access key of the S3 plugin. Not yet used.
+	AwsAccessKeyID string `yaml:"aws_access_key_id"`
+	// AwsRegion is the region of the S3 plugin's bucket. Not yet used.
+	AwsRegion string `yaml:"aws_region"`
+	// AwsS3Bucket is the bucket the S3 plugin writes to. Not yet used.
+	AwsS3Bucket string `yaml:"aws_s3_bucket"`
+	// AwsSecretAccessKey is the secret key of the S3 plugin. Not yet used.
+	AwsSecretAccessKey string `yaml:"aws_secret_access_key"`
+	// Debug turns on debug logging.
+	Debug bool `yaml:"debug"`
+	// EnableProfiling serves /debug/pprof on http_address. Not yet used.
+	EnableProfiling bool `yaml:"enable_profiling"`
+	// FlushMaxPerBody is the largest number of metrics in one body posted to
+	// Datadog. Default 5000.
+	FlushMaxPerBody int `yaml:"flush_max_per_body"`
+	// ForwardAddress is the URL of an upstream (global) veneur to forward
+	// histograms and sets to. Empty means this instance is the root. Not yet
+	// used.
+	ForwardAddress string `yaml:"forward_address"`
+	// Hostname is attached to every metric veneur flushes. Default:
+	// os.Hostname(), unless OmitEmptyHostname is true.
+	Hostname string `yaml:"hostname"`
+	// HTTPAddress is where the HTTP server (healthcheck, /import) listens:
+	// host:port, a unix socket path starting with "/" or ".", fd@N or
+	// einhorn@N. Empty means no HTTP server.
+	HTTPAddress string `yaml:"http_address"`
+	// InfluxAddress is the URL of an InfluxDB server. Not yet used.
+	InfluxAddress string `yaml:"influx_address"`
+	// InfluxConsistency is the InfluxDB write consistency: any, one, quorum
+	// or all. Not yet used.
+	InfluxConsistency string `yaml:"influx_consistency"`
+	// InfluxDBName is the InfluxDB database to write to. Not yet used.
+	InfluxDBName string `yaml:"influx_db_name"`
+	// Interval is how often veneur flushes, as a Go duration. Default "10s".
+	Interval string `yaml:"interval"`
+	// Key is the Datadog API key.
+	Key string `yaml:"key"`
+	// MetricMaxLength is the largest DogStatsD packet, in bytes, that a
+	// reader accepts; longer ones are truncated. Default 4096.
+	MetricMaxLength int `yaml:"metric_max_length"`
+	// NumReaders is the number of goroutines reading udp_address, sharing
+	// the port with SO_REUSEPORT on Linux. Default 1.
+	NumReaders int `yaml:"num_readers"`
+	// NumWorkers is the number of aggregation workers. Default: the number
+	// of CPUs.
+	NumWorkers int `yaml:"num_workers"`
+	// OmitEmptyHostname, when true and Hostname is empty, sends metrics
+	// without a host instead of defaulting Hostname to os.Hostname().
+	OmitEmptyHostname bool `yaml:"omit_empty_hostname"`
+	// Percentiles lists the percentiles flushed for every histogram and
+	// timer, each strictly between 0 and 1. Default: 0.5, 0.75, 0.99. An
+	// explicit empty list flushes none.
+	Percentiles []float64 `yaml:"percentiles"`
+	// ReadBufferSizeBytes is the receive buffer requested for each UDP
+	// socket. Default 2097152 (2 MiB).
+	ReadBufferSizeBytes int `yaml:"read_buffer_size_bytes"`
+	// SentryDsn is the Sentry DSN errors are reported to. Not yet used.
+	SentryDsn string `yaml:"sentry_dsn"`
+	// StatsAddress is the DogStatsD host:port veneur sends its own metrics
+	// to. Empty means no self-metrics.
+	StatsAddress string `yaml:"stats_address"`
+	// Tags are added to every metric veneur flushes.
+	Tags []string `yaml:"tags"`
+	// TcpAddress is the host:port of the TCP (or TLS) DogStatsD listener.
+	// Not yet used.
+	TcpAddress string `yaml:"tcp_address"`
+	// TLSAuthorityCertificate is the PEM certificate of the authority that
+	// must have signed clients' certificates. Not yet used.
+	TLSAuthorityCertificate string `yaml:"tls_authority_certificate"`
+	// TLSCertificate is the PEM certificate of the TLS listener. Not yet
+	// used.
+	TLSCertificate string `yaml:"tls_certificate"`
+	// TLSKey is the PEM private key of the TLS listener. Not yet used.
+	TLSKey string `yaml:"tls_key"`
+	// TraceAddress is the host:port of the trace span listener. Not yet
+	// used.
+	TraceAddress string `yaml:"trace_address"`
+	// TraceAPIAddress is the URL spans are posted to. Not yet used.
+	TraceAPIAddress string `yaml:"trace_api_address"`
+	// TraceMaxLengthBytes is the largest trace span packet accepted.
+	// Default 16384. Not yet used.
+	TraceMaxLengthBytes int `yaml:"trace_max_length_bytes"`
+	// UdpAddress is the host:port of the UDP DogStatsD listener.
+	UdpAddress string `yaml:"udp_address"`
+}
+
+// Defaults filled in by ApplyDefaults for keys left unset.
+const (
+	DefaultInterval            = "10s"
+	DefaultNumReaders          = 1
+	DefaultMetricMaxLength     = 4096
+	DefaultFlushMaxPerBody     = 5000
+	DefaultReadBufferSizeBytes = 2 << 20
+	DefaultTraceMaxLengthBytes = 16384
+)
+
+// maxConfigBytes bounds the size of a config file. Real ones, PEM blocks
+// included, are a few kilobytes.
+const maxConfigBytes = 1 << 20
+
+// DefaultPercentiles returns the percentiles used when the key is unset.
+func DefaultPercentiles() []float64 { return []float64{0.5, 0.75, 0.99} }
+
+// DefaultAggregates returns the aggregates used when the key is unset.
+func DefaultAggregates() []string { return []string{"min", "max", "count"} }
+
+// ValidAggregates returns every aggregate name the aggregates key accepts.
+func ValidAggregates() []string {
+	return []string{"min", "max", "median", "avg", "count", "sum"}
+}
+
+// ReadConfig reads the YAML file at path and returns it parsed, with
+// defaults applied and validated, as ParseConfig does.
+func ReadConfig(path string) (Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("reading config: %w; check the path given to -f", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxConfigBytes+1))
+	if err != nil {
+		return Config{}, fmt.Errorf("reading config %s: %w", path, err)
+	}
+	c, err := ParseConfig(data)
+	if err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// ParseConfig decodes YAML strictly (an unknown key or a value of the wrong
+// type is an error naming the key), applies defaults and validates the
+// result. Every problem found is reported in the one returned error.
+func ParseConfig(data []byte) (Config, error) {
+	if len(data) > maxConfigBytes {
+		return Config{}, fmt.Errorf("config is larger than %d bytes; a veneur config is a few kilobytes, check that the right file is given", maxConfigBytes)
+	}
+	c, err := decodeConfig(data)
+	if err != nil {
+		return Config{}, err
+	}
+	if err := c.ApplyDefaults(); err != nil {
+		return Config{}, err
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// ApplyDefaults fills every unset (zero) field with its default. Hostname
+// comes from os.Hostname unless OmitEmptyHostname is true. A nil Percentiles
+// or Aggregates gets the default list; an empty, non-nil one is kept.
+// Negative numbers are kept, for Validate to report.
+func (c *Config) ApplyDefaults() error {
+	if c.Interval == "" {
+		c.Interval = DefaultInterval
+	}
+	if c.NumWorkers == 0 {
+		c.NumWorkers = runtime.NumCPU()
+	}
+	if c.NumReaders == 0 {
+		c.NumReaders = DefaultNumReaders
+	}
+	if c.MetricMaxLength == 0 {
+		c.MetricMaxLength = DefaultMetricMaxLength
+	}
+	if c.FlushMaxPerBody == 0 {
+		c.FlushMaxPerBody = DefaultFlushMaxPerBody
+	}
+	if c.ReadBufferSizeBytes == 0 {
+		c.ReadBufferSizeBytes = DefaultReadBufferSizeBytes
+	}
+	if c.TraceMaxLengthBytes == 0 {
+		c.TraceMaxLengthBytes = DefaultTraceMaxLengthBytes
+	}
+	if c.Percentiles == nil {
+		c.Percentiles = DefaultPercentiles()
+	}
+	if c.Aggregates == nil {
+		c.Aggregates = DefaultAggregates()
+	}
+	if c.Hostname == "" && !c.OmitEmptyHostname {
+		h, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("hostname: %w; set hostname in the config, or omit_empty_hostname: true to send metrics without a host", err)
+		}
+		c.Hostname = h
+	}
+	return nil
+}
+
+// ParseInterval returns the flush interval. It fails, naming the key, when
+// interval is not a Go duration or is not positive.
+func (c Config) ParseInterval() (time.Duration, error) {
+	d, err := time.ParseDuration(c.Interval)
+	if err != nil {
+		return 0, fmt.Errorf("interval %q: %w; use a Go duration such as 10s", c.Interval, err)
+	}
+	if d <= 0 {
+		return 0, fmt.Errorf("interval %q: must be greater than zero; use a Go duration such as 10s", c.Interval)
+	}
+	return d, nil
+}
+
+// IsLocal reports whether this instance forwards its global metrics
+// upstream, that is whether forward_address is set.
+func (c Config) IsLocal() bool {
+	return c.ForwardAddress != ""
+}
+
+// Validate checks every field and reports all problems at once, joined with
+// errors.Join; each names its key and the fix. It expects defaults to have
+// been applied: a zero num_workers, for instance, is an error here.
+func (c Config) Validate() error {
+	var errs []error
+	add := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+
+	if _, err := c.ParseInterval(); err != nil {
+		add(err)
+	}
+
+	for i, p := range c.Percentiles {
+		if !(p > 0 && p < 1) {
+			add(fmt.Errorf("percentiles[%d] = %v: must be strictly between 0 and 1; write p99 as 0.99", i, p))
+		}
+	}
+	add(checkDuplicates("percentiles", c.Percentiles))
+
+	valid := ValidAggregates()
+	for i, a := range c.Aggregates {
+		if !contains(valid, a) {
+			add(fmt.Errorf("aggregates[%d] %q: unknown aggregate; choose from %s", i, a, strings.Join(valid, ", ")))
+		}
+	}
+	add(checkDuplicates("aggregates", c.Aggregates))
+
+	add(atLeastOne("num_workers", c.NumWorkers, "leave it unset for one worker per CPU"))
+	add(atLeastOne("num_readers", c.NumReaders, "leave it unset for one reader"))
+	add(positive("metric_max_length", c.MetricMaxLength, DefaultMetricMaxLength))
+	add(positive("flush_max_per_body", c.FlushMaxPerBody, DefaultFlushMaxPerBody))
+	add(positive("read_buffer_size_bytes", c.ReadBufferSizeBytes, DefaultReadBufferSizeBytes))
+	if c.ReadBufferSizeBytes > math.MaxInt32 {
+		add(fmt.Errorf("read_buffer_size_bytes = %d: larger than the kernel accepts (%d); use at most a few hundred MiB", c.ReadBufferSizeBytes, math.MaxInt32))
+	}
+	add(positive("trace_max_length_bytes", c.TraceMaxLengthBytes, DefaultTraceMaxLengthBytes))
+
+	add(checkHostPort("udp_address", c.UdpAddress, "127.0.0.1:8126"))
+	add(checkHostPort("tcp_address", c.TcpAddress, "127.0.0.1:8129"))
+	add(checkHostPort("stats_address", c.StatsAddress, "127.0.0.1:8125"))
+	add(checkHostPort("trace_address", c.TraceAddress, "127.0.0.1:8128"))
+	add(checkHTTPAddress(c.HTTPAddress))
+	add(checkURL("api_hostname", c.APIHostname, "https://app.datadoghq.com"))
+	add(checkURL("forward_address", c.ForwardAddress, "http://veneur-global.example.com:8127"))
+	add(checkURL("trace_api_address", c.TraceAPIAddress, "http://localhost:8126"))
+
+	if c.UdpAddress == "" && c.TcpAddress == "" {
+		add(errors.New("nothing to listen on: set udp_address, e.g. 127.0.0.1:8126"))
+	}
+
+	switch {
+	case c.TLSKey != "" && c.TLSCertificate == "":
+		add(errors.New("tls_key is set but tls_certificate is empty; set both (PEM text) or neither"))
+	case c.TLSCertificate != "" && c.TLSKey == "":
+		add(errors.New("tls_certificate is set but tls_key is empty; set both (PEM text) or neither"))
+	}
+	if c.TLSAuthorityCertificate != "" && (c.TLSKey == "" || c.TLSCertificate == "") {
+		add(errors.New("tls_authority_certificate is set without tls_key and tls_certificate; client certificates are only checked over TLS, so set both or remove it"))
+	}
+	if c.TcpAddress == "" {
+		for _, k := range []struct{ key, value string }{
+			{"tls_key", c.TLSKey},
+			{"tls_certificate", c.TLSCertificate},
+			{"tls_authority_certificate", c.TLSAuthorityCertificate},
+		} {
+			if k.value != "" {
+				add(fmt.Errorf("%s is set but tcp_address is empty; TLS applies to the TCP listener, so set tcp_address, e.g. 127.0.0.1:8129", k.key))
+			}
+		}
+	}
+
+	switch c.InfluxConsistency {
+	case "", "any", "one", "quorum", "all":
+	default:
+		add(fmt.Errorf("influx_consistency %q: must be one of any, one, quorum, all, or empty for the server's default", c.InfluxConsistency))
+	}
+
+	return errors.Join(errs...)
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+func checkDuplicates[T comparable](key string, values []T) error {
+	seen := make(map[T]bool, len(values))
+	for _, v := range values {
+		if seen[v] {
+			return fmt.Errorf("%s: %v is listed twice; list each once", key, v)
+		}
+		seen[v] = true
+	}
+	return nil
+}
+
+func atLeastOne(key string, v int, hint string) error {
+	if v < 1 {
+		return fmt.Errorf("%s = %d: must be at least 1; %s", key, v, hint)
+	}
+	return nil
+}
+
+func positive(key string, v, def int) error {
+	if v <= 0 {
+		return fmt.Errorf("%s = %d: must be greater than 0; leave it unset for the default of %d", key, v, def)
+	}
+	return nil
+}
+
+// checkHostPort accepts an empty value ("off") or host:port with a decimal
+// port from 0 to 65535. The host may be empty (all interfaces).
+func checkHostPort(key, value, example string) error {
+	if value == "" {
+		return nil
+	}
+	reason := hostPortProblem(value)
+	if reason == "" {
+		return nil
+	}
+	return fmt.Errorf("%s %q: %s; use host:port such as %s", key, value, reason, example)
+}
+
+// hostPortProblem returns why value is not host:port, or "" if it is.
+func hostPortProblem(value string) string {
+	if strings.Contains(value, "://") {
+		return "a URL, not an address"
+	}
+	host, port, err := net.SplitHostPort(value)
+	if err != nil {
+		var ae *net.AddrError
+		if errors.As(err, &ae) {
+			switch ae.Err {
+			case "missing port in address":
+				return "missing port"
+			case "too many colons in address":
+				return "too many colons (write an IPv6 host in brackets, e.g. [::1]:8126)"
+			}
+			return strings.TrimSuffix(ae.Err, " in address")
+		}
+		return err.Error()
+	}
+	if strings.ContainsAny(host, " \t\r\n") {
+		return "host contains white space"
+	}
+	if port == "" {
+		return "missing port number"
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Sprintf("port %q is not a number from 0 to 65535", port)
+	}
+	return ""
+}
+
+// checkHTTPAddress accepts the forms github.com/zenazn/goji/bind binds, in
+// the order it tries them: anything with a colon is a TCP host:port, a value
+// starting with "/" or "." is a unix socket path, then fd@N and einhorn@N
+// name an inherited file descriptor. Empty means no HTTP server.
+func checkHTTPAddress(value string) error {
+	const key = "http_address"
+	const forms = "use host:port such as 127.0.0.1:8127, a unix socket path starting with / or ., fd@N, or einhorn@N"
+	switch {
+	case value == "":
+		return nil
+	case strings.Contains(value, ":"):
+		if reason := hostPortProblem(value); reason != "" {
+			return fmt.Errorf("%s %q: %s; %s", key, value, reason, forms)
+		}
+		return nil
+	case strings.HasPrefix(value, "/"), strings.HasPrefix(value, "."):
+		return nil
+	}
+	for _, prefix := range []string{"fd@", "einhorn@"} {
+		if rest, ok := strings.CutPrefix(value, prefix); ok {
+			if n, err := strconv.Atoi(rest); err != nil || n < 0 {
+				return fmt.Errorf("%s %q: %s must be followed by a descriptor number, as in %s0", key, value, prefix, prefix)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("%s %q: not an address; %s", key, value, forms)
+}
+
+// checkURL accepts an empty value ("off") or an absolute http or https URL.
+func checkURL(key, value, example string) error {
+	if value == "" {
+		return nil
+	}
+	u, err := url.Parse(value)
+	if err != nil {
+		return fmt.Errorf("%s: %w; use an absolute URL such as %s", key, err, example)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%s %q: not an absolute http(s) URL; use a URL such as %s", key, value, example)
+	}
+	return nil
+}
+
+// configField describes one YAML key of Config.
+type configField struct {
+	key  string
+	kind reflect.Type
+}
+
+// configFields lists Config's YAML keys in declaration order.
+func configFields() []configField {
+	t := reflect.TypeOf(Config{})
+	fields := make([]configField, 0, t.NumField())
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		key, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		fields = append(fields, configField{key: key, kind: f.Type})
+	}
+	return fields
+}
+
+// yamlFieldError parses one of yaml.v2's per-field messages, "line N:
+// field KEY <what> in type T", returning N and KEY.
+func yamlFieldError(msg, what string) (line, key string, ok bool) {
+	line, rest, ok := strings.Cut(strings.TrimPrefix(msg, "line "), ": field ")
+	if !ok || !strings.HasPrefix(msg, "line ") {
+		return "", "", false
+	}
+	i := strings.LastIndex(rest, " "+what+" in type ")
+	if i < 0 {
+		return "", "", false
+	}
+	return line, rest[:i], true
+}
+
+// decodeConfig decodes data strictly into a Config and turns yaml.v2's
+// errors into messages that name the offending key.
+func decodeConfig(data []byte) (Config, error) {
+	var c Config
+	strictErr := yaml.UnmarshalStrict(data, &c)
+
+	var items yaml.MapSlice
+	if err := yaml.Unmarshal(data, &items); err != nil {
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			return Config{}, fmt.Errorf("config is not a YAML mapping of keys to values, such as \"udp_address: 127.0.0.1:8126\": %w", err)
+		}
+		return Config{}, fmt.Errorf("config is not valid YAML: %w; check indentation and quoting near the line given", err)
+	}
+	fields := configFields()
+
+	var errs []error
+	if strictErr == nil {
+		// yaml.v2 silently truncates 1.5 to 1 for an int field; report it.
+		for _, item := range items {
+			if f, ok := lookupField(fields, item.Key); ok {
+				if err := checkWholeNumber(f, item.Value); err != nil {
+					errs = append(errs, err)
+				}
+			}
+		}
+		if len(errs) > 0 {
+			return Config{}, errors.Join(errs...)
+		}
+		return c, nil
+	}
+
+	var te *yaml.TypeError
+	if !errors.As(strictErr, &te) {
+		return Config{}, fmt.Errorf("config is not valid YAML: %w; check indentation and quoting near the line given", strictErr)
+	}
+	mismatches := 0
+	for _, msg := range te.Errors {
+		if line, key, ok := yamlFieldError(msg, "not found"); ok {
+			errs = append(errs, unknownKeyError(line, key, fields))
+			continue
+		}
+		if line, key, ok := yamlFieldError(msg, "already set"); ok {
+			errs = append(errs, fmt.Errorf("line %s: config key %q is set more than once; keep one", line, key))
+			continue
+		}
+		mismatches++
+	}
+	if mismatches > 0 {
+		found := 0
+		for _, item := range items {
+			f, ok := lookupField(fields, item.Key)
+			if !ok {
+				continue
+			}
+			if err := checkValueType(f, item); err != nil {
+				errs = append(errs, err)
+				found++
+			}
+		}
+		if found == 0 {
+			errs = append(errs, fmt.Errorf("config: %w", strictErr))
+		}
+	}
+	if len(errs) == 0 {
+		errs = append(errs, fmt.Errorf("config: %w", strictErr))
+	}
+	return Config{}, errors.Join(errs...)
+}
+
+func lookupField(fields []configField, key any) (configField, bool) {
+	s, ok := key.(string)
+	if !ok {
+		return configField{}, false
+	}
+	for _, f := range fields {
+		if f.key == s {
+			return f, true
+		}
+	}
+	return configField{}, false
+}
+
+// checkValueType decodes one key on its own to find whether its value fits
+// the field's type.
+func checkValueType(f configField, item yaml.MapItem) error {
+	doc, err := yaml.Marshal(yaml.MapSlice{item})
+	if err != nil {
+		return fmt.Errorf("config key %q: %w; want %s", f.key, err, describeType(f.kind))
+	}
+	var one Config
+	if err := yaml.UnmarshalStrict(doc, &one); err != nil {
+		return fmt.Errorf("config key %q: got %s, want %s", f.key, describeValue(item.Value), describeType(f.kind))
+	}
+	return checkWholeNumber(f, item.Value)
+}
+
+// checkWholeNumber rejects a fractional or out-of-range number given for
+// an int field.
+func checkWholeNumber(f configField, v any) error {
+	if f.kind.Kind() != reflect.Int {
+		return nil
+	}
+	x, ok := v.(float64)
+	if !ok {
+		return nil
+	}
+	if x != math.Trunc(x) || x < math.MinInt64 || x >= math.MaxInt64 {
+		return fmt.Errorf("config key %q: got %s, want %s", f.key, describeValue(v), describeType(f.kind))
+	}
+	return nil
+}
+
+func describeType(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Int:
+		return "a whole number"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Slice:
+		switch t.Elem().Kind() {
+		case reflect.String:
+			return `a list of strings, such as ["a", "b"]`
+		case reflect.Float64:
+			return "a list of numbers, such as [0.5, 0.99]"
+		}
+	}
+	return t.String()
+}
+
+// describeValue renders a decoded YAML value briefly for an error message.
+func describeValue(v any) string {
+	var s string
+	switch x := v.(type) {
+	case nil:
+		return "null"
+	case string:
+		s = strconv.Quote(x)
+	case []any:
+		s = "a list " + fmt.Sprint(x)
+	case yaml.MapSlice, map[any]any:
+		s = "a mapping"
+	default:
+		s = fmt.Sprint(x)
+	}
+	const limit = 60
+	if r := []rune(s); len(r) > limit {
+		s = string(r[:limit]) + "..."
+	}
+	return s
+}
+
+// unknownKeyError reports an unknown key, suggesting the closest known key
+// when one is close enough to be a likely misspelling.
+func unknownKeyError(line, key string, fields []configField) error {
+	if s := suggestKey(key, fields); s != "" {
+		return fmt.Errorf("line %s: unknown config key %q; did you mean %q?", line, key, s)
+	}
+	return fmt.Errorf("line %s: unknown config key %q; see the Configuration section of the README for the valid keys", line, key)
+}
+
+// suggestKey returns the known key closest to key, or "" when none is
+// close. Keys are compared ignoring case, "_" and "-", so that
+// "UdpAddress" and "udp-address" both suggest "udp_address".
+func suggestKey(key string, fields []configField) string {
+	norm := func(s string) string {
+		s = strings.ToLower(s)
+		return strings.NewReplacer("_", "", "-", "").Replace(s)
+	}
+	k := norm(key)
+	if k == "" || len(k) > 64 {
+		return ""
+	}
+	best, bestDist := "", -1
+	var prefixed []string
+	for _, f := range fields {
+		n := norm(f.key)
+		d := editDistance(k, n)
+		if bestDist < 0 || d < bestDist {
+			best, bestDist = f.key, d
+		}
+		if len(k) >= 4 && strings.HasPrefix(n, k) {
+			prefixed = append(prefixed, f.key)
+		}
+	}
+	limit := max(2, len(k)/4)
+	if len(k) <= 3 {
+		limit = 1
+	}
+	if bestDist >= 0 && bestDist <= limit {
+		return best
+	}
+	if len(prefixed) == 1 {
+		return prefixed[0]
+	}
+	return ""
+}
+
+// editDistance is the optimal string alignment distance between a and b:
+// insertions, deletions, substitutions and adjacent transpositions each
+// cost one.
+func editDistance(a, b string) int {
+	ra, rb := []rune(a), []rune(b)
+	rows := make([][]int, len(ra)+1)
+	for i := range rows {
+		rows[i] = make([]int, len(rb)+1)
+		rows[i][0] = i
+	}
+	for j := range rows[0] {
+		rows[0][j] = j
+	}
+	for i := 1; i <= len(ra); i++ {
+		for j := 1; j <= len(rb); j++ {
+			cost := 1
+			if ra[i-1] == rb[j-1] {
+				cost = 0
+			}
+			d := min(rows[i-1][j]+1, rows[i][j-1]+1, rows[i-1][j-1]+cost)
+			if i > 1 && j > 1 && ra[i-1] == rb[j-2] && ra[i-2] == rb[j-1] {
+				d = min(d, rows[i-2][j-2]+1)
+			}
+			rows[i][j] = d
+		}
+	}
+	return rows[len(ra)][len(rb)]
+}
