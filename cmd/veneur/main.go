@@ -1,0 +1,101 @@
+// Command veneur runs the veneur DogStatsD aggregation daemon.
+//
+//	veneur -f config.yaml            run
+//	veneur -f config.yaml -validate  check the config and exit
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/veneur/veneur"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run is main without the process exit, so tests can drive it. It returns
+// the exit code: 0 on a clean shutdown or a valid config, 1 on a bad config
+// or start-up failure, 2 on bad usage.
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("veneur", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("f", "", "path to the YAML config file (required)")
+	validate := fs.Bool("validate", false, "check the config file and exit: 0 if valid, 1 if not")
+	version := fs.Bool("version", false, "print the version and exit")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *version {
+		fmt.Fprintln(stdout, veneur.VERSION)
+		return 0
+	}
+	if *path == "" {
+		fmt.Fprintln(stderr, "veneur: -f CONFIG is required, e.g. veneur -f example.yaml")
+		fs.Usage()
+		return 2
+	}
+	cfg, err := veneur.ReadConfig(*path)
+	if err != nil {
+		fmt.Fprintf(stderr, "veneur: invalid config: %v\n", err)
+		return 1
+	}
+	if *validate {
+		fmt.Fprintf(stdout, "%s: valid\n", *path)
+		return 0
+	}
+
+	log := logrus.New()
+	log.SetOutput(stderr)
+	if cfg.Debug {
+		log.SetLevel(logrus.DebugLevel)
+	}
+	srv, err := veneur.NewFromConfig(cfg, veneur.Options{Log: log, Stdout: stdout})
+	if err != nil {
+		fmt.Fprintf(stderr, "veneur: %v\n", err)
+		return 1
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	if err := srv.Start(); err != nil {
+		fmt.Fprintf(stderr, "veneur: start-up failed: %v\n", err)
+		return 1
+	}
+	log.WithFields(logrus.Fields{
+		"version":  veneur.VERSION,
+		"udp":      addrString(srv.UDPAddr()),
+		"http":     addrString(srv.HTTPAddr()),
+		"interval": cfg.Interval,
+		"workers":  cfg.NumWorkers,
+		"readers":  cfg.NumReaders,
+	}).Info("veneur started")
+
+	sig := <-sigs
+	log.WithField("signal", sig.String()).Info("shutting down: draining sockets and flushing")
+	interval, _ := cfg.ParseInterval()
+	ctx, cancel := context.WithTimeout(context.Background(), interval+5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		log.WithError(err).Error("shutdown was not clean")
+		return 1
+	}
+	log.Info("veneur stopped")
+	return 0
+}
+
+func addrString(a interface{ String() string }) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
+}

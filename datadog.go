@@ -1,0 +1,251 @@
+package veneur
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/DataDog/datadog-go/v5/statsd"
+	"github.com/klauspost/compress/zlib"
+	"github.com/sirupsen/logrus"
+
+	"github.com/veneur/veneur/samplers"
+)
+
+// datadogSink posts series to Datadog's v1 series API: JSON bodies of at
+// most flush_max_per_body series, zlib-compressed, posted concurrently.
+type datadogSink struct {
+	url        string
+	client     *http.Client
+	hostname   string
+	tags       []string
+	intervalS  int64
+	maxPerBody int
+	log        *logrus.Logger
+	stats      statsd.ClientInterface
+	bufs       sync.Pool // *bytes.Buffer, one per body being built
+	zws        sync.Pool // *zlib.Writer
+}
+
+func newDatadogSink(cfg Config, interval time.Duration, client *http.Client, log *logrus.Logger, stats statsd.ClientInterface) *datadogSink {
+	secs := int64(math.Round(interval.Seconds()))
+	if secs < 1 {
+		secs = 1
+	}
+	return &datadogSink{
+		url:        strings.TrimRight(cfg.APIHostname, "/") + "/api/v1/series?api_key=" + cfg.Key,
+		client:     client,
+		hostname:   cfg.Hostname,
+		tags:       cfg.Tags,
+		intervalS:  secs,
+		maxPerBody: cfg.FlushMaxPerBody,
+		log:        log,
+		stats:      stats,
+		bufs:       sync.Pool{New: func() any { return new(bytes.Buffer) }},
+	}
+}
+
+func (d *datadogSink) Name() string { return "datadog" }
+
+// Flush posts metrics in chunks, all at once, and returns the errors of the
+// chunks that failed.
+func (d *datadogSink) Flush(ctx context.Context, metrics []samplers.InterMetric) error {
+	start := time.Now()
+	chunks := (len(metrics) + d.maxPerBody - 1) / d.maxPerBody
+	d.stats.Count("flush.post_metrics_total", int64(len(metrics)), nil, 1)
+	errs := make([]error, chunks)
+	var wg sync.WaitGroup
+	for i := 0; i < chunks; i++ {
+		lo := i * d.maxPerBody
+		hi := min(lo+d.maxPerBody, len(metrics))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = d.post(ctx, metrics[lo:hi])
+		}()
+	}
+	wg.Wait()
+	d.stats.Timing("flush.total_duration_ns", time.Since(start), nil, 1)
+	err := errors.Join(errs...)
+	if err != nil {
+		d.stats.Count("flush.error_total", 1, nil, 1)
+	}
+	return err
+}
+
+func (d *datadogSink) post(ctx context.Context, metrics []samplers.InterMetric) error {
+	start := time.Now()
+	raw := d.bufs.Get().(*bytes.Buffer)
+	defer d.bufs.Put(raw)
+	raw.Reset()
+	raw.Write(d.appendSeries(raw.AvailableBuffer(), metrics))
+
+	body := d.bufs.Get().(*bytes.Buffer)
+	defer d.bufs.Put(body)
+	body.Reset()
+	zw, _ := d.zws.Get().(*zlib.Writer)
+	if zw == nil {
+		var err error
+		if zw, err = zlib.NewWriterLevel(body, zlib.BestSpeed); err != nil {
+			return err
+		}
+	} else {
+		zw.Reset(body)
+	}
+	defer d.zws.Put(zw)
+	if _, err := zw.Write(raw.Bytes()); err != nil {
+		return err
+	}
+	if err := zw.Close(); err != nil {
+		return err
+	}
+	d.stats.Timing("flush.duration_ns", time.Since(start), []string{"part:marshal"}, 1)
+	d.stats.Histogram("flush.content_length_bytes", float64(body.Len()), nil, 1)
+
+	start = time.Now()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.url, bytes.NewReader(body.Bytes()))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Content-Encoding", "deflate")
+	resp, err := d.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("posting %d series to Datadog: %w", len(metrics), redactKey(err))
+	}
+	defer resp.Body.Close()
+	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+	d.stats.Timing("flush.duration_ns", time.Since(start), []string{"part:post"}, 1)
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("Datadog answered %s to %d series: %q", resp.Status, len(metrics), snippet)
+	}
+	return nil
+}
+
+// redactKey keeps the API key, which is in the URL, out of logged errors.
+func redactKey(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return fmt.Errorf("%s: %w", ue.Op, ue.Err)
+	}
+	return err
+}
+
+// appendSeries encodes {"series":[...]} without reflection.
+func (d *datadogSink) appendSeries(b []byte, metrics []samplers.InterMetric) []byte {
+	b = append(b, `{"series":[`...)
+	first := true
+	for i := range metrics {
+		m := &metrics[i]
+		if math.IsNaN(m.Value) || math.IsInf(m.Value, 0) {
+			continue // JSON cannot carry them
+		}
+		if !first {
+			b = append(b, ',')
+		}
+		first = false
+		b = append(b, `{"metric":`...)
+		b = appendJSONString2(b, m.Name, m.Suffix)
+		b = append(b, `,"points":[[`...)
+		b = strconv.AppendInt(b, m.Timestamp, 10)
+		b = append(b, ',')
+		b = strconv.AppendFloat(b, m.Value, 'g', -1, 64)
+		b = append(b, `]],"tags":[`...)
+		n := 0
+		for _, t := range m.Tags {
+			if n > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString2(b, t, "")
+			n++
+		}
+		for _, t := range d.tags {
+			if n > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString2(b, t, "")
+			n++
+		}
+		b = append(b, ']')
+		host := m.Host
+		if host == "" {
+			host = d.hostname
+		}
+		if host != "" {
+			b = append(b, `,"host":`...)
+			b = appendJSONString2(b, host, "")
+		}
+		if m.Device != "" {
+			b = append(b, `,"device_name":`...)
+			b = appendJSONString2(b, m.Device, "")
+		}
+		if m.Kind == samplers.RateKind {
+			b = append(b, `,"type":"rate","interval":`...)
+			b = strconv.AppendInt(b, d.intervalS, 10)
+		} else {
+			b = append(b, `,"type":"gauge"`...)
+		}
+		b = append(b, '}')
+	}
+	return append(b, "]}"...)
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONString2 appends the JSON string of a+b.
+func appendJSONString2(dst []byte, a, b string) []byte {
+	dst = append(dst, '"')
+	dst = appendJSONEscaped(dst, a)
+	dst = appendJSONEscaped(dst, b)
+	return append(dst, '"')
+}
+
+func appendJSONEscaped(dst []byte, s string) []byte {
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
+			i++
+			continue
+		}
+		if c < utf8.RuneSelf {
+			dst = append(dst, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				dst = append(dst, '\\', c)
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	return append(dst, s[start:]...)
+}

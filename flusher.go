@@ -1,0 +1,159 @@
+package veneur
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/veneur/veneur/samplers"
+)
+
+// MetricSink receives the flushed metrics of every interval. Implementations
+// own their wire format; Flush must not keep metrics after it returns.
+type MetricSink interface {
+	Name() string
+	Flush(ctx context.Context, metrics []samplers.InterMetric) error
+}
+
+// runFlushLoop flushes every interval until ctx ends.
+func (s *Server) runFlushLoop(ctx context.Context) {
+	t := time.NewTicker(s.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			s.Flush(ctx, now)
+		}
+	}
+}
+
+// Flush collects the interval from every worker and hands the metrics to the
+// sinks. Sinks run in the background, so a slow destination delays neither
+// ingestion nor the next flush; Shutdown waits for them.
+func (s *Server) Flush(ctx context.Context, now time.Time) {
+	intervals := make([]interval, len(s.workers))
+	for i, w := range s.workers {
+		start := time.Now()
+		intervals[i] = w.flush()
+		s.stats.Timing("flush.worker_duration_ns", time.Since(start), []string{"worker:" + strconv.Itoa(i)}, 1)
+	}
+	s.flushIntervals(ctx, intervals, now)
+}
+
+// flushIntervals turns worker intervals into metrics and starts the sinks.
+func (s *Server) flushIntervals(ctx context.Context, intervals []interval, now time.Time) {
+	s.flushMu.Lock()
+	defer s.flushMu.Unlock()
+	s.reportIngest()
+
+	metrics, perType := s.generate(intervals, now)
+	for i, iv := range intervals {
+		s.stats.Count("worker.metrics_processed_total", int64(iv.processed), []string{"worker:" + strconv.Itoa(i)}, 1)
+		if iv.badKeys > 0 {
+			s.log.WithField("count", iv.badKeys).Error("worker received malformed metric keys")
+		}
+	}
+	for t, n := range perType {
+		if n > 0 {
+			s.stats.Count("worker.metrics_flushed_total", int64(n), []string{"metric_type:" + samplers.MetricType(t).String()}, 1)
+		}
+	}
+	if len(metrics) == 0 {
+		return
+	}
+	for _, sink := range s.sinks {
+		s.inFlight.Add(1)
+		go func() {
+			defer s.inFlight.Done()
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.interval)
+			defer cancel()
+			if err := sink.Flush(fctx, metrics); err != nil {
+				s.log.WithError(err).WithField("sink", sink.Name()).Error("flush failed")
+			}
+		}()
+	}
+}
+
+// generate builds the flushed values of every series. It runs on the flush
+// goroutine, so the workers go on ingesting meanwhile.
+func (s *Server) generate(intervals []interval, now time.Time) ([]samplers.InterMetric, [8]int) {
+	var perType [8]int
+	n := 0
+	perHisto := len(s.pcts) + 6
+	for _, iv := range intervals {
+		n += len(iv.series)
+	}
+	metrics := make([]samplers.InterMetric, 0, n+n/2)
+	ts := now.Unix()
+	secs := s.interval.Seconds()
+	for _, iv := range intervals {
+		for _, head := range iv.series {
+			for se := head; se != nil; se = se.next {
+				perType[se.Type]++
+				base := samplers.InterMetric{
+					Name:      se.Name,
+					Timestamp: ts,
+					Tags:      se.Tags,
+					Host:      se.Host,
+					Device:    se.Device,
+				}
+				switch se.Type {
+				case samplers.CounterMetric:
+					c := samplers.Counter{Value: se.value}
+					metrics = c.Flush(metrics, base, secs)
+				case samplers.GaugeMetric:
+					g := samplers.Gauge{Value: se.value}
+					metrics = g.Flush(metrics, base)
+				case samplers.HistogramMetric, samplers.TimerMetric:
+					if cap(metrics)-len(metrics) < perHisto {
+						metrics = growMetrics(metrics, perHisto)
+					}
+					metrics = se.histo.Flush(metrics, base, s.aggs, s.pcts, true, true, secs)
+				case samplers.SetMetric:
+					metrics = se.set.Flush(metrics, base)
+				}
+			}
+		}
+	}
+	return metrics, perType
+}
+
+func growMetrics(m []samplers.InterMetric, extra int) []samplers.InterMetric {
+	out := make([]samplers.InterMetric, len(m), 2*cap(m)+extra)
+	copy(out, m)
+	return out
+}
+
+// reportIngest sends the ingestion counters accumulated since the last
+// flush as self-metrics.
+func (s *Server) reportIngest() {
+	st := &s.ingest
+	s.stats.Count("packet.received_total", int64(st.packets.Swap(0)), nil, 1)
+	s.stats.Count("packet.lines_total", int64(st.lines.Swap(0)), nil, 1)
+	if n := st.truncated.Swap(0); n > 0 {
+		s.stats.Count("packet.truncated_total", int64(n), nil, 1)
+		s.log.WithField("count", n).Warn("datagrams longer than metric_max_length were cut; their last line was skipped")
+	}
+	var parseErrs uint64
+	for i := range st.parseErrs {
+		if n := st.parseErrs[i].Swap(0); n > 0 {
+			parseErrs += n
+			s.stats.Count("packet.error_total", int64(n), []string{"cause:" + parseCauses[i].cause}, 1)
+		}
+	}
+	if parseErrs > 0 {
+		s.log.WithField("count", parseErrs).Info("skipped malformed metric lines (debug logging shows them)")
+	}
+	if n := st.queueFull.Swap(0); n > 0 {
+		s.stats.Count("worker.queue_full_total", int64(n), nil, 1)
+	}
+	if n := st.dropped.Swap(0); n > 0 {
+		s.stats.Count("worker.dropped_total", int64(n), nil, 1)
+		s.log.WithField("count", n).Error("dropped samples: workers could not keep up; raise num_workers")
+	}
+	if n := st.readErrors.Swap(0); n > 0 {
+		s.stats.Count("packet.read_error_total", int64(n), nil, 1)
+	}
+}

@@ -1,0 +1,104 @@
+package samplers
+
+import (
+	"encoding/binary"
+	"errors"
+	"strings"
+)
+
+// A metric key identifies one series: name, type, scope, host and device
+// overrides and sorted tags. It is built once per line into a reader's
+// scratch buffer, hashed once, and the same bytes are the worker's map key,
+// so a line costs one hash whichever worker it lands on.
+//
+// Layout: type byte, scope byte, then uvarint-length-prefixed name, host
+// and device, then the tags joined by ','. Tags cannot contain ',' (it is
+// the DogStatsD tag separator), so the join is unambiguous.
+
+// AppendKey appends the key of l to dst.
+func AppendKey(dst []byte, l *Line) []byte {
+	dst = append(dst, byte(l.Type), byte(l.Scope))
+	dst = binary.AppendUvarint(dst, uint64(len(l.Name)))
+	dst = append(dst, l.Name...)
+	dst = binary.AppendUvarint(dst, uint64(len(l.Host)))
+	dst = append(dst, l.Host...)
+	dst = binary.AppendUvarint(dst, uint64(len(l.Device)))
+	dst = append(dst, l.Device...)
+	for i, t := range l.Tags {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, t...)
+	}
+	return dst
+}
+
+// Key is a decoded metric key.
+type Key struct {
+	Name   string
+	Type   MetricType
+	Scope  MetricScope
+	Host   string
+	Device string
+	Tags   []string
+	// JoinedTags is Tags joined by ','.
+	JoinedTags string
+}
+
+var errBadKey = errors.New("malformed metric key")
+
+// DecodeKey splits a key built by AppendKey. The strings share the memory of
+// key, so holding any of them keeps the key alive (which the worker does
+// anyway).
+func DecodeKey(key string) (Key, error) {
+	var k Key
+	if len(key) < 2 {
+		return k, errBadKey
+	}
+	k.Type, k.Scope = MetricType(key[0]), MetricScope(key[1])
+	rest := key[2:]
+	var err error
+	if k.Name, rest, err = lengthPrefixed(rest); err != nil {
+		return k, err
+	}
+	if k.Host, rest, err = lengthPrefixed(rest); err != nil {
+		return k, err
+	}
+	if k.Device, rest, err = lengthPrefixed(rest); err != nil {
+		return k, err
+	}
+	k.JoinedTags = rest
+	if rest != "" {
+		k.Tags = strings.Split(rest, ",")
+	}
+	return k, nil
+}
+
+func lengthPrefixed(s string) (string, string, error) {
+	var n uint64
+	var shift uint
+	for i := 0; i < len(s) && i < binary.MaxVarintLen64; i++ {
+		c := s[i]
+		n |= uint64(c&0x7f) << shift
+		if c < 0x80 {
+			s = s[i+1:]
+			if n > uint64(len(s)) {
+				return "", "", errBadKey
+			}
+			return s[:n], s[n:], nil
+		}
+		shift += 7
+	}
+	return "", "", errBadKey
+}
+
+// NewKey builds the key of a series from its parts; tags must already be
+// sorted. It is the slow path used by /import and tests.
+func NewKey(name string, typ MetricType, scope MetricScope, host, device string, tags []string) []byte {
+	l := Line{Name: []byte(name), Type: typ, Scope: scope, Host: []byte(host), Device: []byte(device)}
+	l.Tags = make([][]byte, len(tags))
+	for i, t := range tags {
+		l.Tags[i] = []byte(t)
+	}
+	return AppendKey(nil, &l)
+}

@@ -1,0 +1,283 @@
+// Package veneur is a DogStatsD aggregation daemon: it receives metrics,
+// aggregates them per interval in a fixed pool of workers and flushes them
+// to Datadog (or prints them), forwarding histograms and sets to a global
+// instance for fleet-wide percentiles and unique counts.
+package veneur
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/DataDog/datadog-go/v5/statsd"
+	"github.com/sirupsen/logrus"
+
+	"github.com/veneur/veneur/samplers"
+)
+
+// VERSION is the build's version; set at link time with
+// -ldflags "-X github.com/veneur/veneur.VERSION=...".
+var VERSION = "dirty"
+
+// Server is one veneur instance. NewFromConfig builds it without starting
+// anything; Start binds its sockets and starts its goroutines; Shutdown
+// stops it, flushing what it holds.
+type Server struct {
+	cfg      Config
+	log      *logrus.Logger
+	stats    statsd.ClientInterface
+	interval time.Duration
+	aggs     samplers.Aggregates
+	pcts     []samplers.Percentile
+	seed     maphash.Seed
+
+	workers   []*Worker
+	batchPool *sync.Pool
+	ingest    ingestStats
+	sinks     []MetricSink
+
+	udpConns []*net.UDPConn
+	httpLn   net.Listener
+	httpSrv  *http.Server
+
+	stopping   atomic.Bool
+	cancel     context.CancelFunc
+	readers    sync.WaitGroup
+	workerWG   sync.WaitGroup
+	flushLoop  sync.WaitGroup
+	inFlight   sync.WaitGroup
+	flushMu    sync.Mutex // one flush at a time
+	shutdownMu sync.Mutex
+	shutDown   bool
+}
+
+// Options are the parts of a Server that are not in its Config.
+type Options struct {
+	// Log receives the server's logs; nil means a new logrus logger.
+	Log *logrus.Logger
+	// Stdout receives printed flushes when api_hostname is empty; nil
+	// means os.Stdout.
+	Stdout io.Writer
+	// HTTPClient posts to Datadog; nil means a client with a timeout of
+	// one interval.
+	HTTPClient *http.Client
+}
+
+// NewFromConfig builds a server from a validated config. It binds nothing
+// and starts no goroutine.
+func NewFromConfig(cfg Config, opts Options) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := opts.Log
+	if log == nil {
+		log = logrus.New()
+	}
+	interval, err := cfg.ParseInterval()
+	if err != nil {
+		return nil, err
+	}
+	aggs, err := samplers.ParseAggregates(cfg.Aggregates)
+	if err != nil {
+		return nil, fmt.Errorf("aggregates: %w", err)
+	}
+	s := &Server{
+		cfg:       cfg,
+		log:       log,
+		interval:  interval,
+		aggs:      aggs,
+		pcts:      samplers.NewPercentiles(cfg.Percentiles),
+		seed:      maphash.MakeSeed(),
+		batchPool: newBatchPool(),
+		stats:     &statsd.NoOpClient{},
+	}
+	if cfg.StatsAddress != "" {
+		c, err := statsd.New(cfg.StatsAddress, statsd.WithoutTelemetry(), statsd.WithNamespace("veneur."))
+		if err != nil {
+			return nil, fmt.Errorf("stats_address %q: %w", cfg.StatsAddress, err)
+		}
+		s.stats = c
+	}
+	for i := 0; i < cfg.NumWorkers; i++ {
+		s.workers = append(s.workers, newWorker(i, s.batchPool))
+	}
+	if cfg.APIHostname == "" {
+		s.sinks = append(s.sinks, newPrintSink(opts.Stdout, cfg, interval))
+	} else {
+		client := opts.HTTPClient
+		if client == nil {
+			client = &http.Client{Timeout: interval}
+		}
+		s.sinks = append(s.sinks, newDatadogSink(cfg, interval, client, log, s.stats))
+	}
+	if cfg.ForwardAddress != "" {
+		log.WithField("forward_address", cfg.ForwardAddress).Warn(
+			"forwarding to a global instance is not available in this version; this instance publishes all metrics itself")
+	}
+	return s, nil
+}
+
+// UDPAddr returns the bound address of the UDP listener, or nil.
+func (s *Server) UDPAddr() net.Addr {
+	if len(s.udpConns) == 0 {
+		return nil
+	}
+	return s.udpConns[0].LocalAddr()
+}
+
+// HTTPAddr returns the bound address of the HTTP listener, or nil.
+func (s *Server) HTTPAddr() net.Addr {
+	if s.httpLn == nil {
+		return nil
+	}
+	return s.httpLn.Addr()
+}
+
+// Start binds the listeners and starts readers, workers, the HTTP server
+// and the flush loop. An error leaves nothing running.
+func (s *Server) Start() error {
+	if err := s.bind(); err != nil {
+		s.closeListeners()
+		return err
+	}
+	for _, w := range s.workers {
+		s.workerWG.Add(1)
+		go func() {
+			defer s.workerWG.Done()
+			w.run()
+		}()
+	}
+	size := s.cfg.MetricMaxLength + 1
+	for _, conn := range s.udpConns {
+		in := s.newIngester()
+		s.readers.Add(1)
+		go func() {
+			defer s.readers.Done()
+			if err := readUDP(conn, in, size, s.stopping.Load); err != nil {
+				s.log.WithError(err).Error("UDP reader stopped")
+			}
+		}()
+	}
+	if s.httpLn != nil {
+		s.httpSrv = &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := s.httpSrv.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.log.WithError(err).Error("HTTP server stopped")
+			}
+		}()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	s.flushLoop.Add(1)
+	go func() {
+		defer s.flushLoop.Done()
+		s.runFlushLoop(ctx)
+	}()
+	return nil
+}
+
+func (s *Server) bind() error {
+	if s.cfg.UdpAddress != "" {
+		addr := s.cfg.UdpAddress
+		reuse := s.cfg.NumReaders > 1
+		for i := 0; i < s.cfg.NumReaders; i++ {
+			conn, granted, err := listenUDP(addr, reuse, s.cfg.ReadBufferSizeBytes)
+			if err != nil {
+				return fmt.Errorf("udp_address %q: %w", s.cfg.UdpAddress, err)
+			}
+			if granted < s.cfg.ReadBufferSizeBytes && i == 0 {
+				s.log.WithFields(logrus.Fields{"requested": s.cfg.ReadBufferSizeBytes, "granted": granted}).Warn(
+					"the kernel granted a smaller UDP receive buffer than read_buffer_size_bytes; raise net.core.rmem_max to avoid drops")
+			}
+			s.udpConns = append(s.udpConns, conn)
+			// Later sockets join the port the first one got (which
+			// matters when the config asked for port 0).
+			addr = conn.LocalAddr().String()
+		}
+	}
+	if s.cfg.HTTPAddress != "" {
+		ln, err := listenHTTP(s.cfg.HTTPAddress)
+		if err != nil {
+			return fmt.Errorf("http_address %q: %w", s.cfg.HTTPAddress, err)
+		}
+		s.httpLn = ln
+	}
+	return nil
+}
+
+func (s *Server) closeListeners() {
+	for _, c := range s.udpConns {
+		c.Close()
+	}
+	if s.httpLn != nil {
+		s.httpLn.Close()
+	}
+}
+
+// Shutdown stops the listeners, processes everything already received
+// (including datagrams queued in the kernel), flushes once more and waits
+// for in-flight flushes, or until ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.shutdownMu.Lock()
+	defer s.shutdownMu.Unlock()
+	if s.shutDown {
+		return nil
+	}
+	s.shutDown = true
+
+	// Stop the ticker first so that the final flush is the last one.
+	if s.cancel != nil {
+		s.cancel()
+	}
+	s.flushLoop.Wait()
+
+	// Wake the readers: they drain their sockets and return.
+	s.stopping.Store(true)
+	for _, c := range s.udpConns {
+		c.SetReadDeadline(time.Now())
+	}
+	s.readers.Wait()
+	for _, c := range s.udpConns {
+		c.Close()
+	}
+	var httpErr error
+	if s.httpSrv != nil {
+		httpErr = s.httpSrv.Shutdown(ctx)
+	} else if s.httpLn != nil {
+		s.httpLn.Close()
+	}
+
+	// Workers process what is queued, then exit.
+	for _, w := range s.workers {
+		close(w.in)
+	}
+	s.workerWG.Wait()
+	intervals := make([]interval, len(s.workers))
+	for i, w := range s.workers {
+		intervals[i] = w.swap()
+	}
+	s.flushIntervals(ctx, intervals, time.Now())
+
+	done := make(chan struct{})
+	go func() {
+		s.inFlight.Wait()
+		close(done)
+	}()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = fmt.Errorf("waiting for in-flight flushes: %w", ctx.Err())
+	}
+	if c, ok := s.stats.(io.Closer); ok {
+		c.Close()
+	}
+	return errors.Join(httpErr, err)
+}

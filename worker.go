@@ -1,0 +1,191 @@
+package veneur
+
+import (
+	"sync"
+	"time"
+
+	"github.com/veneur/veneur/samplers"
+)
+
+// sample is one value bound for a worker. Its key (and, for sets, its
+// member right after the key) live in the owning batch's buf.
+type sample struct {
+	hash   uint64
+	value  float64
+	rate   float64
+	keyOff uint32
+	keyLen uint32
+	memLen uint32
+}
+
+// batch carries samples from one reader to one worker, so that a channel
+// operation is paid per batch rather than per line. A batch has exactly one
+// owner at a time: the reader that fills it, then the worker that empties it
+// and returns it to the pool. Nobody keeps a reference after handing it on.
+type batch struct {
+	buf     []byte
+	samples []sample
+}
+
+const (
+	batchMaxSamples = 512
+	batchMaxBytes   = 32 << 10
+	// workerQueueLen is how many batches may wait for one worker.
+	workerQueueLen = 128
+)
+
+func (b *batch) full() bool {
+	return len(b.samples) >= batchMaxSamples || len(b.buf) >= batchMaxBytes
+}
+
+func (b *batch) reset() {
+	b.buf = b.buf[:0]
+	b.samples = b.samples[:0]
+}
+
+func newBatchPool() *sync.Pool {
+	return &sync.Pool{New: func() any {
+		return &batch{buf: make([]byte, 0, batchMaxBytes+1024), samples: make([]sample, 0, batchMaxSamples)}
+	}}
+}
+
+// series is one metric key's state in a worker for the current interval.
+type series struct {
+	key  string
+	next *series // chains keys whose 64-bit hashes collide
+	samplers.Key
+	value float64 // counter sum or last gauge value
+	histo *samplers.Histo
+	set   *samplers.Set
+}
+
+// interval is what a worker hands over at flush: every series it saw since
+// the previous flush, and how many samples it processed.
+type interval struct {
+	series    map[uint64]*series
+	processed uint64
+	badKeys   uint64
+}
+
+// Worker aggregates the samples of the keys that hash to it. Only its own
+// goroutine touches its map, so the per-line path takes no lock; the flusher
+// asks for the map through a channel and the worker swaps in a new one.
+type Worker struct {
+	id      int
+	in      chan *batch
+	flushc  chan chan interval
+	pool    *sync.Pool
+	cur     interval
+	lastLen int
+}
+
+func newWorker(id int, pool *sync.Pool) *Worker {
+	return &Worker{
+		id:     id,
+		in:     make(chan *batch, workerQueueLen),
+		flushc: make(chan chan interval),
+		pool:   pool,
+		cur:    interval{series: make(map[uint64]*series)},
+	}
+}
+
+// run processes batches until w.in is closed and drained.
+func (w *Worker) run() {
+	for {
+		select {
+		case b, ok := <-w.in:
+			if !ok {
+				return
+			}
+			w.process(b)
+		case reply := <-w.flushc:
+			reply <- w.swap()
+		}
+	}
+}
+
+// flush asks the running worker for its interval.
+func (w *Worker) flush() interval {
+	reply := make(chan interval, 1)
+	w.flushc <- reply
+	return <-reply
+}
+
+// swap hands over the current interval and starts a new one, sized like the
+// last so a steady load does not regrow the map every interval.
+func (w *Worker) swap() interval {
+	out := w.cur
+	w.lastLen = len(out.series)
+	w.cur = interval{series: make(map[uint64]*series, w.lastLen)}
+	return out
+}
+
+// send hands b to the worker, waiting at most wait when its queue is full.
+// It reports whether the worker took the batch; if not, the caller still
+// owns b.
+func (w *Worker) send(b *batch, wait time.Duration) (ok, waited bool) {
+	select {
+	case w.in <- b:
+		return true, false
+	default:
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case w.in <- b:
+		return true, true
+	case <-t.C:
+		return false, true
+	}
+}
+
+func (w *Worker) process(b *batch) {
+	for i := range b.samples {
+		s := &b.samples[i]
+		key := b.buf[s.keyOff : s.keyOff+s.keyLen]
+		se := w.lookup(s.hash, key)
+		if se == nil {
+			continue
+		}
+		switch se.Type {
+		case samplers.CounterMetric:
+			se.value += s.value / s.rate
+		case samplers.GaugeMetric:
+			se.value = s.value
+		case samplers.HistogramMetric, samplers.TimerMetric:
+			se.histo.Sample(s.value, s.rate)
+		case samplers.SetMetric:
+			end := s.keyOff + s.keyLen
+			se.set.Sample(b.buf[end : end+s.memLen])
+		}
+	}
+	w.cur.processed += uint64(len(b.samples))
+	b.reset()
+	w.pool.Put(b)
+}
+
+// lookup finds or creates the series of key. string(key) in a comparison
+// or map index does not allocate; only a new series copies the key.
+func (w *Worker) lookup(hash uint64, key []byte) *series {
+	head := w.cur.series[hash]
+	for se := head; se != nil; se = se.next {
+		if se.key == string(key) {
+			return se
+		}
+	}
+	ks := string(key)
+	k, err := samplers.DecodeKey(ks)
+	if err != nil {
+		w.cur.badKeys++
+		return nil
+	}
+	se := &series{key: ks, next: head, Key: k}
+	switch k.Type {
+	case samplers.HistogramMetric, samplers.TimerMetric:
+		se.histo = samplers.NewHisto()
+	case samplers.SetMetric:
+		se.set = samplers.NewSet()
+	}
+	w.cur.series[hash] = se
+	return se
+}
