@@ -1,0 +1,153 @@
+package samplers
+
+import (
+	"math"
+	"strconv"
+	"testing"
+)
+
+func TestPercentileName(t *testing.T) {
+	for q, want := range map[float64]string{
+		0.5: "50", 0.75: "75", 0.9: "90", 0.99: "99", 0.999: "99.9", 0.9999: "99.99",
+		0.01: "1", 0.001: "0.1", 0.125: "12.5", 0.05: "5", 0.1: "10", 0.3: "30",
+	} {
+		if got := PercentileName(q); got != want {
+			t.Errorf("PercentileName(%v) = %q, want %q", q, got, want)
+		}
+	}
+	ps := NewPercentiles([]float64{0.5, 0.999})
+	if ps[0].Suffix != ".50percentile" || ps[1].Suffix != ".99.9percentile" {
+		t.Errorf("suffixes = %q, %q", ps[0].Suffix, ps[1].Suffix)
+	}
+}
+
+func TestParseAggregates(t *testing.T) {
+	a, err := ParseAggregates([]string{"min", "avg"})
+	if err != nil || a != AggMin|AggAvg {
+		t.Errorf("ParseAggregates = %v, %v", a, err)
+	}
+	if _, err := ParseAggregates([]string{"mean"}); err == nil {
+		t.Error("ParseAggregates accepted an unknown aggregate")
+	}
+}
+
+func TestCounter(t *testing.T) {
+	var c Counter
+	c.Sample(1, 1)
+	c.Sample(3, 0.5)
+	c.Sample(1, 0.3) // 3.333..., not truncated
+	got := c.Flush(nil, InterMetric{Name: "c"}, 10)
+	want := (1 + 6 + 1/0.3) / 10
+	if len(got) != 1 || got[0].Kind != RateKind || math.Abs(got[0].Value-want) > 1e-12 {
+		t.Errorf("Flush = %+v, want one rate of %v", got, want)
+	}
+}
+
+func TestGauge(t *testing.T) {
+	var g Gauge
+	g.Sample(5)
+	g.Sample(-2)
+	got := g.Flush(nil, InterMetric{Name: "g"})
+	if len(got) != 1 || got[0].Kind != GaugeKind || got[0].Value != -2 {
+		t.Errorf("Flush = %+v, want gauge -2", got)
+	}
+}
+
+func flushedValues(ms []InterMetric) map[string]InterMetric {
+	out := make(map[string]InterMetric)
+	for _, m := range ms {
+		out[m.FullName()] = m
+	}
+	return out
+}
+
+func TestHisto(t *testing.T) {
+	h := NewHisto()
+	for _, v := range []float64{1, 2, 3, 4} {
+		h.Sample(v, 1)
+	}
+	h.Sample(10, 0.5) // weight 2
+	all := AggMin | AggMax | AggMedian | AggAvg | AggCount | AggSum
+	got := flushedValues(h.Flush(nil, InterMetric{Name: "h"}, all, NewPercentiles([]float64{0.5, 0.99}), true, true, 10))
+	want := map[string]struct {
+		v    float64
+		kind Kind
+	}{
+		"h.min":          {1, GaugeKind},
+		"h.max":          {10, GaugeKind},
+		"h.sum":          {30, GaugeKind},
+		"h.avg":          {5, GaugeKind},
+		"h.count":        {0.6, RateKind},
+		"h.median":       {3, GaugeKind},
+		"h.50percentile": {3, GaugeKind},
+		"h.99percentile": {10, GaugeKind},
+	}
+	if len(got) != len(want) {
+		t.Errorf("flushed %d values, want %d: %+v", len(got), len(want), got)
+	}
+	for name, w := range want {
+		g, ok := got[name]
+		if !ok {
+			t.Errorf("%s missing", name)
+			continue
+		}
+		if math.Abs(g.Value-w.v) > 1e-9 || g.Kind != w.kind {
+			t.Errorf("%s = %v (%v), want %v (%v)", name, g.Value, g.Kind, w.v, w.kind)
+		}
+	}
+
+	// avg without sum, and only what is asked for.
+	got = flushedValues(h.Flush(nil, InterMetric{Name: "h"}, AggAvg, nil, true, false, 10))
+	if len(got) != 1 || got["h.avg"].Value != 5 {
+		t.Errorf("avg alone = %+v", got)
+	}
+	// Percentiles only (the global side of a forwarded histogram).
+	got = flushedValues(h.Flush(nil, InterMetric{Name: "h"}, all, NewPercentiles([]float64{0.5}), false, true, 10))
+	if len(got) != 1 || got["h.50percentile"].Value != 3 {
+		t.Errorf("percentiles only = %+v", got)
+	}
+}
+
+func TestHistoMergeKeepsLocalStats(t *testing.T) {
+	h := NewHisto()
+	h.Sample(5, 1)
+	other := NewHisto()
+	for i := 0; i < 100; i++ {
+		other.Sample(100, 1)
+	}
+	h.Merge(other.Digest)
+	got := flushedValues(h.Flush(nil, InterMetric{Name: "h"}, AggMax|AggCount, NewPercentiles([]float64{0.5}), true, true, 1))
+	if got["h.max"].Value != 5 || got["h.count"].Value != 1 {
+		t.Errorf("local stats include merged samples: %+v", got)
+	}
+	if got["h.50percentile"].Value != 100 {
+		t.Errorf("merged percentile = %v, want 100", got["h.50percentile"].Value)
+	}
+	// A histogram that only received merged data reports no aggregates.
+	only := NewHisto()
+	only.Merge(other.Digest)
+	if ms := only.Flush(nil, InterMetric{Name: "h"}, AggMax, nil, true, false, 1); len(ms) != 0 {
+		t.Errorf("merged-only histogram flushed aggregates %+v", ms)
+	}
+}
+
+func TestSet(t *testing.T) {
+	s := NewSet()
+	for i := 0; i < 1000; i++ {
+		s.Sample([]byte("member-" + strconv.Itoa(i%100)))
+	}
+	got := s.Flush(nil, InterMetric{Name: "s"})
+	if len(got) != 1 || got[0].Value != 100 || got[0].Kind != GaugeKind {
+		t.Errorf("Flush = %+v, want gauge 100", got)
+	}
+	other := NewSet()
+	for i := 50; i < 150; i++ {
+		other.Sample([]byte("member-" + strconv.Itoa(i)))
+	}
+	if err := s.Merge(other.Sketch); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Flush(nil, InterMetric{})[0].Value; got != 150 {
+		t.Errorf("after merge: %v, want 150", got)
+	}
+}
