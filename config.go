@@ -488,13 +488,18 @@ func decodeConfig(data []byte) (Config, error) {
 	var c Config
 	strictErr := yaml.UnmarshalStrict(data, &c)
 
+	var doc any
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return Config{}, fmt.Errorf("config is not valid YAML: %w; check indentation and quoting near the line given", err)
+	}
+	switch doc.(type) {
+	case nil, map[any]any:
+	default:
+		return Config{}, fmt.Errorf("config is a YAML %s; it must be a mapping of keys to values, such as \"udp_address: 127.0.0.1:8126\"", describeKind(doc))
+	}
 	var items yaml.MapSlice
 	if err := yaml.Unmarshal(data, &items); err != nil {
-		var te *yaml.TypeError
-		if errors.As(err, &te) {
-			return Config{}, fmt.Errorf("config is not a YAML mapping of keys to values, such as \"udp_address: 127.0.0.1:8126\": %w", err)
-		}
-		return Config{}, fmt.Errorf("config is not valid YAML: %w; check indentation and quoting near the line given", err)
+		return Config{}, fmt.Errorf("config: %w", err)
 	}
 	fields := configFields()
 
@@ -593,6 +598,17 @@ func checkWholeNumber(f configField, v any) error {
 		return fmt.Errorf("config key %q: got %s, want %s", f.key, describeValue(v), describeType(f.kind))
 	}
 	return nil
+}
+
+// describeKind names the kind of a decoded YAML document.
+func describeKind(v any) string {
+	switch v.(type) {
+	case []any:
+		return "list"
+	case string:
+		return "string"
+	}
+	return "scalar"
 }
 
 func describeType(t reflect.Type) string {

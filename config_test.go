@@ -1,0 +1,575 @@
+package veneur
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"runtime"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v2"
+)
+
+// minimal is the smallest valid config: something to listen on.
+const minimal = "udp_address: 127.0.0.1:8126\n"
+
+// mustParse parses doc and fails the test on error.
+func mustParse(t *testing.T, doc string) Config {
+	t.Helper()
+	c, err := ParseConfig([]byte(doc))
+	if err != nil {
+		t.Fatalf("ParseConfig(%q): %v", doc, err)
+	}
+	return c
+}
+
+// joinedCount returns how many errors err joins together (1 if it joins
+// none), looking through any %w wrapping.
+func joinedCount(err error) int {
+	for err != nil {
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			return len(j.Unwrap())
+		}
+		err = errors.Unwrap(err)
+	}
+	return 1
+}
+
+func TestReadConfigReadmeKeys(t *testing.T) {
+	c, err := ReadConfig(filepath.Join("testdata", "config", "readme.yaml"))
+	if err != nil {
+		t.Fatalf("ReadConfig: %v", err)
+	}
+	want := Config{
+		Aggregates:              []string{"min", "max", "count"},
+		APIHostname:             "https://app.datadoghq.com",
+		Debug:                   true,
+		FlushMaxPerBody:         25000,
+		ForwardAddress:          "http://veneur.example.com",
+		Hostname:                "localhost",
+		HTTPAddress:             "einhorn@0",
+		Interval:                "10s",
+		Key:                     "not-a-real-key",
+		MetricMaxLength:         4096,
+		NumReaders:              1,
+		NumWorkers:              96,
+		Percentiles:             []float64{0.5, 0.75, 0.99},
+		ReadBufferSizeBytes:     2097152,
+		StatsAddress:            "localhost:8125",
+		Tags:                    []string{"foo:bar", "baz:quz"},
+		TcpAddress:              "localhost:8129",
+		TLSAuthorityCertificate: "-----BEGIN CERTIFICATE-----\nbm90IGEgcmVhbCBjZXJ0aWZpY2F0ZSwganVzdCB0ZXN0IGRhdGE=\n-----END CERTIFICATE-----\n",
+		TLSCertificate:          "-----BEGIN CERTIFICATE-----\nbm90IGEgcmVhbCBjZXJ0aWZpY2F0ZSwganVzdCB0ZXN0IGRhdGE=\n-----END CERTIFICATE-----\n",
+		TLSKey:                  "-----BEGIN RSA PRIVATE KEY-----\nbm90IGEgcmVhbCBrZXksIGp1c3QgdGVzdCBkYXRh\n-----END RSA PRIVATE KEY-----\n",
+		TraceMaxLengthBytes:     DefaultTraceMaxLengthBytes,
+		UdpAddress:              "localhost:8126",
+	}
+	if !reflect.DeepEqual(c, want) {
+		t.Errorf("ReadConfig(readme.yaml)\n got %+v\nwant %+v", c, want)
+	}
+	if !c.IsLocal() {
+		t.Errorf("IsLocal() = false with forward_address %q", c.ForwardAddress)
+	}
+}
+
+func TestShippedConfigsLoad(t *testing.T) {
+	for _, path := range []string{"example.yaml", filepath.Join("config", "dev.yaml")} {
+		t.Run(path, func(t *testing.T) {
+			if _, err := ReadConfig(path); err != nil {
+				t.Fatalf("ReadConfig(%s): %v", path, err)
+			}
+		})
+	}
+}
+
+// TestExampleListsEveryKey keeps example.yaml complete as keys are added.
+func TestExampleListsEveryKey(t *testing.T) {
+	data, err := os.ReadFile("example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var items yaml.MapSlice
+	if err := yaml.Unmarshal(data, &items); err != nil {
+		t.Fatal(err)
+	}
+	var got, want []string
+	for _, it := range items {
+		got = append(got, it.Key.(string))
+	}
+	for _, f := range configFields() {
+		want = append(want, f.key)
+	}
+	sort.Strings(got)
+	sort.Strings(want)
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("example.yaml keys\n got %v\nwant %v", got, want)
+	}
+	if len(want) != 34 {
+		t.Errorf("Config has %d keys, veneur 1.1.0 has 34", len(want))
+	}
+
+	c, err := ParseConfig(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.UdpAddress != "0.0.0.0:8126" || c.HTTPAddress != "0.0.0.0:8127" || c.APIHostname != "https://app.datadoghq.com" {
+		t.Errorf("example.yaml: udp %q http %q api %q", c.UdpAddress, c.HTTPAddress, c.APIHostname)
+	}
+	if c.IsLocal() {
+		t.Error("example.yaml: IsLocal() = true, want a root instance")
+	}
+}
+
+func TestDevConfig(t *testing.T) {
+	c, err := ReadConfig(filepath.Join("config", "dev.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Config{
+		UdpAddress:   "127.0.0.1:8126",
+		HTTPAddress:  "127.0.0.1:8127",
+		StatsAddress: "127.0.0.1:8126",
+		Interval:     "10s",
+		Hostname:     "dev",
+		Tags:         []string{"env:dev"},
+	}
+	if err := want.ApplyDefaults(); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(c, want) {
+		t.Errorf("dev.yaml\n got %+v\nwant %+v", c, want)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	host, err := os.Hostname()
+	if err != nil {
+		t.Skipf("os.Hostname: %v", err)
+	}
+	c := mustParse(t, minimal)
+	d, err := c.ParseInterval()
+	if err != nil || d != 10*time.Second {
+		t.Errorf("ParseInterval() = %v, %v; want 10s", d, err)
+	}
+	for _, tc := range []struct {
+		key       string
+		got, want any
+	}{
+		{"interval", c.Interval, "10s"},
+		{"hostname", c.Hostname, host},
+		{"num_workers", c.NumWorkers, runtime.NumCPU()},
+		{"num_readers", c.NumReaders, 1},
+		{"metric_max_length", c.MetricMaxLength, 4096},
+		{"flush_max_per_body", c.FlushMaxPerBody, 5000},
+		{"read_buffer_size_bytes", c.ReadBufferSizeBytes, 2097152},
+		{"trace_max_length_bytes", c.TraceMaxLengthBytes, 16384},
+		{"percentiles", c.Percentiles, []float64{0.5, 0.75, 0.99}},
+		{"aggregates", c.Aggregates, []string{"min", "max", "count"}},
+		{"tags", c.Tags, []string(nil)},
+		{"api_hostname", c.APIHostname, ""},
+		{"http_address", c.HTTPAddress, ""},
+		{"stats_address", c.StatsAddress, ""},
+		{"forward_address", c.ForwardAddress, ""},
+		{"tcp_address", c.TcpAddress, ""},
+		{"influx_consistency", c.InfluxConsistency, ""},
+		{"debug", c.Debug, false},
+		{"is_local", c.IsLocal(), false},
+	} {
+		if !reflect.DeepEqual(tc.got, tc.want) {
+			t.Errorf("default %s = %#v, want %#v", tc.key, tc.got, tc.want)
+		}
+	}
+}
+
+func TestDefaultsKeepExplicitValues(t *testing.T) {
+	c := mustParse(t, minimal+`
+interval: 250ms
+hostname: web-1
+num_workers: 3
+num_readers: 2
+metric_max_length: 100
+flush_max_per_body: 7
+read_buffer_size_bytes: 1024
+trace_max_length_bytes: 99
+percentiles: [0.9]
+aggregates: [sum]
+`)
+	want := Config{
+		UdpAddress: "127.0.0.1:8126", Interval: "250ms", Hostname: "web-1",
+		NumWorkers: 3, NumReaders: 2, MetricMaxLength: 100, FlushMaxPerBody: 7,
+		ReadBufferSizeBytes: 1024, TraceMaxLengthBytes: 99,
+		Percentiles: []float64{0.9}, Aggregates: []string{"sum"},
+	}
+	if !reflect.DeepEqual(c, want) {
+		t.Errorf("\n got %+v\nwant %+v", c, want)
+	}
+}
+
+func TestDefaultsEmptyListsAndOmittedHostname(t *testing.T) {
+	c := mustParse(t, minimal+"percentiles: []\naggregates: []\nomit_empty_hostname: true\n")
+	if c.Percentiles == nil || len(c.Percentiles) != 0 {
+		t.Errorf("percentiles: [] gave %#v, want an empty list", c.Percentiles)
+	}
+	if c.Aggregates == nil || len(c.Aggregates) != 0 {
+		t.Errorf("aggregates: [] gave %#v, want an empty list", c.Aggregates)
+	}
+	if c.Hostname != "" {
+		t.Errorf("omit_empty_hostname: true gave hostname %q, want empty", c.Hostname)
+	}
+
+	c = mustParse(t, minimal+"percentiles:\naggregates: ~\nomit_empty_hostname: true\nhostname: h\n")
+	if !reflect.DeepEqual(c.Percentiles, DefaultPercentiles()) || !reflect.DeepEqual(c.Aggregates, DefaultAggregates()) {
+		t.Errorf("null lists gave %v and %v, want the defaults", c.Percentiles, c.Aggregates)
+	}
+	if c.Hostname != "h" {
+		t.Errorf("hostname = %q, want h", c.Hostname)
+	}
+}
+
+func TestApplyDefaultsIsIdempotent(t *testing.T) {
+	var c Config
+	if err := c.ApplyDefaults(); err != nil {
+		t.Fatal(err)
+	}
+	once := c
+	once.Percentiles = append([]float64(nil), c.Percentiles...)
+	if err := c.ApplyDefaults(); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(c, once) {
+		t.Errorf("second ApplyDefaults changed\n%+v\nto\n%+v", once, c)
+	}
+	// A negative value is left for Validate to report, not replaced.
+	c = Config{NumWorkers: -1}
+	if err := c.ApplyDefaults(); err != nil {
+		t.Fatal(err)
+	}
+	if c.NumWorkers != -1 {
+		t.Errorf("num_workers -1 became %d", c.NumWorkers)
+	}
+}
+
+func TestEmptyFileFailsOnlyForNothingToListenOn(t *testing.T) {
+	for _, doc := range []string{"", "\n", "# only a comment\n", "---\n", "{}"} {
+		_, err := ParseConfig([]byte(doc))
+		if err == nil {
+			t.Fatalf("ParseConfig(%q) succeeded", doc)
+		}
+		if want := "nothing to listen on: set udp_address, e.g. 127.0.0.1:8126"; err.Error() != want {
+			t.Errorf("ParseConfig(%q) = %q, want exactly %q", doc, err, want)
+		}
+	}
+	// tcp_address alone is something to listen on.
+	mustParse(t, "tcp_address: 127.0.0.1:8129\n")
+}
+
+func TestValidateRejects(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		doc  string // appended to minimal
+		want []string
+	}{
+		{"interval unparseable", "interval: soon", []string{"interval", `"soon"`, "10s"}},
+		{"interval without unit", "interval: 10", []string{"interval", "missing unit"}},
+		{"interval zero", "interval: 0s", []string{"interval", "greater than zero"}},
+		{"interval negative", "interval: -5s", []string{"interval", "greater than zero"}},
+		{"udp_address missing port", `udp_address: "x"`, []string{`udp_address "x": missing port; use host:port such as 127.0.0.1:8126`}},
+		{"udp_address port not a number", "udp_address: localhost:http", []string{"udp_address", "not a number from 0 to 65535"}},
+		{"udp_address port too big", "udp_address: localhost:65536", []string{"udp_address", "65535"}},
+		{"udp_address negative port", "udp_address: localhost:-1", []string{"udp_address", "0 to 65535"}},
+		{"udp_address empty port", "udp_address: 'localhost:'", []string{"udp_address", "missing port number"}},
+		{"udp_address url", "udp_address: udp://127.0.0.1:8126", []string{"udp_address", "URL"}},
+		{"udp_address bare ipv6", "udp_address: '::1:8126'", []string{"udp_address", "brackets"}},
+		{"udp_address spaces", "udp_address: 'my host:8126'", []string{"udp_address", "white space"}},
+		{"tcp_address", "tcp_address: 8129", []string{"tcp_address", "missing port"}},
+		{"stats_address", "stats_address: localhost", []string{"stats_address", "missing port", "127.0.0.1:8125"}},
+		{"trace_address", "trace_address: localhost:99999", []string{"trace_address", "0 to 65535"}},
+		{"http_address word", "http_address: localhost", []string{"http_address", "einhorn@N", "unix socket"}},
+		{"http_address bad port", "http_address: localhost:x", []string{"http_address", "not a number"}},
+		{"http_address einhorn without number", "http_address: einhorn@", []string{"http_address", "einhorn@0"}},
+		{"http_address fd negative", "http_address: fd@-1", []string{"http_address", "fd@0"}},
+		{"http_address systemd", "http_address: systemd", []string{"http_address", "fd@N"}},
+		{"api_hostname without scheme", "api_hostname: app.datadoghq.com", []string{"api_hostname", "https://app.datadoghq.com"}},
+		{"api_hostname ftp", "api_hostname: ftp://app.datadoghq.com", []string{"api_hostname", "http(s)"}},
+		{"api_hostname unparseable", "api_hostname: 'http://[::1'", []string{"api_hostname", "absolute URL"}},
+		{"forward_address host:port", "forward_address: veneur:8127", []string{"forward_address", "http(s)"}},
+		{"trace_api_address no host", "trace_api_address: 'http://'", []string{"trace_api_address", "http(s)"}},
+		{"percentile one", "percentiles: [0.5, 1]", []string{"percentiles[1]", "between 0 and 1"}},
+		{"percentile zero", "percentiles: [0]", []string{"percentiles[0]"}},
+		{"percentile as percent", "percentiles: [99]", []string{"percentiles[0] = 99", "0.99"}},
+		{"percentile NaN", "percentiles: [.nan]", []string{"percentiles[0] = NaN"}},
+		{"percentile duplicate", "percentiles: [0.5, 0.5]", []string{"percentiles", "twice"}},
+		{"aggregate unknown", "aggregates: [min, mean]", []string{`aggregates[1] "mean"`, "min, max, median, avg, count, sum"}},
+		{"aggregate case", "aggregates: [MAX]", []string{`aggregates[0] "MAX"`}},
+		{"aggregate duplicate", "aggregates: [min, min]", []string{"aggregates", "twice"}},
+		{"num_workers negative", "num_workers: -1", []string{"num_workers = -1", "at least 1"}},
+		{"num_readers negative", "num_readers: -3", []string{"num_readers = -3", "at least 1"}},
+		{"metric_max_length negative", "metric_max_length: -1", []string{"metric_max_length = -1", "4096"}},
+		{"flush_max_per_body negative", "flush_max_per_body: -1", []string{"flush_max_per_body = -1", "5000"}},
+		{"read_buffer_size_bytes negative", "read_buffer_size_bytes: -1", []string{"read_buffer_size_bytes = -1", "2097152"}},
+		{"read_buffer_size_bytes huge", "read_buffer_size_bytes: 4294967296", []string{"read_buffer_size_bytes = 4294967296"}},
+		{"trace_max_length_bytes negative", "trace_max_length_bytes: -1", []string{"trace_max_length_bytes = -1", "16384"}},
+		{"tls_key alone", "tcp_address: 127.0.0.1:8129\ntls_key: k", []string{"tls_key is set but tls_certificate is empty"}},
+		{"tls_certificate alone", "tcp_address: 127.0.0.1:8129\ntls_certificate: c", []string{"tls_certificate is set but tls_key is empty"}},
+		{"tls without tcp_address", "tls_key: k\ntls_certificate: c", []string{"tls_key is set but tcp_address is empty", "tls_certificate is set but tcp_address is empty"}},
+		{"tls authority alone", "tcp_address: 127.0.0.1:8129\ntls_authority_certificate: a", []string{"tls_authority_certificate", "tls_key and tls_certificate"}},
+		{"influx_consistency", "influx_consistency: most", []string{`influx_consistency "most"`, "any, one, quorum, all"}},
+		{"nothing to listen on", "udp_address: ''", []string{"nothing to listen on", "udp_address"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			doc := tc.doc + "\n"
+			if !strings.HasPrefix(doc, "udp_address:") {
+				doc = minimal + doc
+			}
+			_, err := ParseConfig([]byte(doc))
+			if err == nil {
+				t.Fatalf("ParseConfig accepted %q", doc)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestValidateAccepts(t *testing.T) {
+	for _, doc := range []string{
+		"udp_address: ':8126'",
+		"udp_address: '127.0.0.1:0'",
+		"udp_address: '[::1]:8126'",
+		"udp_address: 'localhost:65535'",
+		"http_address: '127.0.0.1:8127'",
+		"http_address: ':0'",
+		"http_address: einhorn@0",
+		"http_address: fd@3",
+		"http_address: /run/veneur.sock",
+		"http_address: ./veneur.sock",
+		"api_hostname: https://app.datadoghq.com",
+		"api_hostname: http://127.0.0.1:9999/",
+		"forward_address: http://veneur-global:8127",
+		"trace_api_address: http://localhost:8126",
+		"percentiles: [0.001, 0.5, 0.999]",
+		"aggregates: [min, max, median, avg, count, sum]",
+		"influx_consistency: quorum",
+		"tcp_address: 127.0.0.1:8129\ntls_key: k\ntls_certificate: c\ntls_authority_certificate: a",
+		"num_workers: 1e3",
+		"interval: 1h30m",
+	} {
+		if !strings.HasPrefix(doc, "udp_address:") {
+			doc = minimal + doc
+		}
+		if _, err := ParseConfig([]byte(doc + "\n")); err != nil {
+			t.Errorf("ParseConfig(%q): %v", doc, err)
+		}
+	}
+}
+
+func TestUnknownKey(t *testing.T) {
+	for _, tc := range []struct {
+		doc, want string
+	}{
+		{"flush_max_per_bdy: 5000", `line 2: unknown config key "flush_max_per_bdy"; did you mean "flush_max_per_body"?`},
+		{"UdpAddress: x", `did you mean "udp_address"?`},
+		{"http-address: x", `did you mean "http_address"?`},
+		{"intreval: 10s", `did you mean "interval"?`},
+		{"num_worker: 2", `did you mean "num_workers"?`},
+		{"percentile: [0.5]", `did you mean "percentiles"?`},
+		{"tls_authority: x", `did you mean "tls_authority_certificate"?`},
+		{"kye: x", `did you mean "key"?`},
+		{"colour: blue", `unknown config key "colour"; see the Configuration section`},
+		{"tls: x", `unknown config key "tls"; see`},
+		{"on: 1", `unknown config key "on"`},
+	} {
+		_, err := ParseConfig([]byte(minimal + tc.doc + "\n"))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("ParseConfig(%q) = %v, want an error containing %q", tc.doc, err, tc.want)
+		}
+	}
+}
+
+func TestTypeMismatchNamesKey(t *testing.T) {
+	for _, tc := range []struct {
+		doc, want string
+	}{
+		{"num_workers: abc", `config key "num_workers": got "abc", want a whole number`},
+		{"num_workers: 1.5", `config key "num_workers": got 1.5, want a whole number`},
+		{"num_readers: 1e30", `config key "num_readers": got 1e+30, want a whole number`},
+		{"debug: maybe", `config key "debug": got "maybe", want true or false`},
+		{"percentiles: 0.5", `config key "percentiles": got 0.5, want a list of numbers`},
+		{"percentiles: [0.5, high]", `config key "percentiles": got a list [0.5 high], want a list of numbers`},
+		{"tags: {env: prod}", `config key "tags": got a mapping, want a list of strings`},
+		{"hostname: [a, b]", `config key "hostname": got a list [a b], want a string`},
+	} {
+		_, err := ParseConfig([]byte(minimal + tc.doc + "\n"))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("ParseConfig(%q) = %v, want an error containing %q", tc.doc, err, tc.want)
+		}
+	}
+}
+
+func TestScalarsDecodeIntoStrings(t *testing.T) {
+	c := mustParse(t, minimal+"hostname: 1234\nkey: 0x1F\ntags: [a, 1, true]\n")
+	if c.Hostname != "1234" || c.Key != "0x1F" || !reflect.DeepEqual(c.Tags, []string{"a", "1", "true"}) {
+		t.Errorf("hostname %q key %q tags %q", c.Hostname, c.Key, c.Tags)
+	}
+}
+
+func TestDecodeErrorsReportedTogether(t *testing.T) {
+	_, err := ParseConfig([]byte(minimal + "num_workers: x\nnum_readers: y\nflush_max_per_bdy: 1\ninterval: 5s\ninterval: 6s\n"))
+	if err == nil {
+		t.Fatal("ParseConfig succeeded")
+	}
+	for _, w := range []string{`"num_workers"`, `"num_readers"`, `"flush_max_per_bdy"`, `config key "interval" is set more than once`} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q does not contain %q", err, w)
+		}
+	}
+	if n := joinedCount(err); n != 4 {
+		t.Errorf("error joins %d problems, want 4:\n%v", n, err)
+	}
+}
+
+func TestReadConfigReportsAllProblems(t *testing.T) {
+	path := filepath.Join("testdata", "config", "invalid.yaml")
+	_, err := ReadConfig(path)
+	if err == nil {
+		t.Fatal("ReadConfig succeeded")
+	}
+	msg := err.Error()
+	for _, w := range []string{path, `udp_address "localhost": missing port`, `interval "soon"`, "percentiles[1] = 99", `aggregates[1] "mean"`, "num_workers = -2"} {
+		if !strings.Contains(msg, w) {
+			t.Errorf("error %q does not contain %q", msg, w)
+		}
+	}
+	if n := joinedCount(err); n != 5 {
+		t.Errorf("error joins %d problems, want 5:\n%v", n, err)
+	}
+}
+
+func TestReadConfigMisspeltKey(t *testing.T) {
+	path := filepath.Join("testdata", "config", "misspelt.yaml")
+	_, err := ReadConfig(path)
+	want := `unknown config key "flush_max_per_bdy"; did you mean "flush_max_per_body"?`
+	if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), path) {
+		t.Errorf("ReadConfig(%s) = %v, want an error naming the path and containing %q", path, err, want)
+	}
+}
+
+func TestReadConfigMissingFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "absent.yaml")
+	_, err := ReadConfig(path)
+	if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "-f") {
+		t.Errorf("ReadConfig(%s) = %v, want an error naming the path and -f", path, err)
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("error %v does not wrap os.ErrNotExist", err)
+	}
+}
+
+func TestReadConfigTooLarge(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "big.yaml")
+	data := []byte(minimal + "# " + strings.Repeat("x", maxConfigBytes) + "\n")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := ReadConfig(path)
+	if err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Errorf("ReadConfig(big) = %v, want a size error", err)
+	}
+}
+
+func TestNotAMapping(t *testing.T) {
+	for _, tc := range []struct{ doc, want string }{
+		{"udp_address: [", "not valid YAML"},
+		{"\tudp_address: x", "not valid YAML"},
+		{"- udp_address: x", "config is a YAML list; it must be a mapping"},
+		{"just words", "config is a YAML string; it must be a mapping"},
+		{"42", "config is a YAML scalar; it must be a mapping"},
+	} {
+		_, err := ParseConfig([]byte(tc.doc))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("ParseConfig(%q) = %v, want an error containing %q", tc.doc, err, tc.want)
+		}
+	}
+}
+
+func TestParseInterval(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want time.Duration
+		ok   bool
+	}{
+		{"10s", 10 * time.Second, true},
+		{"1m", time.Minute, true},
+		{"1ns", time.Nanosecond, true},
+		{"", 0, false},
+		{"0", 0, false},
+		{"-1s", 0, false},
+		{"ten", 0, false},
+	} {
+		d, err := Config{Interval: tc.in}.ParseInterval()
+		if (err == nil) != tc.ok || d != tc.want {
+			t.Errorf("ParseInterval(%q) = %v, %v; want %v, ok=%v", tc.in, d, err, tc.want, tc.ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), "interval") {
+			t.Errorf("ParseInterval(%q) error %q does not name the key", tc.in, err)
+		}
+	}
+}
+
+func TestValidateZeroConfigListsEveryProblem(t *testing.T) {
+	err := Config{}.Validate()
+	if err == nil {
+		t.Fatal("Validate accepted the zero Config")
+	}
+	for _, w := range []string{"interval", "num_workers", "num_readers", "metric_max_length", "flush_max_per_body", "read_buffer_size_bytes", "trace_max_length_bytes", "nothing to listen on"} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q does not mention %q", err, w)
+		}
+	}
+	if n := joinedCount(err); n != 8 {
+		t.Errorf("Validate joined %d problems, want 8:\n%v", n, err)
+	}
+}
+
+func TestSuggestKey(t *testing.T) {
+	fields := configFields()
+	for in, want := range map[string]string{
+		"flush_max_per_bdy":       "flush_max_per_body",
+		"UDP_ADDRESS":             "udp_address",
+		"aws_s3_buckt":            "aws_s3_bucket",
+		"read_buffer_size":        "read_buffer_size_bytes",
+		"xyz":                     "",
+		"":                        "",
+		strings.Repeat("a", 5000): "",
+	} {
+		if got := suggestKey(in, fields); got != want {
+			t.Errorf("suggestKey(%.20q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestEditDistance(t *testing.T) {
+	for _, tc := range []struct {
+		a, b string
+		want int
+	}{
+		{"", "", 0},
+		{"abc", "", 3},
+		{"", "abc", 3},
+		{"kitten", "sitting", 3},
+		{"ab", "ba", 1},
+		{"key", "kye", 1},
+		{"same", "same", 0},
+	} {
+		if got := editDistance(tc.a, tc.b); got != tc.want {
+			t.Errorf("editDistance(%q, %q) = %d, want %d", tc.a, tc.b, got, tc.want)
+		}
+	}
+}
