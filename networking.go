@@ -135,6 +135,7 @@ func (in *ingester) handlePacket(p []byte, truncated bool) {
 
 func (in *ingester) handleLine(line []byte) {
 	in.counts.lines++
+	in.counts.any = true
 	l := &in.line
 	if err := in.parser.ParseLine(line, l); err != nil {
 		in.counts.parseErrs[causeIndex(err)]++

@@ -2,6 +2,7 @@ package veneur
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/veneur/veneur/samplers"
@@ -77,6 +78,9 @@ type Worker struct {
 	pool    *sync.Pool
 	cur     interval
 	lastLen int
+	// processedTotal mirrors the processed counts for observers outside
+	// the worker goroutine.
+	processedTotal atomic.Uint64
 }
 
 func newWorker(id int, pool *sync.Pool) *Worker {
@@ -160,6 +164,7 @@ func (w *Worker) process(b *batch) {
 		}
 	}
 	w.cur.processed += uint64(len(b.samples))
+	w.processedTotal.Add(uint64(len(b.samples)))
 	b.reset()
 	w.pool.Put(b)
 }
@@ -189,3 +194,7 @@ func (w *Worker) lookup(hash uint64, key []byte) *series {
 	w.cur.series[hash] = se
 	return se
 }
+
+// peekProcessed reports how many samples the worker has processed since it
+// started. It is safe to call while the worker runs.
+func (w *Worker) peekProcessed() uint64 { return w.processedTotal.Load() }

@@ -1,0 +1,268 @@
+package veneur
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/veneur/veneur/samplers"
+)
+
+// syncBuffer is a bytes.Buffer safe for the sink and the test to share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func testConfig(t *testing.T, extra string) Config {
+	t.Helper()
+	cfg, err := ParseConfig([]byte(`
+udp_address: "127.0.0.1:0"
+http_address: "127.0.0.1:0"
+hostname: "box"
+interval: "1h"
+` + extra))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func startServer(t *testing.T, cfg Config) (*Server, *syncBuffer) {
+	t.Helper()
+	out := &syncBuffer{}
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	s, err := NewFromConfig(cfg, Options{Log: log, Stdout: out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return s, out
+}
+
+func sendUDP(t *testing.T, addr net.Addr, datagrams ...string) {
+	t.Helper()
+	c, err := net.Dial("udp", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, d := range datagrams {
+		if _, err := c.Write([]byte(d)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func shutdown(t *testing.T, s *Server) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestServerEndToEndInProcess(t *testing.T) {
+	before := runtime.NumGoroutine()
+	s, out := startServer(t, testConfig(t, "aggregates: [min, max, count, avg]\npercentiles: [0.5]\n"))
+
+	resp, err := http.Get("http://" + s.HTTPAddr().String() + "/healthcheck")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("healthcheck = %d", resp.StatusCode)
+	}
+
+	sendUDP(t, s.UDPAddr(),
+		"c:1|c|#b,a\nc:2|c|#a,b\nbad\ng:1|g\ng:7|g\n",
+		"h:1|h\nh:3|h|@0.5\ns:x|s\ns:y|s\ns:x|s\nnan:NaN|g",
+	)
+	shutdown(t, s)
+
+	got := out.String()
+	for _, want := range []string{
+		"c rate 0.0008333333333333334 interval=3600 host=box tags=[a b]",
+		"g gauge 7 host=box tags=[]",
+		"h.min gauge 1 ", "h.max gauge 3 ", "h.count rate 0.0008333333333333334 ", "h.avg gauge 2.3333333333333335 ",
+		"h.50percentile gauge 3 ",
+		"s gauge 2 host=box",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("output lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "nan") || strings.Contains(got, "bad") {
+		t.Errorf("a malformed line was flushed:\n%s", got)
+	}
+	if n := strings.Count(got, "\n"); n != 8 {
+		t.Errorf("%d series flushed, want 8:\n%s", n, got)
+	}
+
+	// Every goroutine the server started has returned.
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		runtime.Gosched()
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		buf := make([]byte, 1<<16)
+		t.Errorf("%d goroutines after Shutdown, %d before:\n%s", n, before, buf[:runtime.Stack(buf, true)])
+	}
+}
+
+func TestServerMultipleReaders(t *testing.T) {
+	s, out := startServer(t, testConfig(t, "num_readers: 3\n"))
+	if len(s.udpConns) != 3 {
+		t.Fatalf("%d sockets, want 3", len(s.udpConns))
+	}
+	// Many senders from different source ports spread over the sockets.
+	for i := 0; i < 30; i++ {
+		sendUDP(t, s.UDPAddr(), "n:1|c")
+	}
+	shutdown(t, s)
+	if !strings.Contains(out.String(), "n rate 0.008333333333333333 ") {
+		t.Errorf("want 30 counts (30/3600 per s):\n%s", out.String())
+	}
+}
+
+func TestServerExpiresEveryFlush(t *testing.T) {
+	s, out := startServer(t, testConfig(t, ""))
+	sendUDP(t, s.UDPAddr(), "a:1|c")
+	waitProcessed(t, s, 1)
+	s.Flush(context.Background(), time.Unix(1000, 0))
+	sendUDP(t, s.UDPAddr(), "b:1|c")
+	shutdown(t, s)
+	got := out.String()
+	if strings.Count(got, "flush 1970-01-01T00:16:40Z a rate") != 1 || strings.Count(got, " a rate") != 1 || strings.Count(got, " b rate") != 1 {
+		t.Errorf("each series should be flushed exactly once:\n%s", got)
+	}
+}
+
+// waitProcessed polls until the workers have processed n samples in total.
+func waitProcessed(t *testing.T, s *Server, n uint64) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		var total uint64
+		for _, w := range s.workers {
+			total += w.peekProcessed()
+		}
+		if total >= n {
+			return
+		}
+		runtime.Gosched()
+	}
+	t.Fatalf("workers did not process %d samples in time", n)
+}
+
+func TestIngesterTruncatedDatagram(t *testing.T) {
+	cfg := testConfig(t, "metric_max_length: 20\n")
+	s, err := NewFromConfig(cfg, Options{Log: logrus.New(), Stdout: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := s.newIngester()
+	// "a:1|c\nb:2|c\n" is complete inside 20 bytes; "ccc..." is cut.
+	in.handlePacket([]byte("a:1|c\nb:2|c\nccccccc:3|c"), true)
+	in.handlePacket([]byte("no-newline-at-all-and-too-long:1|c"), false)
+	if in.counts.truncated != 2 || in.counts.lines != 2 {
+		t.Fatalf("truncated=%d lines=%d, want 2 and 2", in.counts.truncated, in.counts.lines)
+	}
+	var keys []string
+	for _, b := range in.pending {
+		if b == nil {
+			continue
+		}
+		for _, smp := range b.samples {
+			k, _ := samplers.DecodeKey(string(b.buf[smp.keyOff : smp.keyOff+smp.keyLen]))
+			keys = append(keys, k.Name)
+		}
+	}
+	if strings.Join(slices.Sorted(slices.Values(keys)), ",") != "a,b" {
+		t.Errorf("samples for %v, want a and b only", keys)
+	}
+}
+
+func TestIngesterSameKeySameWorker(t *testing.T) {
+	s, err := NewFromConfig(testConfig(t, "num_workers: 8\n"), Options{Log: logrus.New(), Stdout: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := s.newIngester()
+	in.handlePacket([]byte("k:1|c|#x,y\nk:1|c|#y,x\nk:1|c|#x,y"), false)
+	used := 0
+	for _, b := range in.pending {
+		if b != nil && len(b.samples) > 0 {
+			used++
+			if len(b.samples) != 3 {
+				t.Errorf("worker got %d of the 3 samples", len(b.samples))
+			}
+		}
+	}
+	if used != 1 {
+		t.Errorf("one key went to %d workers", used)
+	}
+	// And different keys spread over the workers.
+	in2 := s.newIngester()
+	for i := 0; i < 200; i++ {
+		in2.handleLine([]byte(fmt.Sprintf("k%d:1|c", i)))
+	}
+	used = 0
+	for _, b := range in2.pending {
+		if b != nil && len(b.samples) > 0 {
+			used++
+		}
+	}
+	if used < 6 {
+		t.Errorf("200 keys landed on only %d of 8 workers", used)
+	}
+}
+
+func TestIngesterDropsWhenWorkerStuck(t *testing.T) {
+	s, err := NewFromConfig(testConfig(t, "num_workers: 1\n"), Options{Log: logrus.New(), Stdout: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := s.newIngester()
+	in.sendWait = time.Millisecond
+	// No worker goroutine runs: the queue fills, then batches are dropped
+	// and counted instead of blocking the reader.
+	for i := 0; i < workerQueueLen+2; i++ {
+		in.handleLine([]byte("a:1|c"))
+		in.flush()
+	}
+	if got := s.ingest.dropped.Load(); got != 2 {
+		t.Errorf("dropped = %d, want 2", got)
+	}
+	if got := s.ingest.queueFull.Load(); got != 2 {
+		t.Errorf("queueFull = %d, want 2", got)
+	}
+}
