@@ -174,6 +174,7 @@ type daemon struct {
 	done     chan struct{} // closed when the process has exited
 	exitCode int           // valid once done is closed
 	stopOnce sync.Once
+	paused   bool // SIGSTOPped by pause; terminate resumes it
 }
 
 var errAddrInUse = errors.New("address already in use")
@@ -315,6 +316,13 @@ func (d *daemon) terminate(t *testing.T, sig syscall.Signal) {
 		if err := d.cmd.Process.Signal(sig); err != nil {
 			t.Errorf("sending %v to veneur: %v", sig, err)
 		}
+		if d.paused {
+			// The signal is now pending; resuming lets the daemon see it
+			// with everything sent while it was stopped still queued.
+			if err := d.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+				t.Errorf("resuming veneur with SIGCONT: %v", err)
+			}
+		}
 		timer := time.NewTimer(stopTimeout)
 		defer timer.Stop()
 		select {
@@ -329,6 +337,37 @@ func (d *daemon) terminate(t *testing.T, sig syscall.Signal) {
 			t.Errorf("veneur exit code after %v = %d, want 0", sig, d.exitCode)
 		}
 	})
+}
+
+// pause stops the daemon with SIGSTOP and waits until the kernel reports it
+// stopped, so that datagrams sent afterwards queue up in its socket buffer.
+// terminate resumes it. Linux only (it reads /proc).
+func (d *daemon) pause(t *testing.T) {
+	t.Helper()
+	if err := d.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatalf("stopping veneur with SIGSTOP: %v", err)
+	}
+	d.paused = true
+	stat := fmt.Sprintf("/proc/%d/stat", d.cmd.Process.Pid)
+	deadline := time.NewTimer(startTimeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(pollEvery)
+	defer tick.Stop()
+	for {
+		b, err := os.ReadFile(stat)
+		if err != nil {
+			t.Fatalf("reading %s: %v", stat, err)
+		}
+		// The state follows the parenthesised command name: "pid (comm) T ...".
+		if i := bytes.LastIndexByte(b, ')'); i >= 0 && i+2 < len(b) && b[i+2] == 'T' {
+			return
+		}
+		select {
+		case <-deadline.C:
+			t.Fatalf("veneur not in stopped state %v after SIGSTOP: %s", startTimeout, b)
+		case <-tick.C:
+		}
+	}
 }
 
 // stopAndCollect sends SIGTERM, waits for the exit (after which the final
