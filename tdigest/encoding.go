@@ -11,13 +11,15 @@ import (
 //
 //	byte      version (1)
 //	byte      flags: 1 compression present, 2 min present, 4 max present,
-//	          8 sum present; other bits must be zero
+//	          8 sum present, 16 count present; other bits must be zero
 //	[8 bytes] compression, float64 (absent: DefaultCompression)
 //	uvarint   number of centroids N
 //	[8 bytes] min, float64 (absent: mean of the first centroid)
 //	[8 bytes] max, float64 (absent: mean of the last centroid)
 //	[8 bytes] sum, float64 (absent: Σ mean·weight over the centroids,
 //	          summed in order)
+//	[8 bytes] count, float64 (absent: Σ weight over the centroids, summed
+//	          in order; present only when rounding makes them differ)
 //	N times, in nondecreasing order of mean:
 //	  8 bytes mean, float64
 //	  uvarint tag: bit 1 is set when the centroid holds a single distinct
@@ -35,7 +37,8 @@ const (
 	flagMin         = 2
 	flagMax         = 4
 	flagSum         = 8
-	flagsKnown      = flagCompression | flagMin | flagMax | flagSum
+	flagCount       = 16
+	flagsKnown      = flagCompression | flagMin | flagMax | flagSum | flagCount
 
 	minCentroidBytes = 9       // 8-byte mean and a 1-byte tag
 	maxExactWeight   = 1 << 53 // integral weights up to here use a varint
@@ -77,6 +80,9 @@ func (t *TDigest) AppendBinary(b []byte) ([]byte, error) {
 		if math.Float64bits(t.sum) != math.Float64bits(centroidSum(c)) {
 			flags |= flagSum
 		}
+		if t.merged != centroidWeight(c) {
+			flags |= flagCount
+		}
 	}
 	b = append(b, encodingVersion, flags)
 	if flags&flagCompression != 0 {
@@ -91,6 +97,9 @@ func (t *TDigest) AppendBinary(b []byte) ([]byte, error) {
 	}
 	if flags&flagSum != 0 {
 		b = binary.LittleEndian.AppendUint64(b, math.Float64bits(t.sum))
+	}
+	if flags&flagCount != 0 {
+		b = binary.LittleEndian.AppendUint64(b, math.Float64bits(t.merged))
 	}
 	for i, x := range c {
 		b = binary.LittleEndian.AppendUint64(b, math.Float64bits(x.mean))
@@ -112,6 +121,14 @@ func centroidSum(c []centroid) float64 {
 	s := 0.0
 	for _, x := range c {
 		s += x.mean * x.weight
+	}
+	return s
+}
+
+func centroidWeight(c []centroid) float64 {
+	s := 0.0
+	for _, x := range c {
+		s += x.weight
 	}
 	return s
 }
@@ -157,10 +174,10 @@ func (t *TDigest) decode(data []byte) error {
 	if n > uint64(len(d.b)/minCentroidBytes) {
 		return corrupt("%d centroids cannot fit in %d bytes", n, len(d.b))
 	}
-	if n == 0 && flags&(flagMin|flagMax|flagSum) != 0 {
-		return corrupt("empty digest with min, max or sum")
+	if n == 0 && flags&(flagMin|flagMax|flagSum|flagCount) != 0 {
+		return corrupt("empty digest with min, max, sum or count")
 	}
-	var mn, mx, sum float64
+	var mn, mx, sum, count float64
 	if flags&flagMin != 0 {
 		mn = d.float()
 	}
@@ -169,6 +186,9 @@ func (t *TDigest) decode(data []byte) error {
 	}
 	if flags&flagSum != 0 {
 		sum = d.float()
+	}
+	if flags&flagCount != 0 {
+		count = d.float()
 	}
 	if d.err != nil {
 		return d.err
@@ -243,13 +263,18 @@ func (t *TDigest) decode(data []byte) error {
 		if flags&flagSum == 0 {
 			sum = centroidSum(cents)
 		}
+		if flags&flagCount == 0 {
+			count = total
+		} else if !(math.Abs(count-total) <= 1e-9*total) {
+			return corrupt("count %v inconsistent with centroid weights %v", count, total)
+		}
 		if mn > cents[0].mean || mx < cents[cnt-1].mean {
 			return corrupt("min or max inconsistent with centroids")
 		}
 		t.min, t.max, t.sum = mn, mx, sum
 	}
 	t.cents = cents
-	t.merged = total
+	t.merged = count
 	return nil
 }
 

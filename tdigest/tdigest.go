@@ -3,12 +3,13 @@ package tdigest
 import (
 	"errors"
 	"math"
+	"sync"
 )
 
 // DefaultCompression is the compression used by New. See the package
 // documentation for what it buys: at this value a digest of 100,000 samples
 // meets the published rank-error bounds (0.0001 at p99.9) on every tested
-// distribution, and its encoding stays far under 8 KiB.
+// distribution with a wide margin, and its encoding stays far under 8 KiB.
 const DefaultCompression = 400
 
 const (
@@ -25,7 +26,7 @@ var (
 	ErrInvalidWeight = errors.New("tdigest: weight is not a finite positive number")
 )
 
-// centroid is a weighted mean. In the buffer it is one sample.
+// centroid is a weighted mean.
 type centroid struct {
 	mean, weight float64
 }
@@ -43,13 +44,18 @@ type TDigest struct {
 	cents []centroid
 	pure  []uint64
 
-	// buf holds samples not yet merged into cents, in arrival order. It
-	// grows lazily up to bufCap and is merged when full.
-	buf    []centroid
+	// vals holds samples not yet merged into cents, in arrival order. It
+	// grows lazily up to bufCap and is merged when full. While every
+	// buffered sample has the same weight that weight is bufW and wts is
+	// unused; otherwise mixed is set and wts[i] is the weight of vals[i].
+	vals   []float64
+	wts    []float64
+	bufW   float64
+	mixed  bool
 	bufCap int
 
 	merged   float64 // total weight in cents
-	buffered float64 // total weight in buf
+	buffered float64 // total weight in vals
 	sum      float64
 	min, max float64
 
@@ -99,7 +105,9 @@ func (t *TDigest) Compression() float64 { return t.compression }
 func (t *TDigest) Reset() {
 	t.cents = t.cents[:0]
 	t.pure = t.pure[:0]
-	t.buf = t.buf[:0]
+	t.vals = t.vals[:0]
+	t.wts = t.wts[:0]
+	t.mixed = false
 	t.merged, t.buffered, t.sum = 0, 0, 0
 	t.min, t.max = math.Inf(1), math.Inf(-1)
 }
@@ -115,15 +123,7 @@ func (t *TDigest) Add(value, weight float64) error {
 	if !(weight > 0) || weight-weight != 0 {
 		return ErrInvalidWeight
 	}
-	if len(t.buf) == cap(t.buf) {
-		if cap(t.buf) >= t.bufCap {
-			t.process()
-		} else {
-			t.growBuf()
-		}
-	}
-	t.buf = append(t.buf, centroid{value, weight})
-	t.buffered += weight
+	t.add(value, weight)
 	t.sum += value * weight
 	if value < t.min {
 		t.min = value
@@ -134,17 +134,55 @@ func (t *TDigest) Add(value, weight float64) error {
 	return nil
 }
 
+// add buffers one sample, leaving min, max and sum to the caller.
+func (t *TDigest) add(value, weight float64) {
+	if len(t.vals) == cap(t.vals) {
+		if cap(t.vals) >= t.bufCap {
+			t.process()
+		} else {
+			t.growBuf()
+		}
+	}
+	if len(t.vals) == 0 {
+		t.bufW = weight
+	} else if weight != t.bufW && !t.mixed {
+		t.mixWeights()
+	}
+	if t.mixed {
+		t.wts = append(t.wts, weight)
+	}
+	t.vals = append(t.vals, value)
+	t.buffered += weight
+}
+
 func (t *TDigest) growBuf() {
-	n := 2 * cap(t.buf)
+	n := 2 * cap(t.vals)
 	if n < 8 {
 		n = 8
 	}
 	if n > t.bufCap {
 		n = t.bufCap
 	}
-	nb := make([]centroid, len(t.buf), n)
-	copy(nb, t.buf)
-	t.buf = nb
+	nb := make([]float64, len(t.vals), n)
+	copy(nb, t.vals)
+	t.vals = nb
+	if t.mixed {
+		nw := make([]float64, len(t.wts), n)
+		copy(nw, t.wts)
+		t.wts = nw
+	}
+}
+
+// mixWeights switches the buffer to per-sample weights.
+func (t *TDigest) mixWeights() {
+	if cap(t.wts) < cap(t.vals) {
+		t.wts = make([]float64, 0, cap(t.vals))
+	}
+	t.wts = t.wts[:len(t.vals)]
+	for i := range t.wts {
+		t.wts[i] = t.bufW
+	}
+	t.mixed = true
 }
 
 // Count returns the total weight added.
@@ -176,26 +214,41 @@ func (t *TDigest) Centroids() int {
 	return len(t.cents)
 }
 
+// Clone returns an independent copy of t.
+func (t *TDigest) Clone() *TDigest {
+	c := *t
+	c.cents = append([]centroid(nil), t.cents...)
+	c.pure = append([]uint64(nil), t.pure...)
+	c.vals = append([]float64(nil), t.vals...)
+	c.wts = append([]float64(nil), t.wts...)
+	return &c
+}
+
 // Merge folds other into t. other is not modified; a nil or empty other is a
 // no-op. The result keeps t's compression.
 func (t *TDigest) Merge(other *TDigest) {
-	if other == nil || other == t || other.Count() == 0 {
-		if other == t && t.Count() > 0 {
-			t.mergeSelf()
-		}
+	if other == nil || other.Count() == 0 {
 		return
 	}
-	t.process()
+	if other == t {
+		t.process()
+		for i := range t.cents {
+			t.cents[i].weight *= 2
+		}
+		t.merged *= 2
+		t.sum *= 2
+		return
+	}
 	if len(other.cents) > 0 {
+		t.process()
 		t.mergeSorted(other.cents, other.pure, other.merged)
 	}
-	if len(other.buf) > 0 {
-		if cap(t.buf) < len(other.buf) {
-			t.buf = make([]centroid, 0, max(len(other.buf), min(t.bufCap, 2*len(other.buf))))
+	for i, v := range other.vals {
+		w := other.bufW
+		if other.mixed {
+			w = other.wts[i]
 		}
-		t.buf = append(t.buf[:0], other.buf...)
-		t.buffered = other.buffered
-		t.process()
+		t.add(v, w)
 	}
 	t.sum += other.sum
 	if other.min < t.min {
@@ -206,26 +259,57 @@ func (t *TDigest) Merge(other *TDigest) {
 	}
 }
 
-// mergeSelf doubles every weight: merging a digest with itself.
-func (t *TDigest) mergeSelf() {
-	t.process()
-	for i := range t.cents {
-		t.cents[i].weight *= 2
-	}
-	t.merged *= 2
-	t.sum *= 2
+// scratch is working space for a merge pass, shared between digests.
+type scratch struct {
+	keys []uint64
+	src  []centroid
+	out  []centroid
+	bits []uint64
 }
+
+var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
 
 // process merges the buffer into the centroids.
 func (t *TDigest) process() {
-	if len(t.buf) == 0 {
+	n := len(t.vals)
+	if n == 0 {
 		return
 	}
-	sortCentroids(t.buf)
+	s := scratchPool.Get().(*scratch)
+	if cap(s.src) < n {
+		s.src = make([]centroid, n)
+	}
+	src := s.src[:n]
+	if t.mixed {
+		for i, v := range t.vals {
+			src[i] = centroid{v, t.wts[i]}
+		}
+		sortCentroids(src)
+	} else {
+		if cap(s.keys) < n {
+			s.keys = make([]uint64, n)
+		}
+		sortFloats(t.vals, s.keys[:n])
+		w := t.bufW
+		for i, v := range t.vals {
+			src[i] = centroid{v, w}
+		}
+	}
 	w := t.buffered
+	t.vals = t.vals[:0]
+	t.wts = t.wts[:0]
+	t.mixed = false
 	t.buffered = 0
-	t.mergeSorted(t.buf, nil, w)
-	t.buf = t.buf[:0]
+	t.mergeWith(s, src, nil, w)
+	scratchPool.Put(s)
+}
+
+// mergeSorted merges sorted centroids src (purity bits srcPure) of total
+// weight srcWeight into t.
+func (t *TDigest) mergeSorted(src []centroid, srcPure []uint64, srcWeight float64) {
+	s := scratchPool.Get().(*scratch)
+	t.mergeWith(s, src, srcPure, srcWeight)
+	scratchPool.Put(s)
 }
 
 func (t *TDigest) isPure(i int) bool {
@@ -247,8 +331,8 @@ func setBit(bits []uint64, i int, v bool) {
 	}
 }
 
-// scale returns the odds multiplier of the scale function for a merge pass
-// over total weight n. See doc.go: the scale function is
+// scaleFactor returns the odds multiplier of the scale function for a merge
+// pass over total weight n. See doc.go: the scale function is
 // k(q) = c·ln(q/(1-q)), and a centroid starting at quantile q0 may extend to
 // q1 with odds(q1) = odds(q0)·e^(1/c). c is chosen so that the number of
 // centroids, about 2c·(ln(n/4c)+2), stays near the compression.
@@ -264,47 +348,59 @@ func scaleFactor(compression, n float64) float64 {
 	return math.Exp(1 / c)
 }
 
-// mergeSorted merges the sorted items src (with purity bits srcPure, nil
+// mergeWith merges the sorted items src (with purity bits srcPure, nil
 // meaning all pure) of total weight srcWeight into the centroids, packing
-// adjacent items into centroids as far as the scale function allows.
-func (t *TDigest) mergeSorted(src []centroid, srcPure []uint64, srcWeight float64) {
-	na, ns := len(t.cents), len(src)
-	total := na + ns
-	if cap(t.cents) < total {
-		nc := make([]centroid, na, max(total, 2*cap(t.cents)))
-		copy(nc, t.cents)
-		t.cents = nc
+// adjacent items into centroids as far as the scale function allows. The
+// output is built in s and copied back.
+func (t *TDigest) mergeWith(s *scratch, src []centroid, srcPure []uint64, srcWeight float64) {
+	total := len(t.cents) + len(src)
+	if cap(s.out) < total {
+		s.out = make([]centroid, total)
 	}
 	words := (total + 63) >> 6
-	if cap(t.pure) < words {
-		np := make([]uint64, len(t.pure), max(words, 2*cap(t.pure)))
-		copy(np, t.pure)
-		t.pure = np
+	if cap(s.bits) < words {
+		s.bits = make([]uint64, words)
 	}
-	t.pure = t.pure[:words]
-	arr := t.cents[:total]
+	out, bits := s.out[:total], s.bits[:words]
 	n := t.merged + srcWeight
-	e := scaleFactor(t.compression, n)
+	e := 1.0 // no room to grow: only equal values are merged
+	if n > float64(t.bufCap) {
+		// Until the digest has seen more than a buffer's worth of weight it
+		// keeps every sample exactly.
+		e = scaleFactor(t.compression, n)
+	}
 
-	var out int
+	var lo, hi int
 	if t.forward {
-		// Move the existing centroids to the back, then write from the front.
-		copy(arr[ns:], arr[:na])
-		for i := na - 1; i >= 0; i-- {
-			setBit(t.pure, i+ns, t.isPure(i))
-		}
-		out = t.packForward(arr, ns, src, srcPure, n, e)
+		lo, hi = 0, packForward(out, bits, t.cents, t.pure, src, srcPure, n, e)
 	} else {
-		start := t.packBackward(arr, na, src, srcPure, n, e)
-		out = total - start
-		copy(arr, arr[start:])
-		for i := 0; i < out; i++ {
-			setBit(t.pure, i, t.isPure(i+start))
-		}
+		lo, hi = packBackward(out, bits, t.cents, t.pure, src, srcPure, n, e), total
 	}
 	t.forward = !t.forward
-	t.cents = arr[:out]
-	t.pure = t.pure[:(out+63)>>6]
+	m := hi - lo
+	if cap(t.cents) < m {
+		t.cents = make([]centroid, m, m+m/4)
+	}
+	t.cents = t.cents[:m]
+	copy(t.cents, out[lo:hi])
+	pw := (m + 63) >> 6
+	if cap(t.pure) < pw {
+		t.pure = make([]uint64, pw, pw+pw/4)
+	}
+	t.pure = t.pure[:pw]
+	if lo&63 == 0 {
+		copy(t.pure, bits[lo>>6:])
+		if m&63 != 0 {
+			t.pure[pw-1] &= 1<<(uint(m)&63) - 1
+		}
+	} else {
+		clear(t.pure)
+		for i := 0; i < m; i++ {
+			if bitAt(bits, lo+i) {
+				setBit(t.pure, i, true)
+			}
+		}
+	}
 	t.merged = n
 }
 
@@ -340,25 +436,24 @@ func accept(cm, cw float64, cp bool, m, w float64, p bool, lim float64) bool {
 	return true
 }
 
-// packBackward merges arr[:na] (the centroids) and src from the largest
-// mean down, writing output from the end of arr. It returns the index of
-// the first output centroid.
-func (t *TDigest) packBackward(arr []centroid, na int, src []centroid, srcPure []uint64, n, e float64) int {
-	i, j := na-1, len(src)-1
-	w := len(arr)
+// packBackward merges a (purity aPure) and b (purity bPure, nil: all pure)
+// from the largest mean down, writing centroids to the end of out and their
+// purity to bits. It returns the index of the first centroid written.
+func packBackward(out []centroid, bits []uint64, a []centroid, aPure []uint64, b []centroid, bPure []uint64, n, e float64) int {
+	i, j := len(a)-1, len(b)-1
+	w := len(out)
 	var cm, cw float64
 	var cp bool
 	open := false
-	done := 0.0
-	lim := 0.0
+	done, lim := 0.0, 0.0
 	for i >= 0 || j >= 0 {
 		var m, wt float64
 		var p bool
-		if j < 0 || (i >= 0 && arr[i].mean > src[j].mean) {
-			m, wt, p = arr[i].mean, arr[i].weight, t.isPure(i)
+		if j < 0 || (i >= 0 && a[i].mean > b[j].mean) {
+			m, wt, p = a[i].mean, a[i].weight, bitAt(aPure, i)
 			i--
 		} else {
-			m, wt, p = src[j].mean, src[j].weight, bitAt(srcPure, j)
+			m, wt, p = b[j].mean, b[j].weight, bitAt(bPure, j)
 			j--
 		}
 		if open && accept(cm, cw, cp, m, wt, p, lim) {
@@ -374,8 +469,8 @@ func (t *TDigest) packBackward(arr []centroid, na int, src []centroid, srcPure [
 		}
 		if open {
 			w--
-			arr[w] = centroid{cm, cw}
-			setBit(t.pure, w, cp)
+			out[w] = centroid{cm, cw}
+			setBit(bits, w, cp)
 			done += cw
 		}
 		cm, cw, cp, open = m, wt, p, true
@@ -383,31 +478,29 @@ func (t *TDigest) packBackward(arr []centroid, na int, src []centroid, srcPure [
 	}
 	if open {
 		w--
-		arr[w] = centroid{cm, cw}
-		setBit(t.pure, w, cp)
+		out[w] = centroid{cm, cw}
+		setBit(bits, w, cp)
 	}
 	return w
 }
 
-// packForward merges arr[off:] (the centroids, moved there) and src from
-// the smallest mean up, writing output from the start of arr. It returns
-// the number of output centroids.
-func (t *TDigest) packForward(arr []centroid, off int, src []centroid, srcPure []uint64, n, e float64) int {
-	i, j := off, 0
+// packForward is packBackward from the smallest mean up, writing from the
+// start of out. It returns the number of centroids written.
+func packForward(out []centroid, bits []uint64, a []centroid, aPure []uint64, b []centroid, bPure []uint64, n, e float64) int {
+	i, j := 0, 0
 	w := 0
 	var cm, cw float64
 	var cp bool
 	open := false
-	done := 0.0
-	lim := 0.0
-	for i < len(arr) || j < len(src) {
+	done, lim := 0.0, 0.0
+	for i < len(a) || j < len(b) {
 		var m, wt float64
 		var p bool
-		if j >= len(src) || (i < len(arr) && arr[i].mean < src[j].mean) {
-			m, wt, p = arr[i].mean, arr[i].weight, t.isPure(i)
+		if j >= len(b) || (i < len(a) && a[i].mean < b[j].mean) {
+			m, wt, p = a[i].mean, a[i].weight, bitAt(aPure, i)
 			i++
 		} else {
-			m, wt, p = src[j].mean, src[j].weight, bitAt(srcPure, j)
+			m, wt, p = b[j].mean, b[j].weight, bitAt(bPure, j)
 			j++
 		}
 		if open && accept(cm, cw, cp, m, wt, p, lim) {
@@ -422,8 +515,8 @@ func (t *TDigest) packForward(arr []centroid, off int, src []centroid, srcPure [
 			continue
 		}
 		if open {
-			arr[w] = centroid{cm, cw}
-			setBit(t.pure, w, cp)
+			out[w] = centroid{cm, cw}
+			setBit(bits, w, cp)
 			w++
 			done += cw
 		}
@@ -431,8 +524,8 @@ func (t *TDigest) packForward(arr []centroid, off int, src []centroid, srcPure [
 		lim = limit(done, n, e)
 	}
 	if open {
-		arr[w] = centroid{cm, cw}
-		setBit(t.pure, w, cp)
+		out[w] = centroid{cm, cw}
+		setBit(bits, w, cp)
 		w++
 	}
 	return w
