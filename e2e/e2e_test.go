@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"syscall"
@@ -492,11 +493,14 @@ func TestAPIFailureKeepsDaemonRunning(t *testing.T) {
 	fake.setStatus(http.StatusInternalServerError)
 	d := startDaemon(t, fake, func(c config) { c["interval"] = "1s" })
 	c := newClient(t, d)
+	errMark, outMark := d.outputLen()
 
 	must(t, c.Gauge("fail.first", 1, nil, 1))
 	flushClient(t, c)
 	first, _ := fake.waitForSeries(t, waitLong, "fail.first")
-	d.waitOutput(t, waitLong, "500")
+	// The failure is logged with the status code: 500 as a number of its
+	// own, not inside a port or a duration.
+	d.waitOutput(t, waitLong, errMark, outMark, regexp.MustCompile(`(^|[^0-9.])500([^0-9.]|$)`))
 
 	must(t, c.Gauge("fail.second", 2, nil, 1))
 	flushClient(t, c)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -385,20 +386,27 @@ func (d *daemon) logOutput(t *testing.T) {
 	t.Logf("veneur stdout:\n%s", d.stdout.String())
 }
 
-// waitOutput polls the daemon's combined output until it contains substr.
-func (d *daemon) waitOutput(t *testing.T, timeout time.Duration, substr string) {
+// outputLen is the combined length of what the daemon has written so far,
+// a mark for waitOutput.
+func (d *daemon) outputLen() (stderr, stdout int) {
+	return len(d.stderr.String()), len(d.stdout.String())
+}
+
+// waitOutput polls the daemon's output written after the mark from
+// outputLen until it matches re.
+func (d *daemon) waitOutput(t *testing.T, timeout time.Duration, errMark, outMark int, re *regexp.Regexp) {
 	t.Helper()
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	tick := time.NewTicker(pollEvery)
 	defer tick.Stop()
 	for {
-		if strings.Contains(d.stderr.String()+d.stdout.String(), substr) {
+		if re.MatchString(d.stderr.String()[errMark:]) || re.MatchString(d.stdout.String()[outMark:]) {
 			return
 		}
 		select {
 		case <-deadline.C:
-			t.Fatalf("veneur output did not contain %q within %v", substr, timeout)
+			t.Fatalf("veneur output did not match %q within %v", re, timeout)
 		case <-tick.C:
 		}
 	}
