@@ -1,0 +1,270 @@
+package main
+
+import (
+	"compress/gzip"
+	"compress/zlib"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Limits on what the stand-in API accepts: a flush of workload c is about
+// 220,000 series, well under these with flush_max_per_body 5000.
+const (
+	maxCompressedBody   = 64 << 20
+	maxDecompressedBody = 512 << 20
+	maxRecordedPosts    = 100_000
+)
+
+// seriesBody is the part of a /api/v1/series body the benchmark reads.
+type seriesBody struct {
+	Series []struct {
+		Metric   string       `json:"metric"`
+		Points   [][2]float64 `json:"points"`
+		Type     string       `json:"type"`
+		Interval float64      `json:"interval"`
+	} `json:"series"`
+}
+
+// postSummary is what one POST carried.
+type postSummary struct {
+	series        int   // series named with the workload prefix
+	counterSeries int   // of which counters
+	counterSum    int64 // counter increments the counter series stand for
+	badCounters   int   // counter series not shaped as the contract says
+}
+
+// decodeSeries reads an uncompressed series body and sums the workload's
+// counters. A counter arrives as type "rate" with value count/interval, so
+// its count is value*interval rounded to the nearest integer.
+func decodeSeries(r io.Reader) (postSummary, error) {
+	var body seriesBody
+	if err := json.NewDecoder(r).Decode(&body); err != nil {
+		return postSummary{}, fmt.Errorf("decoding series JSON: %w", err)
+	}
+	var s postSummary
+	for _, m := range body.Series {
+		if !strings.HasPrefix(m.Metric, seriesPrefix) {
+			continue
+		}
+		s.series++
+		if !strings.HasPrefix(m.Metric, counterPrefix) {
+			continue
+		}
+		s.counterSeries++
+		if m.Type != "rate" || m.Interval <= 0 || len(m.Points) != 1 {
+			s.badCounters++
+			continue
+		}
+		s.counterSum += int64(math.Round(m.Points[0][1] * m.Interval))
+	}
+	return s, nil
+}
+
+// postRecord is one POST as the stand-in API saw it.
+type postRecord struct {
+	arrival time.Time
+	postSummary
+}
+
+// standInAPI plays Datadog's /api/v1/series for one trial at a time.
+type standInAPI struct {
+	key      string
+	inflight atomic.Int64
+
+	mu      sync.Mutex
+	posts   []postRecord
+	dropped int // posts beyond maxRecordedPosts
+	errs    []string
+}
+
+func newStandInAPI(key string) *standInAPI { return &standInAPI{key: key} }
+
+// reset forgets everything received, for the next trial.
+func (a *standInAPI) reset() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.posts, a.dropped, a.errs = nil, 0, nil
+}
+
+// snapshot returns the posts received so far, ordered by arrival, and the
+// errors seen.
+func (a *standInAPI) snapshot() ([]postRecord, []string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	posts := append([]postRecord(nil), a.posts...)
+	sort.Slice(posts, func(i, j int) bool { return posts[i].arrival.Before(posts[j].arrival) })
+	errs := append([]string(nil), a.errs...)
+	if a.dropped > 0 {
+		errs = append(errs, fmt.Sprintf("%d POSTs beyond the %d recorded were ignored", a.dropped, maxRecordedPosts))
+	}
+	return posts, errs
+}
+
+func (a *standInAPI) fail(w http.ResponseWriter, code int, msg string) {
+	a.mu.Lock()
+	if len(a.errs) < 20 {
+		a.errs = append(a.errs, msg)
+	}
+	a.mu.Unlock()
+	http.Error(w, msg, code)
+}
+
+func (a *standInAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	arrival := time.Now()
+	a.inflight.Add(1)
+	defer a.inflight.Add(-1)
+	if r.URL.Path != "/api/v1/series" || r.Method != http.MethodPost {
+		a.fail(w, http.StatusNotFound, fmt.Sprintf("unexpected %s %s; only POST /api/v1/series is served", r.Method, r.URL.Path))
+		return
+	}
+	if got := r.URL.Query().Get("api_key"); got != a.key {
+		a.fail(w, http.StatusForbidden, fmt.Sprintf("api_key %q, want %q", got, a.key))
+		return
+	}
+	var body io.Reader = http.MaxBytesReader(w, r.Body, maxCompressedBody)
+	switch enc := r.Header.Get("Content-Encoding"); enc {
+	case "deflate":
+		zr, err := zlib.NewReader(body)
+		if err != nil {
+			a.fail(w, http.StatusBadRequest, fmt.Sprintf("deflate body: %v", err))
+			return
+		}
+		defer zr.Close()
+		body = zr
+	case "gzip":
+		zr, err := gzip.NewReader(body)
+		if err != nil {
+			a.fail(w, http.StatusBadRequest, fmt.Sprintf("gzip body: %v", err))
+			return
+		}
+		defer zr.Close()
+		body = zr
+	case "":
+	default:
+		a.fail(w, http.StatusUnsupportedMediaType, fmt.Sprintf("Content-Encoding %q; send deflate", enc))
+		return
+	}
+	lr := &io.LimitedReader{R: body, N: maxDecompressedBody + 1}
+	sum, err := decodeSeries(lr)
+	if err == nil && lr.N <= 0 {
+		err = errors.New("decompressed body over the limit")
+	}
+	if err != nil {
+		a.fail(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	a.mu.Lock()
+	if len(a.posts) < maxRecordedPosts {
+		a.posts = append(a.posts, postRecord{arrival: arrival, postSummary: sum})
+	} else {
+		a.dropped++
+	}
+	a.mu.Unlock()
+	w.WriteHeader(http.StatusAccepted)
+	_, _ = io.WriteString(w, `{"status":"ok"}`)
+}
+
+// waitIdle waits until no request is being handled, up to timeout.
+func (a *standInAPI) waitIdle(timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for a.inflight.Load() > 0 {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return true
+}
+
+// flushGroup is the POSTs of one flush: bodies of one flush are sent
+// concurrently, so they arrive close together and well apart from the next.
+type flushGroup struct {
+	first, last   time.Time
+	posts         int
+	series        int
+	counterSeries int
+	counterSum    int64
+}
+
+// groupFlushes assigns posts, ordered by arrival, to flushes: a post more
+// than gap after the first post of the current flush starts a new one.
+func groupFlushes(posts []postRecord, gap time.Duration) []flushGroup {
+	var groups []flushGroup
+	for _, p := range posts {
+		if len(groups) == 0 || p.arrival.Sub(groups[len(groups)-1].first) > gap {
+			groups = append(groups, flushGroup{first: p.arrival})
+		}
+		g := &groups[len(groups)-1]
+		g.last = p.arrival
+		g.posts++
+		g.series += p.series
+		g.counterSeries += p.counterSeries
+		g.counterSum += p.counterSum
+	}
+	return groups
+}
+
+// flushCheck is the verdict on flush completeness and timing for a trial.
+type flushCheck struct {
+	flushes  int           // flushes judged for timing
+	interior int           // flushes whose whole interval lay inside the sending window
+	complete int           // interior flushes that carried every series
+	maxGap   time.Duration // largest gap between consecutive judged flushes
+	problems []string
+}
+
+func (c flushCheck) ok() bool { return len(c.problems) == 0 }
+
+// checkFlushes judges the flushes of a trial that sent from start to end
+// and then stopped the server, which flushed once more. Posts are grouped
+// into flushes with a gap of half the interval. Only flushes that began at
+// least half an interval before end are judged, so that the final flush
+// cannot merge into one of them. A judged flush is interior when the flush
+// before it arrived at least half an interval after start: its interval
+// then began after sending did, as long as flushes take under half an
+// interval. Every interior flush must carry wantSeries series, wantCounters
+// of them counters, and consecutive judged flushes must be at most
+// interval+interval/4 apart.
+func checkFlushes(posts []postRecord, start, end time.Time, interval time.Duration, wantSeries, wantCounters int) flushCheck {
+	half, slack := interval/2, interval/4
+	groups := groupFlushes(posts, half)
+	var c flushCheck
+	for i := range groups {
+		g := groups[i]
+		if g.first.After(end.Add(-half)) {
+			break
+		}
+		c.flushes++
+		if i == 0 {
+			continue
+		}
+		prev := groups[i-1]
+		gap := g.first.Sub(prev.first)
+		c.maxGap = max(c.maxGap, gap)
+		if gap > interval+slack {
+			c.problems = append(c.problems, fmt.Sprintf("flush %d came %v after the previous one, interval is %v", i, gap.Round(time.Millisecond), interval))
+		}
+		if prev.first.Sub(start) < half {
+			continue
+		}
+		c.interior++
+		if g.series == wantSeries && g.counterSeries == wantCounters {
+			c.complete++
+		} else {
+			c.problems = append(c.problems, fmt.Sprintf("flush %d carried %d series (%d counters), want %d (%d)", i, g.series, g.counterSeries, wantSeries, wantCounters))
+		}
+	}
+	if c.interior < 2 {
+		c.problems = append(c.problems, fmt.Sprintf("only %d flushes lay wholly inside the sending window, need 2; run longer trials", c.interior))
+	}
+	return c
+}

@@ -1,0 +1,225 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// driver runs the benchmark: it owns the stand-in API, the server CPU
+// choice and the temporary directory of the run.
+type driver struct {
+	opts          options
+	api           *standInAPI
+	apiPort       int
+	tmp           string
+	self          string // this executable, for the bare reader
+	veneurPath    string
+	serverCPU     int // -1 when not pinned
+	rcvbufGranted int
+	log           io.Writer
+}
+
+func (d *driver) trialLength(w workload) time.Duration {
+	if w.strict {
+		return d.opts.trialStrict
+	}
+	return d.opts.trial
+}
+
+func runDriver(o options, stdout, stderr io.Writer) (err error) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	d := &driver{opts: o, log: stderr, serverCPU: -1}
+	d.tmp, err = os.MkdirTemp("", "veneur-loadgen-")
+	if err != nil {
+		return fmt.Errorf("creating a temporary directory: %w", err)
+	}
+	defer os.RemoveAll(d.tmp)
+	if d.self, err = os.Executable(); err != nil {
+		return fmt.Errorf("finding this executable to start the bare reader: %w", err)
+	}
+
+	if slices.Contains(o.servers, serverVeneur) {
+		d.veneurPath = o.veneurPath
+		if d.veneurPath == "" {
+			d.veneurPath = filepath.Join(d.tmp, "veneur")
+			fmt.Fprintln(stderr, "building veneur: go build -o", d.veneurPath, "./cmd/veneur")
+			build := exec.CommandContext(ctx, "go", "build", "-o", d.veneurPath, "./cmd/veneur")
+			build.Stdout, build.Stderr = stderr, stderr
+			if err := build.Run(); err != nil {
+				return fmt.Errorf("building ./cmd/veneur: %w; run from the module root or pass -veneur PATH", err)
+			}
+		}
+	}
+
+	pinNote, err := d.pin()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stderr, pinNote)
+
+	// The stand-in Datadog API runs in this process, on the driver CPU.
+	d.api = newStandInAPI(apiKey)
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("stand-in API listen on 127.0.0.1:0: %w", err)
+	}
+	d.apiPort = ln.Addr().(*net.TCPAddr).Port
+	srv := &http.Server{Handler: d.api, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+
+	rep := &report{servers: orderedServers(o.servers)}
+	for _, name := range o.workloads {
+		w, _ := workloadByName(name) // validated with the options
+		wr := newWorkloadReport(w, o.fixedRate)
+		rep.workloads = append(rep.workloads, wr)
+		r, err := buildRing(w)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "workload %s: %s; %d datagrams of %d lines in the ring, %.1f KiB\n",
+			w.name, w.desc, r.len(), w.perDgram, float64(len(r.buf))/1024)
+		for _, s := range rep.servers {
+			bs := newBisector(w.lo, w.hi, o.maxTrials, o.precision)
+			for {
+				rate, ok := bs.next()
+				if !ok {
+					break
+				}
+				t := d.trial(ctx, s, w, r, rate)
+				if ctx.Err() != nil {
+					return fmt.Errorf("interrupted: %w", ctx.Err())
+				}
+				fmt.Fprintln(stderr, t.summary())
+				wr.search[s] = append(wr.search[s], t)
+				bs.record(rate, t.pass, t.senderLimited)
+			}
+		}
+		if o.fixedRate > 0 {
+			for _, s := range rep.servers {
+				t := d.trial(ctx, s, w, r, o.fixedRate)
+				if ctx.Err() != nil {
+					return fmt.Errorf("interrupted: %w", ctx.Err())
+				}
+				fmt.Fprintln(stderr, "fixed rate", t.summary())
+				wr.fixed[s] = t
+			}
+		}
+	}
+	rep.header = d.header(pinNote)
+	fmt.Fprintln(stdout)
+	rep.render(stdout)
+	return nil
+}
+
+func (d *driver) trial(ctx context.Context, server string, w workload, r *ring, rate float64) trialResult {
+	if server == serverBare {
+		return d.bareTrial(ctx, w, r, rate)
+	}
+	return d.veneurTrial(ctx, w, r, rate)
+}
+
+// pin puts the server on one CPU and this process (sender and stand-in API)
+// on another. With fewer than two CPUs, or without taskset, nothing is
+// pinned and the note says so.
+func (d *driver) pin() (string, error) {
+	cpus, err := allowedCPUs()
+	if err != nil {
+		return "", err
+	}
+	if _, err := exec.LookPath("taskset"); err != nil {
+		return fmt.Sprintf("NOT PINNED: taskset not found (%v); install util-linux. Figures include scheduling noise.", err), nil
+	}
+	if len(cpus) < 2 {
+		return fmt.Sprintf("NOT PINNED: only %d CPU allowed; server, sender and API share it.", len(cpus)), nil
+	}
+	server, drv := cpus[0], cpus[1]
+	if d.opts.serverCPU >= 0 {
+		server = d.opts.serverCPU
+	}
+	if d.opts.driverCPU >= 0 {
+		drv = d.opts.driverCPU
+	}
+	if server == drv {
+		return "", fmt.Errorf("-server-cpu and -driver-cpu are both %d; pick two different CPUs", server)
+	}
+	if !slices.Contains(cpus, server) || !slices.Contains(cpus, drv) {
+		return "", fmt.Errorf("CPUs %d and %d must both be in the allowed set %v; pick others with -server-cpu and -driver-cpu", server, drv, cpus)
+	}
+	if err := pinProcess(drv); err != nil {
+		return "", err
+	}
+	d.serverCPU = server
+	return fmt.Sprintf("pinned: server on CPU %d (taskset -c %d), sender and stand-in API on CPU %d", server, server, drv), nil
+}
+
+// header describes the machine and the run.
+func (d *driver) header(pinNote string) []string {
+	h := []string{
+		"veneur load benchmark, " + time.Now().UTC().Format("2006-01-02 15:04 UTC"),
+		fmt.Sprintf("machine: %d CPUs (nproc), %s, Linux %s, %s", runtime.NumCPU(), cpuModel(), kernelRelease(), runtime.Version()),
+		pinNote,
+	}
+	rmem := strings.TrimSpace(readSmallFile("/proc/sys/net/core/rmem_max"))
+	h = append(h, fmt.Sprintf("receive buffer: asked %d bytes; net.core.rmem_max %s; the bare reader was granted %d (veneur asks the same through read_buffer_size_bytes)",
+		d.opts.rcvbuf, rmem, d.rcvbufGranted))
+	h = append(h, fmt.Sprintf("trials: %v each (c: %v), at most %d per workload and server, precision %.0f%%; datagrams packed to %d bytes, sendmmsg batches of up to %d",
+		d.opts.trial, d.opts.trialStrict, d.opts.maxTrials, d.opts.precision*100, maxDatagramBytes, sendBatchMax))
+	if slices.Contains(d.opts.servers, serverVeneur) {
+		h = append(h, fmt.Sprintf("veneur: %s, num_workers %d, num_readers 1, interval 1s (c: 2s), flush_max_per_body 5000", d.veneurPath, d.opts.workers))
+	}
+	return h
+}
+
+func cpuModel() string {
+	for l := range strings.SplitSeq(readSmallFile("/proc/cpuinfo"), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown CPU"
+}
+
+func kernelRelease() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return "unknown"
+	}
+	return string(bytes.TrimRight(u.Release[:], "\x00"))
+}
+
+func readSmallFile(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "unknown"
+	}
+	return string(b)
+}
+
+// orderedServers puts the bare reader first, the reference for the ratios.
+func orderedServers(list []string) []string {
+	var out []string
+	for _, s := range []string{serverBare, serverVeneur} {
+		if slices.Contains(list, s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}

@@ -1,0 +1,137 @@
+// Command veneur-loadgen is the load benchmark behind `make bench-load`.
+//
+// It builds veneur, starts it pinned to one CPU and flushing to a stand-in
+// Datadog API, and sends it DogStatsD over loopback UDP with sendmmsg from
+// another CPU. For each workload it searches, in a bounded number of trials,
+// for the highest offered rate veneur takes with under 1% loss, and does the
+// same against a bare reader (a recvmmsg loop that only counts lines, run by
+// this binary with -mode bare) as the ceiling of the machine. It reports
+// lines per second, loss, server CPU seconds per million lines and peak RSS
+// side by side. docs/benchmark.md describes the method and the columns.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+)
+
+// options are the driver's settings.
+type options struct {
+	veneurPath  string
+	workloads   []string
+	servers     []string
+	trial       time.Duration // trial length of workloads a and b
+	trialStrict time.Duration // trial length of workload c
+	maxTrials   int
+	precision   float64
+	fixedRate   float64
+	rcvbuf      int
+	workers     int
+	serverCPU   int
+	driverCPU   int
+}
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("veneur-loadgen", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	mode := fs.String("mode", "driver", "driver (run the benchmark) or bare (the bare reader, started by the driver)")
+	veneur := fs.String("veneur", "", "veneur binary to test; empty builds ./cmd/veneur from the current module")
+	workloads := fs.String("workloads", "a,b,c", "comma-separated workloads: a, b, c")
+	servers := fs.String("servers", "bare,veneur", "comma-separated servers to measure: bare, veneur")
+	trial := fs.Duration("trial", 3*time.Second, "sending time of one trial of workloads a and b")
+	trialStrict := fs.Duration("trial-c", 10*time.Second, "sending time of one trial of workload c (needs several 2s flushes)")
+	maxTrials := fs.Int("max-trials", 6, "trials per workload and server in the rate search")
+	precision := fs.Float64("precision", 0.05, "stop the search once the failing rate is within this fraction of the passing one")
+	fixedRate := fs.Float64("fixed-rate", 100_000, "lines/s of the fixed-rate trial per workload and server; 0 skips it")
+	rcvbuf := fs.Int("rcvbuf", 8<<20, "receive buffer asked for by both servers (read_buffer_size_bytes), bytes")
+	workers := fs.Int("workers", 2, "veneur num_workers")
+	serverCPU := fs.Int("server-cpu", -1, "CPU the server is pinned to; -1 picks the first allowed CPU")
+	driverCPU := fs.Int("driver-cpu", -1, "CPU the sender and stand-in API are pinned to; -1 picks the second allowed CPU")
+	quick := fs.Bool("quick", false, "short run: 1.5s trials (c: 8s), 3 search trials per server")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "unexpected arguments %q; all settings are flags, see -h\n", fs.Args())
+		return 2
+	}
+	if *mode == "bare" {
+		return bareMain(*rcvbuf)
+	}
+	if *mode != "driver" {
+		fmt.Fprintf(stderr, "-mode %q: use driver or bare\n", *mode)
+		return 2
+	}
+	o := options{
+		veneurPath: *veneur, workloads: splitList(*workloads), servers: splitList(*servers),
+		trial: *trial, trialStrict: *trialStrict, maxTrials: *maxTrials, precision: *precision,
+		fixedRate: *fixedRate, rcvbuf: *rcvbuf, workers: *workers, serverCPU: *serverCPU, driverCPU: *driverCPU,
+	}
+	if *quick {
+		o.trial, o.trialStrict, o.maxTrials = 1500*time.Millisecond, 8*time.Second, 3
+	}
+	if err := o.validate(); err != nil {
+		fmt.Fprintln(stderr, err)
+		return 2
+	}
+	if err := runDriver(o, stdout, stderr); err != nil {
+		fmt.Fprintln(stderr, "veneur-loadgen:", err)
+		return 1
+	}
+	return 0
+}
+
+func (o options) validate() error {
+	if len(o.workloads) == 0 {
+		return fmt.Errorf("-workloads is empty; use a, b, c or a comma-separated list of them")
+	}
+	for _, w := range o.workloads {
+		if _, err := workloadByName(w); err != nil {
+			return fmt.Errorf("-workloads: %w", err)
+		}
+	}
+	if len(o.servers) == 0 {
+		return fmt.Errorf("-servers is empty; use bare, veneur or both")
+	}
+	for _, s := range o.servers {
+		if s != serverBare && s != serverVeneur {
+			return fmt.Errorf("-servers: unknown server %q; use bare and/or veneur", s)
+		}
+	}
+	switch {
+	case o.trial < 500*time.Millisecond || o.trial > 5*time.Minute:
+		return fmt.Errorf("-trial %v: use between 500ms and 5m", o.trial)
+	case o.trialStrict < 6*time.Second || o.trialStrict > 5*time.Minute:
+		return fmt.Errorf("-trial-c %v: use between 6s and 5m so that at least two 2s flushes lie inside it", o.trialStrict)
+	case o.maxTrials < 1 || o.maxTrials > 20:
+		return fmt.Errorf("-max-trials %d: use 1 to 20", o.maxTrials)
+	case o.precision <= 0 || o.precision >= 1:
+		return fmt.Errorf("-precision %v: use a fraction such as 0.05", o.precision)
+	case o.fixedRate < 0 || o.fixedRate > 50e6:
+		return fmt.Errorf("-fixed-rate %v: use 0 (skip) up to 50000000 lines/s", o.fixedRate)
+	case o.rcvbuf < 64<<10 || o.rcvbuf > 1<<30:
+		return fmt.Errorf("-rcvbuf %d: use 65536 up to 1073741824 bytes", o.rcvbuf)
+	case o.workers < 1 || o.workers > 64:
+		return fmt.Errorf("-workers %d: use 1 to 64", o.workers)
+	}
+	return nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	seen := map[string]bool{}
+	for f := range strings.SplitSeq(s, ",") {
+		f = strings.TrimSpace(f)
+		if f != "" && !seen[f] {
+			seen[f] = true
+			out = append(out, f)
+		}
+	}
+	return out
+}

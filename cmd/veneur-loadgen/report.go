@@ -1,0 +1,267 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"strings"
+	"text/tabwriter"
+)
+
+// workloadReport holds every trial of one workload.
+type workloadReport struct {
+	w         workload
+	search    map[string][]trialResult // bisection trials per server
+	fixed     map[string]trialResult   // the fixed-rate trial per server
+	fixedRate float64
+}
+
+func newWorkloadReport(w workload, fixedRate float64) *workloadReport {
+	return &workloadReport{w: w, search: map[string][]trialResult{}, fixed: map[string]trialResult{}, fixedRate: fixedRate}
+}
+
+// report is the whole benchmark run.
+type report struct {
+	header    []string
+	servers   []string
+	workloads []*workloadReport
+}
+
+func (r *report) render(out io.Writer) {
+	for _, h := range r.header {
+		fmt.Fprintln(out, h)
+	}
+	fmt.Fprintln(out)
+	fmt.Fprintln(out, "Highest offered rate that passed (a, b: loss under 1%; c: no loss and every flush complete and on time)")
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "workload\tserver\tlines/s\tloss\tCPU s/M lines\tlines per CPU-s\tpeak RSS MiB\ttrials\tnotes")
+	for _, wr := range r.workloads {
+		best := map[string]trialResult{}
+		for _, s := range r.servers {
+			trials, ran := wr.search[s]
+			if !ran {
+				continue
+			}
+			b, ok := bestTrial(trials)
+			if !ok {
+				fmt.Fprintf(tw, "%s\t%s\tnone passed\t\t\t\t\t%d\t%s\n", wr.w.name, s, len(trials), failureNote(trials))
+				continue
+			}
+			best[s] = b
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.3f\t%s\t%.1f\t%d\t%s\n", wr.w.name, s, groupDigits(b.sent.rate()),
+				lossString(b.loss), b.cpuPerMillion(), groupDigits(1e6/b.cpuPerMillion()), b.peakRSSMiB(), len(trials), searchNote(b, trials))
+		}
+		if v, ok := best[serverVeneur]; ok {
+			if b, ok := best[serverBare]; ok {
+				fmt.Fprintf(tw, "%s\tveneur/bare\t%.2fx\t\t%.2fx\t%.2fx\t%.2fx\t\t\n", wr.w.name,
+					v.sent.rate()/b.sent.rate(), v.cpuPerMillion()/b.cpuPerMillion(), b.cpuPerMillion()/v.cpuPerMillion(), v.peakRSSMiB()/b.peakRSSMiB())
+			}
+		}
+	}
+	tw.Flush()
+
+	if r.anyFixed() {
+		fmt.Fprintln(out)
+		fmt.Fprintln(out, "Fixed offered rate")
+		tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "workload\tserver\toffered lines/s\tsent lines/s\tloss\tCPU s/M lines\tpeak RSS MiB\tresult\tnotes")
+		for _, wr := range r.workloads {
+			for _, s := range r.servers {
+				t, ok := wr.fixed[s]
+				if !ok {
+					continue
+				}
+				if t.err != nil {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t\t\t\t\tERROR\t%v\n", wr.w.name, s, groupDigits(t.target), t.err)
+					continue
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.3f\t%.1f\t%s\t%s\n", wr.w.name, s, groupDigits(t.target),
+					groupDigits(t.sent.rate()), lossString(t.loss), t.cpuPerMillion(), t.peakRSSMiB(), passWord(t.pass), fixedNote(t))
+			}
+			v, vok := wr.fixed[serverVeneur]
+			b, bok := wr.fixed[serverBare]
+			if vok && bok && v.err == nil && b.err == nil {
+				fmt.Fprintf(tw, "%s\tveneur/bare\t\t\t\t%.2fx\t%.2fx\t\t\n", wr.w.name, v.cpuPerMillion()/b.cpuPerMillion(), v.peakRSSMiB()/b.peakRSSMiB())
+			}
+		}
+		tw.Flush()
+	}
+
+	fmt.Fprintln(out)
+	fmt.Fprintln(out, "Targets")
+	for _, t := range r.targets() {
+		fmt.Fprintln(out, "  "+t)
+	}
+}
+
+func (r *report) anyFixed() bool {
+	for _, wr := range r.workloads {
+		if len(wr.fixed) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *report) workload(name string) *workloadReport {
+	for _, wr := range r.workloads {
+		if wr.w.name == name {
+			return wr
+		}
+	}
+	return nil
+}
+
+// targets evaluates the goals of the performance work on this run's numbers.
+func (r *report) targets() []string {
+	var out []string
+	verdict := func(ok bool, format string, args ...any) {
+		out = append(out, fmt.Sprintf("%-4s ", passWord(ok))+fmt.Sprintf(format, args...))
+	}
+	missing := func(what string) { out = append(out, "n/a  "+what+": not measured in this run") }
+
+	if wr := r.workload("b"); wr != nil {
+		v, vok := bestTrial(wr.search[serverVeneur])
+		b, bok := bestTrial(wr.search[serverBare])
+		if vok && bok {
+			ratio := v.sent.rate() / b.sent.rate()
+			verdict(ratio >= 0.40 && v.loss < 0.01, "(b) max rate: veneur %s lines/s is %.0f%% of the bare reader's %s (target >= 40%%, loss < 1%%: %s)",
+				groupDigits(v.sent.rate()), ratio*100, groupDigits(b.sent.rate()), lossString(v.loss))
+			if b.senderLimited {
+				out = append(out, "     the bare reader's rate was limited by the sender, so the ratio is an upper bound")
+			}
+		} else {
+			missing("(b) max rate ratio")
+		}
+		if t, ok := wr.fixed[serverVeneur]; ok && t.err == nil {
+			verdict(t.cpuPerMillion() <= 1.0 && t.pass, "(b) at %s lines/s: veneur %.3f CPU s per M lines (target <= 1.0), loss %s",
+				groupDigits(wr.fixedRate), t.cpuPerMillion(), lossString(t.loss))
+		} else {
+			missing("(b) fixed-rate CPU")
+		}
+	}
+	if wr := r.workload("c"); wr != nil {
+		check := func(label string, t trialResult) {
+			fl := "not checked"
+			if t.flush != nil {
+				fl = fmt.Sprintf("%d/%d complete, max gap %v", t.flush.complete, t.flush.interior, t.flush.maxGap.Round(1e6))
+			}
+			ok := t.pass && t.loss == 0 && t.flush != nil && t.flush.ok() && t.peakRSSMiB() < 150 && t.cpuPerMillion() <= 4
+			verdict(ok, "(c) %s: veneur loss %s, flushes %s, peak RSS %.1f MiB (< 150), %.3f CPU s per M lines (<= 4)",
+				label, lossString(t.loss), fl, t.peakRSSMiB(), t.cpuPerMillion())
+		}
+		if v, ok := bestTrial(wr.search[serverVeneur]); ok {
+			check("at its max passing rate "+groupDigits(v.sent.rate())+" lines/s", v)
+		} else if trials := wr.search[serverVeneur]; len(trials) > 0 {
+			verdict(false, "(c) search: no trial passed; %s", failureNote(trials))
+		}
+		if t, ok := wr.fixed[serverVeneur]; ok && t.err == nil {
+			check("at "+groupDigits(wr.fixedRate)+" lines/s", t)
+		}
+	}
+	if wr := r.workload("a"); wr != nil {
+		cmp := func(label string, v, b trialResult) {
+			ratio := v.cpuPerMillion() / b.cpuPerMillion()
+			verdict(ratio <= 1.3, "(a) %s: veneur %.3f vs bare %.3f CPU s per M lines = %.2fx (target <= 1.3x)", label, v.cpuPerMillion(), b.cpuPerMillion(), ratio)
+		}
+		v, vok := wr.fixed[serverVeneur]
+		b, bok := wr.fixed[serverBare]
+		if vok && bok && v.err == nil && b.err == nil {
+			cmp("at "+groupDigits(wr.fixedRate)+" lines/s", v, b)
+		}
+		compared := vok && bok && v.err == nil && b.err == nil
+		vb, vok := bestTrial(wr.search[serverVeneur])
+		bb, bok := bestTrial(wr.search[serverBare])
+		if vok && bok {
+			cmp("at each server's max rate", vb, bb)
+			compared = true
+		}
+		if !compared {
+			missing("(a) CPU ratio")
+		}
+	}
+	if len(out) == 0 {
+		out = append(out, "none of the targeted workloads ran")
+	}
+	return out
+}
+
+func passWord(ok bool) string {
+	if ok {
+		return "PASS"
+	}
+	return "FAIL"
+}
+
+// searchNote explains how far the search got for the best trial.
+func searchNote(best trialResult, trials []trialResult) string {
+	var notes []string
+	if best.senderLimited {
+		notes = append(notes, "sender-limited: the server may go faster")
+	}
+	lowestFail := math.Inf(1)
+	for _, t := range trials {
+		if !t.pass && t.target > best.target {
+			lowestFail = math.Min(lowestFail, t.target)
+		}
+	}
+	if !math.IsInf(lowestFail, 1) {
+		notes = append(notes, "failed at "+groupDigits(lowestFail))
+	} else if !best.senderLimited {
+		notes = append(notes, "no higher rate failed")
+	}
+	if best.flush != nil {
+		notes = append(notes, fmt.Sprintf("flushes %d/%d complete", best.flush.complete, best.flush.interior))
+	}
+	return strings.Join(notes, "; ")
+}
+
+func failureNote(trials []trialResult) string {
+	if len(trials) == 0 {
+		return ""
+	}
+	low := trials[0]
+	for _, t := range trials {
+		if t.target < low.target {
+			low = t
+		}
+	}
+	if low.err != nil {
+		return fmt.Sprintf("at %s: %v", groupDigits(low.target), low.err)
+	}
+	note := fmt.Sprintf("at %s: loss %s", groupDigits(low.target), lossString(low.loss))
+	if len(low.notes) > 0 {
+		note += "; " + strings.Join(low.notes, "; ")
+	}
+	return note
+}
+
+func fixedNote(t trialResult) string {
+	var notes []string
+	if t.senderLimited {
+		notes = append(notes, "sender-limited")
+	}
+	if t.flush != nil {
+		notes = append(notes, fmt.Sprintf("flushes %d/%d complete, max gap %v", t.flush.complete, t.flush.interior, t.flush.maxGap.Round(1e6)))
+	}
+	notes = append(notes, t.notes...)
+	return strings.Join(notes, "; ")
+}
+
+// groupDigits renders a rate as an integer with thousands separators.
+func groupDigits(v float64) string {
+	s := fmt.Sprintf("%.0f", v)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	if neg {
+		return "-" + b.String()
+	}
+	return b.String()
+}

@@ -1,0 +1,137 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"strings"
+)
+
+// Server names as they appear in flags and tables.
+const (
+	serverBare   = "bare"
+	serverVeneur = "veneur"
+)
+
+// senderLimitedBelow marks a trial whose achieved rate fell under this share
+// of the rate asked for: the sender, not the server, set the pace.
+const senderLimitedBelow = 0.95
+
+// trialResult is one trial: one workload at one offered rate against one
+// server process.
+type trialResult struct {
+	workload, server string
+	target           float64 // lines per second asked of the sender
+	sent             sendStats
+
+	// received counts what arrived, in the unit of expected: counter lines
+	// for veneur (the only lines whose arrival can be counted exactly), all
+	// lines for the bare reader.
+	received, expected int64
+	loss               float64 // 1 - received/expected
+	lines              float64 // lines the server took in, estimated from loss
+
+	cpuSeconds    float64 // server user+system CPU over the trial
+	peakRSS       uint64  // bytes
+	senderLimited bool
+	flush         *flushCheck // workload c against veneur only
+	err           error
+	notes         []string
+	pass          bool
+}
+
+// finish derives loss and lines processed once received is known.
+func (r *trialResult) finish(expected int64) {
+	r.expected = expected
+	if expected <= 0 {
+		r.loss = 1
+		return
+	}
+	got := float64(r.received) / float64(expected)
+	r.loss = 1 - got
+	r.lines = float64(r.sent.lines) * math.Min(1, got)
+	r.senderLimited = r.sent.rate() < senderLimitedBelow*r.target
+}
+
+// judge decides whether the trial passes: no error or anomaly, loss under
+// the workload's bound (exactly zero for a strict workload), no more
+// arrived than was sent, and complete, timely flushes when checked.
+func (r *trialResult) judge(w workload, anomaly bool) {
+	if r.received > r.expected {
+		r.notes = append(r.notes, fmt.Sprintf("%d more arrived than were sent", r.received-r.expected))
+	}
+	if r.flush != nil {
+		r.notes = append(r.notes, r.flush.problems...)
+	}
+	lossOK := r.loss < w.maxLoss
+	if w.strict {
+		lossOK = r.received == r.expected
+	}
+	r.pass = r.err == nil && !anomaly && r.expected > 0 && r.received <= r.expected && lossOK &&
+		(r.flush == nil || r.flush.ok())
+}
+
+// cpuPerMillion is server CPU seconds per million lines taken in.
+func (r trialResult) cpuPerMillion() float64 {
+	if r.lines <= 0 {
+		return math.NaN()
+	}
+	return r.cpuSeconds / r.lines * 1e6
+}
+
+func (r trialResult) peakRSSMiB() float64 { return float64(r.peakRSS) / (1 << 20) }
+
+// summary is one line of progress output.
+func (r trialResult) summary() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "[%s %s] target %s lines/s: ", r.workload, r.server, humanRate(r.target))
+	if r.err != nil {
+		fmt.Fprintf(&b, "ERROR %v", r.err)
+		return b.String()
+	}
+	fmt.Fprintf(&b, "sent %s lines/s, loss %s, CPU %.3f s/M lines, peak RSS %.1f MiB",
+		humanRate(r.sent.rate()), lossString(r.loss), r.cpuPerMillion(), r.peakRSSMiB())
+	if r.flush != nil {
+		fmt.Fprintf(&b, ", flushes %d/%d complete, max gap %v", r.flush.complete, r.flush.interior, r.flush.maxGap.Round(1e6))
+	}
+	if r.senderLimited {
+		b.WriteString(", sender-limited")
+	}
+	if r.pass {
+		b.WriteString(" -> pass")
+	} else {
+		b.WriteString(" -> FAIL")
+	}
+	for _, n := range r.notes {
+		b.WriteString("; " + n)
+	}
+	return b.String()
+}
+
+// bestTrial is the passing trial with the highest achieved rate, or false.
+func bestTrial(trials []trialResult) (trialResult, bool) {
+	var best trialResult
+	found := false
+	for _, t := range trials {
+		if t.pass && (!found || t.sent.rate() > best.sent.rate()) {
+			best, found = t, true
+		}
+	}
+	return best, found
+}
+
+func humanRate(v float64) string {
+	switch {
+	case v >= 1e6:
+		return fmt.Sprintf("%.2fM", v/1e6)
+	case v >= 1e3:
+		return fmt.Sprintf("%.1fk", v/1e3)
+	}
+	return fmt.Sprintf("%.0f", v)
+}
+
+func lossString(loss float64) string {
+	if loss == 0 {
+		return "0%"
+	}
+	return fmt.Sprintf("%.3f%%", loss*100)
+}
