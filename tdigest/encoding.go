@@ -250,8 +250,8 @@ func (t *TDigest) decode(data []byte) error {
 	if len(d.b) != 0 {
 		return corrupt("%d trailing bytes", len(d.b))
 	}
-	if !finite(total) {
-		return corrupt("total weight overflows")
+	if !(total <= maxTotalWeight) {
+		return corrupt("total weight %v too large", total)
 	}
 	if cnt > 0 {
 		if flags&flagMin == 0 {

@@ -21,7 +21,11 @@ func interp(r0, v0, r1, v1, r float64) float64 {
 	if v0 == v1 || r1 <= r0 {
 		return v1
 	}
-	v := v0 + (r-r0)/(r1-r0)*(v1-v0)
+	f := (r - r0) / (r1 - r0)
+	v := v0 + f*(v1-v0)
+	if v-v != 0 { // v1-v0 overflowed
+		v = v0*(1-f) + v1*f
+	}
 	// Guard against rounding outside the segment.
 	lo, hi := v0, v1
 	if lo > hi {
@@ -149,9 +153,13 @@ func (t *TDigest) CDF(x float64) float64 {
 	at := func(r, v float64) (float64, bool) {
 		if v > x {
 			if r <= pr {
-				return pr / n, true
+				return math.Min(1, pr/n), true
 			}
-			return (pr + (x-pv)/(v-pv)*(r-pr)) / n, true
+			f := (x - pv) / (v - pv)
+			if f != f || f < 0 || f > 1 { // overflow: scale down
+				f = (x/2 - pv/2) / (v/2 - pv/2)
+			}
+			return math.Min(1, math.Max(0, (pr+f*(r-pr))/n)), true
 		}
 		pr, pv = r, v
 		return 0, false

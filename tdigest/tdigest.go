@@ -20,10 +20,17 @@ const (
 	MaxCompression = 10000
 )
 
+// MaxWeight is the largest weight Add accepts (2^64, far beyond any
+// 1/sample-rate), so that total weights cannot overflow.
+const MaxWeight = 1 << 64
+
+// maxTotalWeight bounds the total weight of a decoded digest.
+const maxTotalWeight = 1 << 200
+
 // Sentinel errors returned by Add. Callers count them as bad samples.
 var (
 	ErrInvalidValue  = errors.New("tdigest: value is NaN or infinite")
-	ErrInvalidWeight = errors.New("tdigest: weight is not a finite positive number")
+	ErrInvalidWeight = errors.New("tdigest: weight is not positive and at most MaxWeight")
 )
 
 // centroid is a weighted mean.
@@ -114,17 +121,18 @@ func (t *TDigest) Reset() {
 
 // Add records value with the given weight (1 for a plain sample, 1/rate for
 // a sampled one). NaN or infinite values return ErrInvalidValue; a weight
-// that is not finite and positive returns ErrInvalidWeight. The digest is
+// that is not positive and at most MaxWeight returns ErrInvalidWeight.
+// The sum saturates at ±Inf if it overflows. The digest is
 // unchanged when an error is returned.
 func (t *TDigest) Add(value, weight float64) error {
 	if value-value != 0 { // NaN or ±Inf
 		return ErrInvalidValue
 	}
-	if !(weight > 0) || weight-weight != 0 {
+	if !(weight > 0 && weight <= MaxWeight) {
 		return ErrInvalidWeight
 	}
 	t.add(value, weight)
-	t.sum += value * weight
+	t.addSum(value * weight)
 	if value < t.min {
 		t.min = value
 	}
@@ -132,6 +140,14 @@ func (t *TDigest) Add(value, weight float64) error {
 		t.max = value
 	}
 	return nil
+}
+
+// addSum adds x to the sum. On overflow the sum stays at the first
+// infinity it reaches, so it is never NaN.
+func (t *TDigest) addSum(x float64) {
+	if t.sum-t.sum == 0 {
+		t.sum += x
+	}
 }
 
 // add buffers one sample, leaving min, max and sum to the caller.
@@ -250,7 +266,7 @@ func (t *TDigest) Merge(other *TDigest) {
 		}
 		t.add(v, w)
 	}
-	t.sum += other.sum
+	t.addSum(other.sum)
 	if other.min < t.min {
 		t.min = other.min
 	}
@@ -404,6 +420,23 @@ func (t *TDigest) mergeWith(s *scratch, src []centroid, srcPure []uint64, srcWei
 	t.merged = n
 }
 
+// mergeMean is the weighted mean of a (weight aw) and b (weight bw),
+// aw+bw = n, computed so that it cannot overflow and stays in [a, b].
+func mergeMean(a, aw, b, bw, n float64) float64 {
+	m := a*(aw/n) + b*(bw/n)
+	lo, hi := a, b
+	if lo > hi {
+		lo, hi = hi, lo
+	}
+	if m < lo {
+		return lo
+	}
+	if m > hi {
+		return hi
+	}
+	return m
+}
+
 // limit returns the largest weight a centroid may reach when the weight
 // already packed (from the end the pass started at) is done, of n in total.
 func limit(done, n, e float64) float64 {
@@ -459,7 +492,7 @@ func packBackward(out []centroid, bits []uint64, a []centroid, aPure []uint64, b
 		if open && accept(cm, cw, cp, m, wt, p, lim) {
 			nw := cw + wt
 			if m != cm {
-				cm += (m - cm) * wt / nw
+				cm = mergeMean(cm, cw, m, wt, nw)
 				cp = false
 			} else {
 				cp = cp && p
@@ -506,7 +539,7 @@ func packForward(out []centroid, bits []uint64, a []centroid, aPure []uint64, b 
 		if open && accept(cm, cw, cp, m, wt, p, lim) {
 			nw := cw + wt
 			if m != cm {
-				cm += (m - cm) * wt / nw
+				cm = mergeMean(cm, cw, m, wt, nw)
 				cp = false
 			} else {
 				cp = cp && p

@@ -401,3 +401,35 @@ func TestSizeBounded(t *testing.T) {
 		t.Errorf("5M samples: %d centroids, %d bytes", d.Centroids(), len(b))
 	}
 }
+
+func TestExtremeValues(t *testing.T) {
+	d := New()
+	r := rand.New(rand.NewPCG(13, 13))
+	for i := 0; i < 5000; i++ {
+		v := math.MaxFloat64 * (2*r.Float64() - 1)
+		if i%7 == 0 {
+			v = -math.MaxFloat64
+		}
+		mustAdd(t, d, v, float64(1+i%3))
+	}
+	mustAdd(t, d, math.MaxFloat64, MaxWeight)
+	if err := d.Add(1, MaxWeight*2); !errors.Is(err, ErrInvalidWeight) {
+		t.Errorf("weight above MaxWeight: %v", err)
+	}
+	if math.IsNaN(d.Sum()) {
+		t.Error("Sum is NaN")
+	}
+	for _, dd := range []*TDigest{d, roundTrip(t, d)} {
+		prev := math.Inf(-1)
+		for q := 0.0; q <= 1; q += 0.001 {
+			v := dd.Quantile(q)
+			if math.IsNaN(v) || math.IsInf(v, 0) || v < prev {
+				t.Fatalf("Quantile(%v) = %v after %v", q, v, prev)
+			}
+			prev = v
+			if c := dd.CDF(v); math.IsNaN(c) || c < 0 || c > 1 {
+				t.Fatalf("CDF(%v) = %v", v, c)
+			}
+		}
+	}
+}
