@@ -3,20 +3,113 @@ package tdigest
 import "math"
 
 // The digest's estimate of the inverse CDF is piecewise linear in rank,
-// through these anchor points (rank, value):
+// through anchor points (rank, value):
 //
 //   - (0, min), and when the first centroid is mixed (min, up to rank 1):
 //     the smallest sample is known exactly and holds the first unit of rank;
 //   - for a single-valued ("pure") centroid over ranks [L, L+w]: (L, mean)
 //     and (L+w, mean), so every rank inside it returns its exact value;
 //   - for a mixed centroid: (L+w/2, mean);
+//   - at a gap between two mixed centroids (see gapAfter), two anchors at
+//     their common rank boundary, so the estimate jumps across the gap
+//     instead of returning values no sample is near;
 //   - symmetrically (max, from rank n-1) and (n, max) at the top.
 //
-// Quantile walks the anchors from whichever end is nearer; CDF inverts the
+// Quantile finds the centroid holding the rank, from whichever end is
+// nearer, and interpolates between the anchors around it; CDF inverts the
 // same function.
 
+// gapFactor: a segment between two mixed centroid means whose value per
+// unit of rank is this many times that of both neighbouring segments is a
+// gap in the data.
+const gapFactor = 4
+
+type anchor struct{ r, v float64 }
+
+// spacing is the value per unit of rank between the means of centroids i
+// and i+1.
+func (t *TDigest) spacing(i int) float64 {
+	c := t.cents
+	return (c[i+1].mean - c[i].mean) / ((c[i].weight + c[i+1].weight) / 2)
+}
+
+// gapAfter reports whether centroids i and i+1, not both single-valued,
+// straddle a gap, and if so the extents of the data in centroid i above its
+// mean (hr) and in centroid i+1 below its mean (hl), estimated from the
+// spacing next to the gap on either side (a single-valued centroid has no
+// extent).
+func (t *TDigest) gapAfter(i int) (gap bool, hr, hl float64) {
+	last := len(t.cents) - 1
+	if i < 0 || i >= last || last < 2 {
+		return false, 0, 0
+	}
+	pi, pn := t.isPure(i), t.isPure(i+1)
+	if pi && pn {
+		return false, 0, 0
+	}
+	s := t.spacing(i)
+	left, right := -1.0, -1.0
+	if i > 0 {
+		left = t.spacing(i - 1)
+	}
+	if i+1 < last {
+		right = t.spacing(i + 1)
+	}
+	if !(s > gapFactor*max(left, right)) {
+		return false, 0, 0
+	}
+	if left < 0 {
+		left = right
+	}
+	if right < 0 {
+		right = left
+	}
+	c := t.cents
+	if !pi {
+		hr = left * c[i].weight / 2
+	}
+	if !pn {
+		hl = right * c[i+1].weight / 2
+	}
+	return true, hr, hl
+}
+
+// anchorsOf appends the anchors of centroid i, which starts at rank l, in
+// increasing order; the leading anchors before centroid 0 and the trailing
+// ones after the last centroid are included.
+func (t *TDigest) anchorsOf(a []anchor, i int, l float64) []anchor {
+	c := t.cents
+	last := len(c) - 1
+	m, w := c[i].mean, c[i].weight
+	pure := t.isPure(i)
+	if i == 0 {
+		a = append(a, anchor{0, t.min})
+		if !pure {
+			a = append(a, anchor{math.Min(1, w/2), t.min})
+		}
+	}
+	if pure {
+		a = append(a, anchor{l, m}, anchor{l + w, m})
+	} else {
+		a = append(a, anchor{l + w/2, m})
+	}
+	if gap, hr, hl := t.gapAfter(i); gap {
+		if !pure {
+			a = append(a, anchor{l + w, m + hr})
+		}
+		a = append(a, anchor{l + w, c[i+1].mean - hl})
+	}
+	if i == last {
+		if !pure {
+			a = append(a, anchor{t.merged - math.Min(1, w/2), t.max})
+		}
+		a = append(a, anchor{t.merged, t.max})
+	}
+	return a
+}
+
 // interp returns the value at rank r on the segment (r0,v0)-(r1,v1), with
-// r0 < r <= r1.
+// r0 <= r <= r1.
 func interp(r0, v0, r1, v1, r float64) float64 {
 	if v0 == v1 || r1 <= r0 {
 		return v1
@@ -48,85 +141,52 @@ func (t *TDigest) Quantile(q float64) float64 {
 	if q >= 1 {
 		return t.max
 	}
+	r := q * n
 	c := t.cents
 	last := len(c) - 1
+	// Find the centroid i whose ranks [l, l+w] hold r.
+	var i int
+	var l float64
 	if q <= 0.5 {
-		r := q * n
-		pr, pv := 0.0, t.min
-		if !t.isPure(0) {
-			u := math.Min(1, c[0].weight/2)
-			if r <= u {
-				return t.min
+		for i = 0; i < last; i++ {
+			if r <= l+c[i].weight {
+				break
 			}
-			pr = u
+			l += c[i].weight
 		}
-		l := 0.0
-		for i := range c {
-			m, w := c[i].mean, c[i].weight
-			if t.isPure(i) {
-				if r <= l {
-					return interp(pr, pv, l, m, r)
-				}
-				if r <= l+w {
-					return m
-				}
-				pr, pv = l+w, m
-			} else {
-				mid := l + w/2
-				if r <= mid {
-					return interp(pr, pv, mid, m, r)
-				}
-				pr, pv = mid, m
+	} else {
+		s := n - r
+		top := 0.0
+		for i = last; i > 0; i-- {
+			if s < top+c[i].weight {
+				break
 			}
-			l += w
+			top += c[i].weight
 		}
-		end := n
-		if !t.isPure(last) {
-			end = n - math.Min(1, c[last].weight/2)
+		l = n - top - c[i].weight
+	}
+	if t.isPure(i) && r >= l {
+		return c[i].mean
+	}
+	// Interpolate between the anchors of centroids i-1, i and i+1.
+	var buf [12]anchor
+	a := buf[:0]
+	if i > 0 {
+		a = t.anchorsOf(a, i-1, l-c[i-1].weight)
+	}
+	a = t.anchorsOf(a, i, l)
+	if i < last {
+		a = t.anchorsOf(a, i+1, l+c[i].weight)
+	}
+	if r <= a[0].r {
+		return a[0].v
+	}
+	for k := 1; k < len(a); k++ {
+		if r <= a[k].r {
+			return interp(a[k-1].r, a[k-1].v, a[k].r, a[k].v, r)
 		}
-		if r >= end {
-			return t.max
-		}
-		return interp(pr, pv, end, t.max, r)
 	}
-	// Upper half: the same walk from the top, ranks counted downward.
-	s := (1 - q) * n
-	pr, pv := 0.0, t.max
-	if !t.isPure(last) {
-		u := math.Min(1, c[last].weight/2)
-		if s <= u {
-			return t.max
-		}
-		pr = u
-	}
-	l := 0.0
-	for i := last; i >= 0; i-- {
-		m, w := c[i].mean, c[i].weight
-		if t.isPure(i) {
-			if s <= l {
-				return interp(pr, pv, l, m, s)
-			}
-			if s <= l+w {
-				return m
-			}
-			pr, pv = l+w, m
-		} else {
-			mid := l + w/2
-			if s <= mid {
-				return interp(pr, pv, mid, m, s)
-			}
-			pr, pv = mid, m
-		}
-		l += w
-	}
-	end := n
-	if !t.isPure(0) {
-		end = n - math.Min(1, c[0].weight/2)
-	}
-	if s >= end {
-		return t.min
-	}
-	return interp(pr, pv, end, t.min, s)
+	return a[len(a)-1].v
 }
 
 // CDF returns the estimated fraction of the total weight at or below x: 0
@@ -145,50 +205,27 @@ func (t *TDigest) CDF(x float64) float64 {
 	if x >= t.max {
 		return 1
 	}
-	c := t.cents
-	last := len(c) - 1
 	// Walk anchors upward until one exceeds x; interpolate from the
 	// previous one.
-	pr, pv := 0.0, t.min
-	at := func(r, v float64) (float64, bool) {
-		if v > x {
-			if r <= pr {
-				return math.Min(1, pr/n), true
-			}
-			f := (x - pv) / (v - pv)
-			if f != f || f < 0 || f > 1 { // overflow: scale down
-				f = (x/2 - pv/2) / (v/2 - pv/2)
-			}
-			return math.Min(1, math.Max(0, (pr+f*(r-pr))/n)), true
-		}
-		pr, pv = r, v
-		return 0, false
-	}
-	if !t.isPure(0) {
-		at(math.Min(1, c[0].weight/2), t.min)
-	}
+	c := t.cents
+	prev := anchor{0, t.min}
+	var buf [8]anchor
 	l := 0.0
 	for i := range c {
-		m, w := c[i].mean, c[i].weight
-		if t.isPure(i) {
-			if f, ok := at(l, m); ok {
-				return f
+		for _, a := range t.anchorsOf(buf[:0], i, l) {
+			if a.v > x {
+				if a.r <= prev.r {
+					return math.Min(1, prev.r/n)
+				}
+				f := (x - prev.v) / (a.v - prev.v)
+				if f != f || f < 0 || f > 1 { // overflow: scale down
+					f = (x/2 - prev.v/2) / (a.v/2 - prev.v/2)
+				}
+				return math.Min(1, math.Max(0, (prev.r+f*(a.r-prev.r))/n))
 			}
-			if f, ok := at(l+w, m); ok {
-				return f
-			}
-		} else if f, ok := at(l+w/2, m); ok {
-			return f
+			prev = a
 		}
-		l += w
-	}
-	if !t.isPure(last) {
-		if f, ok := at(n-math.Min(1, c[last].weight/2), t.max); ok {
-			return f
-		}
-	}
-	if f, ok := at(n, t.max); ok {
-		return f
+		l += c[i].weight
 	}
 	return 1
 }

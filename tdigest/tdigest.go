@@ -275,12 +275,17 @@ func (t *TDigest) Merge(other *TDigest) {
 	}
 }
 
+// bigGapFactor: see accept.
+const bigGapFactor = 32
+
 // scratch is working space for a merge pass, shared between digests.
 type scratch struct {
-	keys []uint64
-	src  []centroid
-	out  []centroid
-	bits []uint64
+	items []centroid
+	ibits []uint64
+	keys  []uint64
+	src   []centroid
+	out   []centroid
+	bits  []uint64
 }
 
 var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
@@ -386,12 +391,28 @@ func (t *TDigest) mergeWith(s *scratch, src []centroid, srcPure []uint64, srcWei
 		e = scaleFactor(t.compression, n)
 	}
 
-	var lo, hi int
-	if t.forward {
-		lo, hi = 0, packForward(out, bits, t.cents, t.pure, src, srcPure, n, e)
-	} else {
-		lo, hi = packBackward(out, bits, t.cents, t.pure, src, srcPure, n, e), total
+	// Merge the two sorted inputs into s.items, then pack.
+	if cap(s.items) < total {
+		s.items = make([]centroid, total)
 	}
+	if cap(s.ibits) < words {
+		s.ibits = make([]uint64, words)
+	}
+	items, ibits := s.items[:total], s.ibits[:words]
+	a, aPure := t.cents, t.pure
+	i, j := 0, 0
+	for k := range items {
+		if j >= len(src) || (i < len(a) && a[i].mean <= src[j].mean) {
+			items[k] = a[i]
+			setBit(ibits, k, bitAt(aPure, i))
+			i++
+		} else {
+			items[k] = src[j]
+			setBit(ibits, k, bitAt(srcPure, j))
+			j++
+		}
+	}
+	lo, hi := pack(out, bits, items, ibits, t.forward, n, e)
 	t.forward = !t.forward
 	m := hi - lo
 	if cap(t.cents) < m {
@@ -449,117 +470,119 @@ func limit(done, n, e float64) float64 {
 	return (q1 - q0) * n
 }
 
-// accept decides whether item (m, w, p) joins the open centroid
-// (cm, cw, cp) whose weight limit is lim.
-func accept(cm, cw float64, cp bool, m, w float64, p bool, lim float64) bool {
-	if m == cm && p && cp {
+// packer is the state of a merge pass: the open centroid and what the gap
+// rules need to know about the items around it.
+type packer struct {
+	cm, cw float64 // open centroid
+	cp     bool    // open centroid is single-valued
+	// first and last are the means of its first and latest items, prev the
+	// mean of the item before last; step is the larger of the two steps
+	// between means just before first.
+	first, last, prev, step float64
+}
+
+// pack packs sorted items (purity ibits) into centroids, from the smallest
+// mean up when forward is set and from the largest down otherwise, as far
+// as the scale function allows, writing them to out and their purity to
+// obits. Output is written from the start of out going forward and from
+// the end going backward; pack returns the range written.
+func pack(out []centroid, obits []uint64, items []centroid, ibits []uint64, forward bool, n, e float64) (lo, hi int) {
+	total := len(items)
+	w := 0
+	if !forward {
+		w = total - 1
+	}
+	emit := func(c centroid, pure bool) {
+		out[w] = c
+		setBit(obits, w, pure)
+		if forward {
+			w++
+		} else {
+			w--
+		}
+	}
+	var st packer
+	done, lim := 0.0, 0.0
+	for k := 0; k < total; k++ {
+		idx := k
+		if !forward {
+			idx = total - 1 - k
+		}
+		m, wt, p := items[idx].mean, items[idx].weight, bitAt(ibits, idx)
+		if k > 0 {
+			if st.accept(m, wt, p, lim, items, k, forward) {
+				nw := st.cw + wt
+				if m != st.cm {
+					st.cm = mergeMean(st.cm, st.cw, m, wt, nw)
+					st.cp = false
+				} else {
+					st.cp = st.cp && p
+				}
+				st.cw = nw
+				st.prev, st.last = st.last, m
+				continue
+			}
+			emit(centroid{st.cm, st.cw}, st.cp)
+			done += st.cw
+			st.step = max(math.Abs(m-st.last), math.Abs(st.last-st.prev))
+			st.prev = st.last
+		} else {
+			st.prev = m
+		}
+		st.cm, st.cw, st.cp = m, wt, p
+		st.first, st.last = m, m
+		lim = limit(done, n, e)
+	}
+	if total > 0 {
+		emit(centroid{st.cm, st.cw}, st.cp)
+	}
+	if forward {
+		return 0, w
+	}
+	return w + 1, total
+}
+
+// accept decides whether item (m, w, p), the k-th of items in pass order,
+// joins the open centroid, whose weight limit is lim.
+func (st *packer) accept(m, w float64, p bool, lim float64, items []centroid, k int, forward bool) bool {
+	if m == st.cm && p && st.cp {
 		return true // lossless: same single value
 	}
-	if cw+w > lim {
+	if st.cw+w > lim {
 		return false
 	}
-	// Keep substantial single-valued centroids single-valued: closing one
-	// early costs at most one extra centroid per half-full one.
-	if cp && cw >= lim/2 {
-		return false
-	}
+	// Closing a centroid that is at least half full early costs at most one
+	// extra centroid per half-full one. Do it to keep a substantial
+	// single-valued centroid single-valued, and at a gap in the data: a
+	// centroid straddling a gap has a mean where no sample is.
 	if p && w >= lim/2 {
 		return false
 	}
+	jump, extent := math.Abs(m-st.last), math.Abs(st.last-st.first)
+	if jump <= gapFactor*extent {
+		return !(st.cp && st.cw >= lim/2)
+	}
+	if st.cw >= lim/2 {
+		return false
+	}
+	// A jump far beyond the spacing of the items on either side of it is a
+	// gap however little the centroid holds. Smooth data almost never shows
+	// one, so this costs few centroids.
+	if jump > bigGapFactor*max(extent, st.step) {
+		return false
+	}
+	// The two steps after this item, in pass order.
+	total := len(items)
+	if k+2 < total {
+		var a, b, c float64
+		if forward {
+			a, b, c = items[k].mean, items[k+1].mean, items[k+2].mean
+		} else {
+			a, b, c = items[total-1-k].mean, items[total-2-k].mean, items[total-3-k].mean
+		}
+		if jump > bigGapFactor*max(math.Abs(b-a), math.Abs(c-b)) {
+			return false
+		}
+	}
 	return true
-}
-
-// packBackward merges a (purity aPure) and b (purity bPure, nil: all pure)
-// from the largest mean down, writing centroids to the end of out and their
-// purity to bits. It returns the index of the first centroid written.
-func packBackward(out []centroid, bits []uint64, a []centroid, aPure []uint64, b []centroid, bPure []uint64, n, e float64) int {
-	i, j := len(a)-1, len(b)-1
-	w := len(out)
-	var cm, cw float64
-	var cp bool
-	open := false
-	done, lim := 0.0, 0.0
-	for i >= 0 || j >= 0 {
-		var m, wt float64
-		var p bool
-		if j < 0 || (i >= 0 && a[i].mean > b[j].mean) {
-			m, wt, p = a[i].mean, a[i].weight, bitAt(aPure, i)
-			i--
-		} else {
-			m, wt, p = b[j].mean, b[j].weight, bitAt(bPure, j)
-			j--
-		}
-		if open && accept(cm, cw, cp, m, wt, p, lim) {
-			nw := cw + wt
-			if m != cm {
-				cm = mergeMean(cm, cw, m, wt, nw)
-				cp = false
-			} else {
-				cp = cp && p
-			}
-			cw = nw
-			continue
-		}
-		if open {
-			w--
-			out[w] = centroid{cm, cw}
-			setBit(bits, w, cp)
-			done += cw
-		}
-		cm, cw, cp, open = m, wt, p, true
-		lim = limit(done, n, e)
-	}
-	if open {
-		w--
-		out[w] = centroid{cm, cw}
-		setBit(bits, w, cp)
-	}
-	return w
-}
-
-// packForward is packBackward from the smallest mean up, writing from the
-// start of out. It returns the number of centroids written.
-func packForward(out []centroid, bits []uint64, a []centroid, aPure []uint64, b []centroid, bPure []uint64, n, e float64) int {
-	i, j := 0, 0
-	w := 0
-	var cm, cw float64
-	var cp bool
-	open := false
-	done, lim := 0.0, 0.0
-	for i < len(a) || j < len(b) {
-		var m, wt float64
-		var p bool
-		if j >= len(b) || (i < len(a) && a[i].mean < b[j].mean) {
-			m, wt, p = a[i].mean, a[i].weight, bitAt(aPure, i)
-			i++
-		} else {
-			m, wt, p = b[j].mean, b[j].weight, bitAt(bPure, j)
-			j++
-		}
-		if open && accept(cm, cw, cp, m, wt, p, lim) {
-			nw := cw + wt
-			if m != cm {
-				cm = mergeMean(cm, cw, m, wt, nw)
-				cp = false
-			} else {
-				cp = cp && p
-			}
-			cw = nw
-			continue
-		}
-		if open {
-			out[w] = centroid{cm, cw}
-			setBit(bits, w, cp)
-			w++
-			done += cw
-		}
-		cm, cw, cp, open = m, wt, p, true
-		lim = limit(done, n, e)
-	}
-	if open {
-		out[w] = centroid{cm, cw}
-		setBit(bits, w, cp)
-		w++
-	}
-	return w
 }
