@@ -13,12 +13,17 @@ type bisector struct {
 	maxTrials int
 	precision float64 // stop once failing/passing <= 1+precision
 
-	trials   int
-	pass     float64 // highest passing rate, 0 when none
-	fail     float64 // lowest failing rate, 0 when none
-	loTested bool
-	capped   bool // a passing trial was limited by the sender, not the server
+	trials        int
+	pass          float64 // highest passing rate, 0 when none
+	fail          float64 // lowest failing rate, 0 when none
+	loTested      bool
+	limitedPasses int // passing trials the sender could not drive at the rate asked
 }
+
+// limitedPassesToStop is how many passing trials limited by the sender end
+// the search: one may be a sender starved by a passing neighbour on its CPU,
+// a second means the sender is at its ceiling.
+const limitedPassesToStop = 2
 
 func newBisector(lo, hi float64, maxTrials int, precision float64) *bisector {
 	return &bisector{lo: lo, hi: hi, maxTrials: maxTrials, precision: precision}
@@ -26,7 +31,7 @@ func newBisector(lo, hi float64, maxTrials int, precision float64) *bisector {
 
 // next returns the rate of the next trial, or false when the search is done.
 func (b *bisector) next() (float64, bool) {
-	if b.trials >= b.maxTrials || b.capped || b.lo <= 0 || b.hi <= b.lo {
+	if b.trials >= b.maxTrials || b.limitedPasses >= limitedPassesToStop || b.lo <= 0 || b.hi <= b.lo {
 		return 0, false
 	}
 	low, high := b.lo, b.hi
@@ -50,18 +55,21 @@ func (b *bisector) next() (float64, bool) {
 	return math.Sqrt(low * high), true
 }
 
-// record notes a trial's outcome. senderLimited means the sender could not
-// reach the rate asked for, so higher rates cannot be tested.
-func (b *bisector) record(rate float64, pass, senderLimited bool) {
+// record notes the outcome of a trial asked to run at rate that achieved
+// the rate achieved. A pass below the rate asked proves only the achieved
+// rate; a fail counts at the rate asked, to keep the search bounded.
+func (b *bisector) record(rate, achieved float64, pass bool) {
 	b.trials++
 	if rate <= b.lo {
 		b.loTested = true
 	}
 	if pass {
-		b.pass = math.Max(b.pass, rate)
-		if senderLimited {
-			b.capped = true
+		proven := rate
+		if achieved < senderLimitedBelow*rate {
+			b.limitedPasses++
+			proven = achieved
 		}
+		b.pass = math.Max(b.pass, proven)
 		return
 	}
 	if b.fail == 0 || rate < b.fail {

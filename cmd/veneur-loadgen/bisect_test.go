@@ -19,7 +19,7 @@ func search(b *bisector, threshold, senderMax float64) (tried []float64, best fl
 		if pass {
 			best = math.Max(best, achieved)
 		}
-		b.record(rate, pass, achieved < rate*senderLimitedBelow)
+		b.record(rate, achieved, pass)
 	}
 	panic("bisector did not stop")
 }
@@ -64,7 +64,7 @@ func TestBisectorAllFail(t *testing.T) {
 	}
 	// A lower bound that already failed is not tried again.
 	b = newBisector(100e3, 12e6, 6, 0.05)
-	b.record(100e3, false, false)
+	b.record(100e3, 100e3, false)
 	if r, ok := b.next(); ok {
 		t.Fatalf("next trial at %v after the lower bound failed", r)
 	}
@@ -93,13 +93,27 @@ func TestBisectorSenderLimited(t *testing.T) {
 	if best != 2e6 {
 		t.Fatalf("tried %v best %v, want the sender's 2e6", tried, best)
 	}
-	// Once a passing trial is sender-limited, higher rates cannot be tested.
-	last := tried[len(tried)-1]
-	if last < 2e6 {
-		t.Fatalf("last trial %v below the sender limit", last)
+	// Two passing trials limited by the sender end the search.
+	limited := 0
+	for _, r := range tried {
+		if r > 2e6/senderLimitedBelow {
+			limited++
+		}
 	}
-	if len(tried) > 2 {
-		t.Fatalf("tried %v: the search should stop at the first sender-limited pass", tried)
+	if limited != limitedPassesToStop || tried[len(tried)-1] < 2e6 {
+		t.Fatalf("tried %v: want the search to stop after %d sender-limited passes", tried, limitedPassesToStop)
+	}
+}
+
+func TestBisectorStarvedSender(t *testing.T) {
+	// The first trial is starved to a tenth of its rate and passes; the
+	// search must go on above it rather than stop there.
+	b := newBisector(100e3, 12e6, 6, 0.05)
+	first, _ := b.next()
+	b.record(first, first/10, true)
+	tried, best := search(b, 3e6, math.Inf(1))
+	if best < 3e6/1.2 {
+		t.Fatalf("after a starved first trial at %v: tried %v, best %v; want near 3e6", first, tried, best)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -30,7 +31,9 @@ type driver struct {
 	self          string // this executable, for the bare reader
 	veneurPath    string
 	serverCPU     int // -1 when not pinned
+	driverCPU     int
 	rcvbufGranted int
+	loadAvgStart  string
 	log           io.Writer
 }
 
@@ -68,6 +71,7 @@ func runDriver(o options, stdout, stderr io.Writer) (err error) {
 		}
 	}
 
+	d.loadAvgStart = loadAverage()
 	pinNote, err := d.pin()
 	if err != nil {
 		return err
@@ -109,11 +113,17 @@ func runDriver(o options, stdout, stderr io.Writer) (err error) {
 				}
 				fmt.Fprintln(stderr, t.summary())
 				wr.search[s] = append(wr.search[s], t)
-				bs.record(rate, t.pass, t.senderLimited)
+				if t.startFailed {
+					break
+				}
+				bs.record(rate, t.sent.rate(), t.pass)
 			}
 		}
 		if o.fixedRate > 0 {
 			for _, s := range rep.servers {
+				if n := len(wr.search[s]); n > 0 && wr.search[s][n-1].startFailed {
+					continue
+				}
 				t := d.trial(ctx, s, w, r, o.fixedRate)
 				if ctx.Err() != nil {
 					return fmt.Errorf("interrupted: %w", ctx.Err())
@@ -126,6 +136,13 @@ func runDriver(o options, stdout, stderr io.Writer) (err error) {
 	rep.header = d.header(pinNote)
 	fmt.Fprintln(stdout)
 	rep.render(stdout)
+	for _, wr := range rep.workloads {
+		for s, trials := range wr.search {
+			if n := len(trials); n > 0 && trials[n-1].startFailed {
+				return fmt.Errorf("the %s server did not start for workload %s: %w", s, wr.w.name, trials[n-1].err)
+			}
+		}
+	}
 	return nil
 }
 
@@ -166,7 +183,7 @@ func (d *driver) pin() (string, error) {
 	if err := pinProcess(drv); err != nil {
 		return "", err
 	}
-	d.serverCPU = server
+	d.serverCPU, d.driverCPU = server, drv
 	return fmt.Sprintf("pinned: server on CPU %d (taskset -c %d), sender and stand-in API on CPU %d", server, server, drv), nil
 }
 
@@ -176,10 +193,15 @@ func (d *driver) header(pinNote string) []string {
 		"veneur load benchmark, " + time.Now().UTC().Format("2006-01-02 15:04 UTC"),
 		fmt.Sprintf("machine: %d CPUs (nproc), %s, Linux %s, %s", runtime.NumCPU(), cpuModel(), kernelRelease(), runtime.Version()),
 		pinNote,
+		fmt.Sprintf("load average (1, 5, 15 min) at start %s, at end %s; \"other load\" is the share of the server/driver CPU other processes took during the trial", d.loadAvgStart, loadAverage()),
 	}
 	rmem := strings.TrimSpace(readSmallFile("/proc/sys/net/core/rmem_max"))
-	h = append(h, fmt.Sprintf("receive buffer: asked %d bytes; net.core.rmem_max %s; the bare reader was granted %d (veneur asks the same through read_buffer_size_bytes)",
-		d.opts.rcvbuf, rmem, d.rcvbufGranted))
+	granted := ""
+	if d.rcvbufGranted > 0 {
+		granted = fmt.Sprintf("; SO_RCVBUF granted to the bare reader: %d", d.rcvbufGranted)
+	}
+	h = append(h, fmt.Sprintf("receive buffer: both servers ask for %d bytes (veneur via read_buffer_size_bytes); net.core.rmem_max %s, the kernel grants at most twice that%s",
+		d.opts.rcvbuf, rmem, granted))
 	h = append(h, fmt.Sprintf("trials: %v each (c: %v), at most %d per workload and server, precision %.0f%%; datagrams packed to %d bytes, sendmmsg batches of up to %d",
 		d.opts.trial, d.opts.trialStrict, d.opts.maxTrials, d.opts.precision*100, maxDatagramBytes, sendBatchMax))
 	if slices.Contains(d.opts.servers, serverVeneur) {
@@ -205,6 +227,14 @@ func kernelRelease() string {
 	return string(bytes.TrimRight(u.Release[:], "\x00"))
 }
 
+func loadAverage() string {
+	f := strings.Fields(readSmallFile("/proc/loadavg"))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
 func readSmallFile(path string) string {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -222,4 +252,43 @@ func orderedServers(list []string) []string {
 		}
 	}
 	return out
+}
+
+// loadSnap is a reading of both CPUs' busy time and of this process's CPU
+// time, to tell how much of each CPU other processes took during a trial.
+type loadSnap struct {
+	srvBusy, srvTotal, drvBusy, drvTotal uint64
+	self                                 float64 // seconds
+	ok                                   bool
+}
+
+func (d *driver) snapLoad() loadSnap {
+	if d.serverCPU < 0 {
+		return loadSnap{}
+	}
+	stat, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return loadSnap{}
+	}
+	var s loadSnap
+	var err1, err2, err3 error
+	s.srvBusy, s.srvTotal, err1 = parseCPUTimes(stat, d.serverCPU)
+	s.drvBusy, s.drvTotal, err2 = parseCPUTimes(stat, d.driverCPU)
+	s.self, err3 = procCPUSeconds(os.Getpid())
+	s.ok = err1 == nil && err2 == nil && err3 == nil
+	return s
+}
+
+// otherLoad sets the share of the server and driver CPUs that processes
+// other than the server and the driver used between a and b, where the
+// server used serverCPU seconds. NaN when unknown.
+func (r *trialResult) otherLoad(a, b loadSnap, serverCPU float64) {
+	r.otherSrv, r.otherDrv = math.NaN(), math.NaN()
+	if !a.ok || !b.ok || b.srvTotal <= a.srvTotal || b.drvTotal <= a.drvTotal {
+		return
+	}
+	srv := float64(b.srvBusy-a.srvBusy) - serverCPU*clockTicksPerSecond
+	drv := float64(b.drvBusy-a.drvBusy) - (b.self-a.self)*clockTicksPerSecond
+	r.otherSrv = math.Max(0, srv/float64(b.srvTotal-a.srvTotal))
+	r.otherDrv = math.Max(0, drv/float64(b.drvTotal-a.drvTotal))
 }

@@ -85,3 +85,29 @@ func truncate(b []byte, n int) []byte {
 	}
 	return b
 }
+
+// parseCPUTimes returns the busy and total clock ticks of one CPU from the
+// contents of /proc/stat. Busy is everything but idle and iowait.
+func parseCPUTimes(stat []byte, cpu int) (busy, total uint64, err error) {
+	label := []byte("cpu" + strconv.Itoa(cpu))
+	for l := range bytes.SplitSeq(stat, []byte{'\n'}) {
+		f := bytes.Fields(l)
+		if len(f) < 5 || !bytes.Equal(f[0], label) {
+			continue
+		}
+		// user nice system idle iowait irq softirq steal; guest time is
+		// already part of user.
+		for i, v := range f[1:min(len(f), 9)] {
+			n, err := strconv.ParseUint(string(v), 10, 64)
+			if err != nil {
+				return 0, 0, fmt.Errorf("cpu%d field %d: %w", cpu, i+1, err)
+			}
+			total += n
+			if i != 3 && i != 4 {
+				busy += n
+			}
+		}
+		return busy, total, nil
+	}
+	return 0, 0, fmt.Errorf("no cpu%d line in /proc/stat; is CPU %d online?", cpu, cpu)
+}

@@ -36,3 +36,29 @@ func TestParseVmHWM(t *testing.T) {
 		}
 	}
 }
+
+func TestParseCPUTimes(t *testing.T) {
+	stat := "cpu  10 0 10 100 0 0 0 0 0 0\ncpu0 5 1 4 50 2 1 1 1 0 0\ncpu1 7 0 3 40 0 0 0 0 0 0\nintr 1 2 3\n"
+	tests := []struct {
+		cpu               int
+		wantBusy, wantAll uint64
+		wantErr           bool
+	}{
+		{cpu: 0, wantBusy: 5 + 1 + 4 + 1 + 1 + 1, wantAll: 65},
+		{cpu: 1, wantBusy: 10, wantAll: 50},
+		{cpu: 2, wantErr: true},
+	}
+	for _, tc := range tests {
+		busy, all, err := parseCPUTimes([]byte(stat), tc.cpu)
+		if (err != nil) != tc.wantErr || busy != tc.wantBusy || all != tc.wantAll {
+			t.Errorf("cpu%d: busy %d total %d err %v; want %d %d error %v", tc.cpu, busy, all, err, tc.wantBusy, tc.wantAll, tc.wantErr)
+		}
+	}
+	if _, _, err := parseCPUTimes([]byte("cpu0 1 x 3 4 5\n"), 0); err == nil {
+		t.Error("a non-numeric field was accepted")
+	}
+	// "cpu1" must not match "cpu10".
+	if busy, _, err := parseCPUTimes([]byte("cpu10 9 9 9 9 9\ncpu1 1 0 0 1 0\n"), 1); err != nil || busy != 1 {
+		t.Errorf("cpu1 read as %d, %v", busy, err)
+	}
+}

@@ -34,7 +34,7 @@ func (r *report) render(out io.Writer) {
 	fmt.Fprintln(out)
 	fmt.Fprintln(out, "Highest offered rate that passed (a, b: loss under 1%; c: no loss and every flush complete and on time)")
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "workload\tserver\tlines/s\tloss\tCPU s/M lines\tlines per CPU-s\tpeak RSS MiB\ttrials\tnotes")
+	fmt.Fprintln(tw, "workload\tserver\tlines/s\tloss\tCPU s/M lines\tlines per CPU-s\tpeak RSS MiB\tother load\ttrials\tnotes")
 	for _, wr := range r.workloads {
 		best := map[string]trialResult{}
 		for _, s := range r.servers {
@@ -44,16 +44,16 @@ func (r *report) render(out io.Writer) {
 			}
 			b, ok := bestTrial(trials)
 			if !ok {
-				fmt.Fprintf(tw, "%s\t%s\tnone passed\t\t\t\t\t%d\t%s\n", wr.w.name, s, len(trials), failureNote(trials))
+				fmt.Fprintf(tw, "%s\t%s\tnone passed\t\t\t\t\t\t%d\t%s\n", wr.w.name, s, len(trials), failureNote(trials))
 				continue
 			}
 			best[s] = b
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.3f\t%s\t%.1f\t%d\t%s\n", wr.w.name, s, groupDigits(b.sent.rate()),
-				lossString(b.loss), b.cpuPerMillion(), groupDigits(1e6/b.cpuPerMillion()), b.peakRSSMiB(), len(trials), searchNote(b, trials))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.3f\t%s\t%.1f\t%s\t%d\t%s\n", wr.w.name, s, groupDigits(b.sent.rate()),
+				lossString(b.loss), b.cpuPerMillion(), groupDigits(1e6/b.cpuPerMillion()), b.peakRSSMiB(), b.otherLoadString(), len(trials), searchNote(b, trials))
 		}
 		if v, ok := best[serverVeneur]; ok {
 			if b, ok := best[serverBare]; ok {
-				fmt.Fprintf(tw, "%s\tveneur/bare\t%.2fx\t\t%.2fx\t%.2fx\t%.2fx\t\t\n", wr.w.name,
+				fmt.Fprintf(tw, "%s\tveneur/bare\t%.2fx\t\t%.2fx\t%.2fx\t%.2fx\t\t\t\n", wr.w.name,
 					v.sent.rate()/b.sent.rate(), v.cpuPerMillion()/b.cpuPerMillion(), b.cpuPerMillion()/v.cpuPerMillion(), v.peakRSSMiB()/b.peakRSSMiB())
 			}
 		}
@@ -64,7 +64,7 @@ func (r *report) render(out io.Writer) {
 		fmt.Fprintln(out)
 		fmt.Fprintln(out, "Fixed offered rate")
 		tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "workload\tserver\toffered lines/s\tsent lines/s\tloss\tCPU s/M lines\tpeak RSS MiB\tresult\tnotes")
+		fmt.Fprintln(tw, "workload\tserver\toffered lines/s\tsent lines/s\tloss\tCPU s/M lines\tpeak RSS MiB\tother load\tresult\tnotes")
 		for _, wr := range r.workloads {
 			for _, s := range r.servers {
 				t, ok := wr.fixed[s]
@@ -72,16 +72,16 @@ func (r *report) render(out io.Writer) {
 					continue
 				}
 				if t.err != nil {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t\t\t\t\tERROR\t%v\n", wr.w.name, s, groupDigits(t.target), t.err)
+					fmt.Fprintf(tw, "%s\t%s\t%s\t\t\t\t\t\tERROR\t%v\n", wr.w.name, s, groupDigits(t.target), t.err)
 					continue
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.3f\t%.1f\t%s\t%s\n", wr.w.name, s, groupDigits(t.target),
-					groupDigits(t.sent.rate()), lossString(t.loss), t.cpuPerMillion(), t.peakRSSMiB(), passWord(t.pass), fixedNote(t))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.3f\t%.1f\t%s\t%s\t%s\n", wr.w.name, s, groupDigits(t.target),
+					groupDigits(t.sent.rate()), lossString(t.loss), t.cpuPerMillion(), t.peakRSSMiB(), t.otherLoadString(), passWord(t.pass), fixedNote(t))
 			}
 			v, vok := wr.fixed[serverVeneur]
 			b, bok := wr.fixed[serverBare]
 			if vok && bok && v.err == nil && b.err == nil {
-				fmt.Fprintf(tw, "%s\tveneur/bare\t\t\t\t%.2fx\t%.2fx\t\t\n", wr.w.name, v.cpuPerMillion()/b.cpuPerMillion(), v.peakRSSMiB()/b.peakRSSMiB())
+				fmt.Fprintf(tw, "%s\tveneur/bare\t\t\t\t%.2fx\t%.2fx\t\t\t\n", wr.w.name, v.cpuPerMillion()/b.cpuPerMillion(), v.peakRSSMiB()/b.peakRSSMiB())
 			}
 		}
 		tw.Flush()

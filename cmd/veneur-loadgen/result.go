@@ -31,10 +31,13 @@ type trialResult struct {
 	lines              float64 // lines the server took in, estimated from loss
 
 	cpuSeconds    float64 // server user+system CPU over the trial
+	otherSrv      float64 // share of the server CPU other processes used, NaN if unknown
+	otherDrv      float64 // same for the driver CPU
 	peakRSS       uint64  // bytes
 	senderLimited bool
 	flush         *flushCheck // workload c against veneur only
 	err           error
+	startFailed   bool // the server did not start: no later trial can fare better
 	notes         []string
 	pass          bool
 }
@@ -96,6 +99,7 @@ func (r trialResult) summary() string {
 	if r.senderLimited {
 		b.WriteString(", sender-limited")
 	}
+	fmt.Fprintf(&b, ", other load %s", r.otherLoadString())
 	if r.pass {
 		b.WriteString(" -> pass")
 	} else {
@@ -105,6 +109,15 @@ func (r trialResult) summary() string {
 		b.WriteString("; " + n)
 	}
 	return b.String()
+}
+
+// otherLoadString renders the other processes' share of the server and
+// driver CPUs, e.g. "3%/40%".
+func (r trialResult) otherLoadString() string {
+	if math.IsNaN(r.otherSrv) || math.IsNaN(r.otherDrv) {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.0f%%/%.0f%%", r.otherSrv*100, r.otherDrv*100)
 }
 
 // bestTrial is the passing trial with the highest achieved rate, or false.

@@ -119,7 +119,7 @@ func (d *driver) veneurTrial(ctx context.Context, w workload, r *ring, rate floa
 	d.api.reset()
 	v, err := d.startVeneur(ctx, w.interval)
 	if err != nil {
-		res.err = err
+		res.err, res.startFailed = err, true
 		return res
 	}
 	defer v.kill()
@@ -134,6 +134,7 @@ func (d *driver) veneurTrial(ctx context.Context, w workload, r *ring, rate floa
 		res.err = err
 		return res
 	}
+	load0 := d.snapLoad()
 	start := time.Now()
 	res.sent, err = s.run(ctx, rate, d.trialLength(w))
 	end := time.Now()
@@ -167,6 +168,7 @@ func (d *driver) veneurTrial(ctx context.Context, w workload, r *ring, rate floa
 	if !d.api.waitIdle(5 * time.Second) {
 		res.notes = append(res.notes, "API still busy 5s after veneur exited")
 	}
+	res.otherLoad(load0, d.snapLoad(), cpu1-cpu0)
 	posts, apiErrs := d.api.snapshot()
 	for _, e := range apiErrs {
 		res.notes = append(res.notes, "API: "+e)
@@ -250,7 +252,7 @@ func (d *driver) bareTrial(ctx context.Context, w workload, r *ring, rate float6
 	res := trialResult{workload: w.name, server: serverBare, target: rate}
 	b, err := d.startBare()
 	if err != nil {
-		res.err = err
+		res.err, res.startFailed = err, true
 		return res
 	}
 	defer b.kill()
@@ -267,6 +269,7 @@ func (d *driver) bareTrial(ctx context.Context, w workload, r *ring, rate float6
 		res.err = err
 		return res
 	}
+	load0 := d.snapLoad()
 	res.sent, err = s.run(ctx, rate, d.trialLength(w))
 	if err != nil {
 		res.err = err
@@ -297,6 +300,7 @@ func (d *driver) bareTrial(ctx context.Context, w workload, r *ring, rate float6
 		res.err = err
 		return res
 	}
+	res.otherLoad(load0, d.snapLoad(), cpu1-cpu0)
 	if res.peakRSS, err = procPeakRSS(b.pid()); err != nil {
 		res.err = err
 		return res
