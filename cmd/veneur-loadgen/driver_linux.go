@@ -30,7 +30,8 @@ type driver struct {
 	tmp           string
 	self          string // this executable, for the bare reader
 	veneurPath    string
-	serverCPU     int // -1 when not pinned
+	veneurSource  string // where the veneur binary came from
+	serverCPU     int    // -1 when not pinned
 	driverCPU     int
 	rcvbufGranted int
 	loadAvgStart  string
@@ -59,8 +60,9 @@ func runDriver(o options, stdout, stderr io.Writer) (err error) {
 	}
 
 	if slices.Contains(o.servers, serverVeneur) {
-		d.veneurPath = o.veneurPath
+		d.veneurPath, d.veneurSource = o.veneurPath, "given with -veneur"
 		if d.veneurPath == "" {
+			d.veneurSource = "built from ./cmd/veneur at " + gitRevision(ctx)
 			d.veneurPath = filepath.Join(d.tmp, "veneur")
 			fmt.Fprintln(stderr, "building veneur: go build -o", d.veneurPath, "./cmd/veneur")
 			build := exec.CommandContext(ctx, "go", "build", "-o", d.veneurPath, "./cmd/veneur")
@@ -205,7 +207,7 @@ func (d *driver) header(pinNote string) []string {
 	h = append(h, fmt.Sprintf("trials: %v each (c: %v), at most %d per workload and server, precision %.0f%%; datagrams packed to %d bytes, sendmmsg batches of up to %d",
 		d.opts.trial, d.opts.trialStrict, d.opts.maxTrials, d.opts.precision*100, maxDatagramBytes, sendBatchMax))
 	if slices.Contains(d.opts.servers, serverVeneur) {
-		h = append(h, fmt.Sprintf("veneur: %s, num_workers %d, num_readers 1, interval 1s (c: 2s), flush_max_per_body 5000", d.veneurPath, d.opts.workers))
+		h = append(h, fmt.Sprintf("veneur: %s (%s), num_workers %d, num_readers 1, interval 1s (c: 2s), flush_max_per_body 5000", d.veneurPath, d.veneurSource, d.opts.workers))
 	}
 	return h
 }
@@ -225,6 +227,16 @@ func kernelRelease() string {
 		return "unknown"
 	}
 	return string(bytes.TrimRight(u.Release[:], "\x00"))
+}
+
+// gitRevision names the checked-out commit, marked dirty when the tree has
+// changes, or "an unknown revision" outside a git checkout.
+func gitRevision(ctx context.Context) string {
+	out, err := exec.CommandContext(ctx, "git", "describe", "--always", "--dirty").Output()
+	if err != nil {
+		return "an unknown revision"
+	}
+	return "git " + strings.TrimSpace(string(out))
 }
 
 func loadAverage() string {
