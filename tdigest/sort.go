@@ -34,21 +34,22 @@ func keyFloat(k uint64) float64 {
 	return math.Float64frombits(^k)
 }
 
-// sortFloats sorts f (no NaNs) with an LSD radix sort on its order-preserving
-// bit patterns, one byte per pass, skipping bytes every key shares. tmp must
-// be as long as f. Small inputs use an insertion sort.
+// sortFloats sorts f (no NaNs). It radix-sorts (LSD, one byte per pass,
+// skipping bytes every key shares) on the top 40 bits of the
+// order-preserving bit patterns, which orders all but values within about
+// 4e-9 of each other relatively, then finishes with an insertion sort that
+// falls back to a comparison sort if the data needs too many moves. tmp
+// must be as long as f.
 func sortFloats(f []float64, tmp []uint64) {
 	n := len(f)
 	if n <= 32 {
 		slices.Sort(f)
 		return
 	}
+	const lowByte = 3
 	var counts [8][256]uint32
 	for _, x := range f {
 		k := floatKey(x)
-		counts[0][byte(k)]++
-		counts[1][byte(k>>8)]++
-		counts[2][byte(k>>16)]++
 		counts[3][byte(k>>24)]++
 		counts[4][byte(k>>32)]++
 		counts[5][byte(k>>40)]++
@@ -60,7 +61,7 @@ func sortFloats(f []float64, tmp []uint64) {
 	where := raw
 	first := floatKey(f[0])
 	tmp = tmp[:n]
-	for p := 0; p < 8; p++ {
+	for p := lowByte; p < 8; p++ {
 		c := &counts[p]
 		sh := uint(8 * p)
 		if c[byte(first>>sh)] == uint32(n) {
@@ -101,6 +102,30 @@ func sortFloats(f []float64, tmp []uint64) {
 	case inF:
 		for i, x := range f {
 			f[i] = keyFloat(math.Float64bits(x))
+		}
+	}
+	insertionFinish(f)
+}
+
+// insertionFinish completes the sort of nearly sorted f, switching to
+// slices.Sort if that takes more than a few moves per element.
+func insertionFinish(f []float64) {
+	budget := 4 * len(f)
+	for i := 1; i < len(f); i++ {
+		x := f[i]
+		if x >= f[i-1] {
+			continue
+		}
+		j := i
+		for j > 0 && f[j-1] > x {
+			f[j] = f[j-1]
+			j--
+		}
+		f[j] = x
+		budget -= i - j
+		if budget < 0 {
+			slices.Sort(f)
+			return
 		}
 	}
 }

@@ -459,26 +459,13 @@ func mergeMean(a, aw, b, bw, n float64) float64 {
 }
 
 // limit returns the largest weight a centroid may reach when the weight
-// already packed (from the end the pass started at) is done, of n in total.
+// already packed (from the end the pass started at) is done, of n in total:
+// with q0 = done/n, the q1 whose odds are e times q0's, less q0, times n.
 func limit(done, n, e float64) float64 {
-	q0 := done / n
-	if q0 >= 1 {
+	if done >= n {
 		return 0
 	}
-	o := q0 / (1 - q0) * e
-	q1 := o / (1 + o)
-	return (q1 - q0) * n
-}
-
-// packer is the state of a merge pass: the open centroid and what the gap
-// rules need to know about the items around it.
-type packer struct {
-	cm, cw float64 // open centroid
-	cp     bool    // open centroid is single-valued
-	// first and last are the means of its first and latest items, prev the
-	// mean of the item before last; step is the larger of the two steps
-	// between means just before first.
-	first, last, prev, step float64
+	return done * (n - done) * (e - 1) / (n - done + done*e)
 }
 
 // pack packs sorted items (purity ibits) into centroids, from the smallest
@@ -486,90 +473,123 @@ type packer struct {
 // as the scale function allows, writing them to out and their purity to
 // obits. Output is written from the start of out going forward and from
 // the end going backward; pack returns the range written.
+//
+// The open centroid has weight cw and Σ mean·weight sum; cm is its value
+// while it is single-valued (cp), and its running mean once sum has
+// overflowed (inc). first and last are the means of its first and latest
+// items, prev the mean of the item before last, and step the larger of the
+// two steps between means just before first.
 func pack(out []centroid, obits []uint64, items []centroid, ibits []uint64, forward bool, n, e float64) (lo, hi int) {
 	total := len(items)
-	w := 0
+	if total == 0 {
+		return 0, 0
+	}
+	w, dw := 0, 1
+	idx, di := 0, 1
 	if !forward {
-		w = total - 1
+		w, dw = total-1, -1
+		idx, di = total-1, -1
 	}
-	emit := func(c centroid, pure bool) {
-		out[w] = c
-		setBit(obits, w, pure)
-		if forward {
-			w++
-		} else {
-			w--
-		}
-	}
-	var st packer
+	cm, cw, cp := items[idx].mean, items[idx].weight, bitAt(ibits, idx)
+	sum := cm * cw
+	inc := sum-sum != 0
+	first, last, prev, step := cm, cm, cm, 0.0
 	done, lim := 0.0, 0.0
-	for k := 0; k < total; k++ {
-		idx := k
-		if !forward {
-			idx = total - 1 - k
-		}
+	for k := 1; k < total; k++ {
+		idx += di
 		m, wt, p := items[idx].mean, items[idx].weight, bitAt(ibits, idx)
-		if k > 0 {
-			if st.accept(m, wt, p, lim, items, k, forward) {
-				nw := st.cw + wt
-				if m != st.cm {
-					st.cm = mergeMean(st.cm, st.cw, m, wt, nw)
-					st.cp = false
-				} else {
-					st.cp = st.cp && p
-				}
-				st.cw = nw
-				st.prev, st.last = st.last, m
-				continue
+		nw := cw + wt
+		var ok bool
+		switch {
+		case m == cm && cp && p:
+			ok = true // lossless: same single value
+		case nw > lim:
+			ok = false
+		case p && wt >= lim/2:
+			// Keep a substantial single-valued item single-valued.
+			ok = false
+		default:
+			jump, extent := math.Abs(m-last), math.Abs(last-first)
+			if jump <= gapFactor*extent {
+				// Closing a centroid that is at least half full early
+				// costs at most one extra centroid per half-full one: do
+				// it to keep a single-valued one single-valued.
+				ok = !(cp && cw >= lim/2)
+			} else {
+				ok = !isGap(jump, extent, step, cw, lim, items, k, forward)
 			}
-			emit(centroid{st.cm, st.cw}, st.cp)
-			done += st.cw
-			st.step = max(math.Abs(m-st.last), math.Abs(st.last-st.prev))
-			st.prev = st.last
-		} else {
-			st.prev = m
 		}
-		st.cm, st.cw, st.cp = m, wt, p
-		st.first, st.last = m, m
+		if ok {
+			if m == cm && cp {
+				cp = p
+				sum += m * wt
+			} else {
+				wasPure := cp
+				cp = false
+				if !inc {
+					if s := sum + m*wt; s-s == 0 {
+						sum = s
+					} else {
+						// Overflow: continue with a running mean.
+						if !wasPure {
+							cm = sum / cw
+						}
+						inc = true
+					}
+				}
+				if inc {
+					cm = mergeMean(cm, cw, m, wt, nw)
+				}
+			}
+			cw = nw
+			prev, last = last, m
+			continue
+		}
+		out[w] = closeCentroid(cm, cw, sum, cp || inc, first, last)
+		setBit(obits, w, cp)
+		w += dw
+		done += cw
+		step = max(math.Abs(m-last), math.Abs(last-prev))
+		prev = last
+		cm, cw, cp = m, wt, p
+		sum = m * wt
+		inc = sum-sum != 0
+		first, last = m, m
 		lim = limit(done, n, e)
 	}
-	if total > 0 {
-		emit(centroid{st.cm, st.cw}, st.cp)
-	}
+	out[w] = closeCentroid(cm, cw, sum, cp || inc, first, last)
+	setBit(obits, w, cp)
 	if forward {
-		return 0, w
+		return 0, w + 1
 	}
-	return w + 1, total
+	return w, total
 }
 
-// accept decides whether item (m, w, p), the k-th of items in pass order,
-// joins the open centroid, whose weight limit is lim.
-func (st *packer) accept(m, w float64, p bool, lim float64, items []centroid, k int, forward bool) bool {
-	if m == st.cm && p && st.cp {
-		return true // lossless: same single value
+// closeCentroid returns the centroid of weight cw whose mean is cm when
+// exact is set and sum/cw otherwise, kept within [first, last].
+func closeCentroid(cm, cw, sum float64, exact bool, first, last float64) centroid {
+	if exact {
+		return centroid{cm, cw}
 	}
-	if st.cw+w > lim {
-		return false
+	lo, hi := first, last
+	if lo > hi {
+		lo, hi = hi, lo
 	}
-	// Closing a centroid that is at least half full early costs at most one
-	// extra centroid per half-full one. Do it to keep a substantial
-	// single-valued centroid single-valued, and at a gap in the data: a
-	// centroid straddling a gap has a mean where no sample is.
-	if p && w >= lim/2 {
-		return false
-	}
-	jump, extent := math.Abs(m-st.last), math.Abs(st.last-st.first)
-	if jump <= gapFactor*extent {
-		return !(st.cp && st.cw >= lim/2)
-	}
-	if st.cw >= lim/2 {
-		return false
+	return centroid{min(max(sum/cw, lo), hi), cw}
+}
+
+// isGap reports whether a jump between item means, larger than gapFactor
+// times the open centroid's extent, closes it. A centroid straddling a gap
+// in the data has a mean where no sample is.
+func isGap(jump, extent, step, cw, lim float64, items []centroid, k int, forward bool) bool {
+	if cw >= lim/2 {
+		return true // cheap: the centroid is at least half full
 	}
 	// A jump far beyond the spacing of the items on either side of it is a
 	// gap however little the centroid holds. Smooth data almost never shows
 	// one, so this costs few centroids.
-	if jump > bigGapFactor*max(extent, st.step) {
-		return false
+	if jump > bigGapFactor*max(extent, step) {
+		return true
 	}
 	// The two steps after this item, in pass order.
 	total := len(items)
@@ -581,8 +601,8 @@ func (st *packer) accept(m, w float64, p bool, lim float64, items []centroid, k 
 			a, b, c = items[total-1-k].mean, items[total-2-k].mean, items[total-3-k].mean
 		}
 		if jump > bigGapFactor*max(math.Abs(b-a), math.Abs(c-b)) {
-			return false
+			return true
 		}
 	}
-	return true
+	return false
 }
