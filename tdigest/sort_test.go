@@ -14,9 +14,11 @@ func TestSortFloats(t *testing.T) {
 		"lognormal": func() float64 { return math.Exp(10 * r.NormFloat64()) },
 		"integers":  func() float64 { return float64(r.IntN(10) - 5) },
 		"zeros":     func() float64 { return []float64{0, math.Copysign(0, -1), 1e-300, -1e-300}[r.IntN(4)] },
-		"close":     func() float64 { return 1 + float64(r.IntN(1000))*1e-15 },   // same top 40 bits
+		"close":     func() float64 { return 1 + float64(r.IntN(1000))*1e-15 },      // same top 40 bits
 		"timestamp": func() float64 { return 1.7e9 + float64(r.IntN(100000))/1000 }, // mostly distinct low bits
-		"extremes":  func() float64 { return []float64{math.MaxFloat64, -math.MaxFloat64, math.SmallestNonzeroFloat64, 1}[r.IntN(4)] },
+		"extremes": func() float64 {
+			return []float64{math.MaxFloat64, -math.MaxFloat64, math.SmallestNonzeroFloat64, 1}[r.IntN(4)]
+		},
 	}
 	for name, gen := range gens {
 		for _, n := range []int{0, 1, 5, 33, 100, 800, 5000} {
