@@ -281,7 +281,6 @@ const bigGapFactor = 32
 // scratch is working space for a merge pass, shared between digests.
 type scratch struct {
 	items []centroid
-	ibits []uint64
 	keys  []uint64
 	src   []centroid
 	out   []centroid
@@ -297,31 +296,30 @@ func (t *TDigest) process() {
 		return
 	}
 	s := scratchPool.Get().(*scratch)
-	if cap(s.src) < n {
-		s.src = make([]centroid, n)
-	}
-	src := s.src[:n]
+	items := s.itemsFor(len(t.cents) + n)
 	if t.mixed {
+		if cap(s.src) < n {
+			s.src = make([]centroid, n)
+		}
+		src := s.src[:n]
 		for i, v := range t.vals {
 			src[i] = centroid{v, t.wts[i]}
 		}
 		sortCentroids(src)
+		mergeItems(items, t.cents, t.pure, src, nil)
 	} else {
 		if cap(s.keys) < n {
 			s.keys = make([]uint64, n)
 		}
 		sortFloats(t.vals, s.keys[:n])
-		w := t.bufW
-		for i, v := range t.vals {
-			src[i] = centroid{v, w}
-		}
+		mergeValues(items, t.cents, t.pure, t.vals, t.bufW)
 	}
 	w := t.buffered
 	t.vals = t.vals[:0]
 	t.wts = t.wts[:0]
 	t.mixed = false
 	t.buffered = 0
-	t.mergeWith(s, src, nil, w)
+	t.packItems(s, items, w)
 	scratchPool.Put(s)
 }
 
@@ -329,8 +327,56 @@ func (t *TDigest) process() {
 // weight srcWeight into t.
 func (t *TDigest) mergeSorted(src []centroid, srcPure []uint64, srcWeight float64) {
 	s := scratchPool.Get().(*scratch)
-	t.mergeWith(s, src, srcPure, srcWeight)
+	items := s.itemsFor(len(t.cents) + len(src))
+	mergeItems(items, t.cents, t.pure, src, srcPure)
+	t.packItems(s, items, srcWeight)
 	scratchPool.Put(s)
+}
+
+func (s *scratch) itemsFor(n int) []centroid {
+	if cap(s.items) < n {
+		s.items = make([]centroid, n)
+	}
+	return s.items[:n]
+}
+
+// mergeItems merges sorted centroids a and b (purity bits aPure and bPure,
+// nil meaning all pure) into items, which carry purity in the sign of their
+// weight.
+func mergeItems(items, a []centroid, aPure []uint64, b []centroid, bPure []uint64) {
+	i, j := 0, 0
+	for k := range items {
+		if j >= len(b) || (i < len(a) && a[i].mean <= b[j].mean) {
+			items[k] = a[i]
+			if bitAt(aPure, i) {
+				items[k].weight = -items[k].weight
+			}
+			i++
+		} else {
+			items[k] = b[j]
+			if bitAt(bPure, j) {
+				items[k].weight = -items[k].weight
+			}
+			j++
+		}
+	}
+}
+
+// mergeValues is mergeItems for sorted samples vals, all of weight w.
+func mergeValues(items, a []centroid, aPure []uint64, vals []float64, w float64) {
+	i, j := 0, 0
+	for k := range items {
+		if j >= len(vals) || (i < len(a) && a[i].mean <= vals[j]) {
+			items[k] = a[i]
+			if bitAt(aPure, i) {
+				items[k].weight = -items[k].weight
+			}
+			i++
+		} else {
+			items[k] = centroid{vals[j], -w}
+			j++
+		}
+	}
 }
 
 func (t *TDigest) isPure(i int) bool {
@@ -369,12 +415,12 @@ func scaleFactor(compression, n float64) float64 {
 	return math.Exp(1 / c)
 }
 
-// mergeWith merges the sorted items src (with purity bits srcPure, nil
-// meaning all pure) of total weight srcWeight into the centroids, packing
-// adjacent items into centroids as far as the scale function allows. The
-// output is built in s and copied back.
-func (t *TDigest) mergeWith(s *scratch, src []centroid, srcPure []uint64, srcWeight float64) {
-	total := len(t.cents) + len(src)
+// packItems replaces the centroids with items (the centroids merged with
+// sorted new items of total weight srcWeight, pure ones with negated
+// weights), packing adjacent items into centroids as far as the scale
+// function allows. The output is built in s and copied back.
+func (t *TDigest) packItems(s *scratch, items []centroid, srcWeight float64) {
+	total := len(items)
 	if cap(s.out) < total {
 		s.out = make([]centroid, total)
 	}
@@ -390,29 +436,7 @@ func (t *TDigest) mergeWith(s *scratch, src []centroid, srcPure []uint64, srcWei
 		// keeps every sample exactly.
 		e = scaleFactor(t.compression, n)
 	}
-
-	// Merge the two sorted inputs into s.items, then pack.
-	if cap(s.items) < total {
-		s.items = make([]centroid, total)
-	}
-	if cap(s.ibits) < words {
-		s.ibits = make([]uint64, words)
-	}
-	items, ibits := s.items[:total], s.ibits[:words]
-	a, aPure := t.cents, t.pure
-	i, j := 0, 0
-	for k := range items {
-		if j >= len(src) || (i < len(a) && a[i].mean <= src[j].mean) {
-			items[k] = a[i]
-			setBit(ibits, k, bitAt(aPure, i))
-			i++
-		} else {
-			items[k] = src[j]
-			setBit(ibits, k, bitAt(srcPure, j))
-			j++
-		}
-	}
-	lo, hi := pack(out, bits, items, ibits, t.forward, n, e)
+	lo, hi := pack(out, bits, items, t.forward, n, e)
 	t.forward = !t.forward
 	m := hi - lo
 	if cap(t.cents) < m {
@@ -468,7 +492,7 @@ func limit(done, n, e float64) float64 {
 	return done * (n - done) * (e - 1) / (n - done + done*e)
 }
 
-// pack packs sorted items (purity ibits) into centroids, from the smallest
+// pack packs sorted items (pure ones with negated weights) into centroids, from the smallest
 // mean up when forward is set and from the largest down otherwise, as far
 // as the scale function allows, writing them to out and their purity to
 // obits. Output is written from the start of out going forward and from
@@ -479,7 +503,7 @@ func limit(done, n, e float64) float64 {
 // overflowed (inc). first and last are the means of its first and latest
 // items, prev the mean of the item before last, and step the larger of the
 // two steps between means just before first.
-func pack(out []centroid, obits []uint64, items []centroid, ibits []uint64, forward bool, n, e float64) (lo, hi int) {
+func pack(out []centroid, obits []uint64, items []centroid, forward bool, n, e float64) (lo, hi int) {
 	total := len(items)
 	if total == 0 {
 		return 0, 0
@@ -490,14 +514,18 @@ func pack(out []centroid, obits []uint64, items []centroid, ibits []uint64, forw
 		w, dw = total-1, -1
 		idx, di = total-1, -1
 	}
-	cm, cw, cp := items[idx].mean, items[idx].weight, bitAt(ibits, idx)
+	cm, cw := items[idx].mean, items[idx].weight
+	cp := cw < 0
+	cw = math.Abs(cw)
 	sum := cm * cw
 	inc := sum-sum != 0
 	first, last, prev, step := cm, cm, cm, 0.0
 	done, lim := 0.0, 0.0
 	for k := 1; k < total; k++ {
 		idx += di
-		m, wt, p := items[idx].mean, items[idx].weight, bitAt(ibits, idx)
+		m, wt := items[idx].mean, items[idx].weight
+		p := wt < 0
+		wt = math.Abs(wt)
 		nw := cw + wt
 		var ok bool
 		switch {
