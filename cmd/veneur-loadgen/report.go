@@ -130,6 +130,11 @@ func (r *report) targets() []string {
 			if b.senderLimited {
 				out = append(out, "     the bare reader's rate was limited by the sender, so the ratio is an upper bound")
 			}
+			// The bare reader's lines per CPU-second is what it would take
+			// with its CPU to itself at that load; its cost per line only
+			// falls at higher rates, so this ratio too is an upper bound.
+			capacity := 1e6 / b.cpuPerMillion()
+			out = append(out, fmt.Sprintf("     against the bare reader's %s lines per CPU-second: %.0f%%", groupDigits(capacity), v.sent.rate()/capacity*100))
 		} else {
 			missing("(b) max rate ratio")
 		}
