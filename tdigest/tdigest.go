@@ -275,8 +275,12 @@ func (t *TDigest) Merge(other *TDigest) {
 	}
 }
 
-// bigGapFactor: see accept.
+// bigGapFactor: see pack.
 const bigGapFactor = 32
+
+// strandFactor: a centroid holding less than 1/strandFactor of its limit may
+// join a next item that does not fit.
+const strandFactor = 16
 
 // scratch is working space for a merge pass, shared between digests.
 type scratch struct {
@@ -519,7 +523,13 @@ func pack(out []centroid, obits []uint64, items []centroid, forward bool, n, e f
 	cw = math.Abs(cw)
 	sum := cm * cw
 	inc := sum-sum != 0
-	first, last, prev, step := cm, cm, cm, 0.0
+	first, last := cm, cm
+	lastW := cw
+	// density is the value per unit of weight between the means of the
+	// last two centroids emitted (+Inf until there are two).
+	density := math.Inf(1)
+	var e1 centroid
+	emitted := 0
 	done, lim := 0.0, 0.0
 	for k := 1; k < total; k++ {
 		idx += di
@@ -531,20 +541,34 @@ func pack(out []centroid, obits []uint64, items []centroid, forward bool, n, e f
 		switch {
 		case m == cm && cp && p:
 			ok = true // lossless: same single value
-		case nw > lim:
-			ok = false
 		case p && wt >= lim/2:
 			// Keep a substantial single-valued item single-valued.
 			ok = false
+		case nw > lim && (cw*strandFactor > lim || wt > lim):
+			ok = false
 		default:
+			// Within the limit, or the open centroid is tiny: left alone
+			// between two full neighbours it would pin the estimate to its
+			// value at a rank it only borders, so it may overfill the next
+			// centroid by a little instead.
 			jump, extent := math.Abs(m-last), math.Abs(last-first)
-			if jump <= gapFactor*extent {
+			switch {
+			case jump <= gapFactor*extent:
 				// Closing a centroid that is at least half full early
 				// costs at most one extra centroid per half-full one: do
 				// it to keep a single-valued one single-valued.
 				ok = !(cp && cw >= lim/2)
-			} else {
-				ok = !isGap(jump, extent, step, cw, lim, items, k, forward)
+			case cw >= lim/2:
+				ok = false // a gap, or nearly: close the half-full centroid
+			default:
+				// A jump far beyond what the density behind suggests is a
+				// gap however little the centroid holds: a centroid
+				// straddling a gap has a mean where no sample is. Smooth
+				// data almost never shows one, so this costs few centroids.
+				// Items of the pass interleave (new samples fall between
+				// and inside old centroids), so the weight that could lie
+				// between two items is up to the larger centroid nearby.
+				ok = !(jump > bigGapFactor*density*max(1, (wt+lastW)/2, e1.weight/2, cw/2))
 			}
 		}
 		if ok {
@@ -570,19 +594,22 @@ func pack(out []centroid, obits []uint64, items []centroid, forward bool, n, e f
 				}
 			}
 			cw = nw
-			prev, last = last, m
+			last, lastW = m, wt
 			continue
 		}
-		out[w] = closeCentroid(cm, cw, sum, cp || inc, first, last)
+		c := closeCentroid(cm, cw, sum, cp || inc, first, last)
+		out[w] = c
 		setBit(obits, w, cp)
 		w += dw
 		done += cw
-		step = max(math.Abs(m-last), math.Abs(last-prev))
-		prev = last
+		if emitted++; emitted >= 2 {
+			density = math.Abs(c.mean-e1.mean) / ((c.weight + e1.weight) / 2)
+		}
+		e1 = c
 		cm, cw, cp = m, wt, p
 		sum = m * wt
 		inc = sum-sum != 0
-		first, last = m, m
+		first, last, lastW = m, m, wt
 		lim = limit(done, n, e)
 	}
 	out[w] = closeCentroid(cm, cw, sum, cp || inc, first, last)
@@ -604,33 +631,4 @@ func closeCentroid(cm, cw, sum float64, exact bool, first, last float64) centroi
 		lo, hi = hi, lo
 	}
 	return centroid{min(max(sum/cw, lo), hi), cw}
-}
-
-// isGap reports whether a jump between item means, larger than gapFactor
-// times the open centroid's extent, closes it. A centroid straddling a gap
-// in the data has a mean where no sample is.
-func isGap(jump, extent, step, cw, lim float64, items []centroid, k int, forward bool) bool {
-	if cw >= lim/2 {
-		return true // cheap: the centroid is at least half full
-	}
-	// A jump far beyond the spacing of the items on either side of it is a
-	// gap however little the centroid holds. Smooth data almost never shows
-	// one, so this costs few centroids.
-	if jump > bigGapFactor*max(extent, step) {
-		return true
-	}
-	// The two steps after this item, in pass order.
-	total := len(items)
-	if k+2 < total {
-		var a, b, c float64
-		if forward {
-			a, b, c = items[k].mean, items[k+1].mean, items[k+2].mean
-		} else {
-			a, b, c = items[total-1-k].mean, items[total-2-k].mean, items[total-3-k].mean
-		}
-		if jump > bigGapFactor*max(math.Abs(b-a), math.Abs(c-b)) {
-			return true
-		}
-	}
-	return false
 }
