@@ -162,9 +162,11 @@ func (in *ingester) handleLine(line []byte) {
 		b.buf = append(b.buf, l.Values...)
 		smp.memLen = uint32(len(l.Values))
 		b.samples = append(b.samples, smp)
+	} else if !l.Packed {
+		smp.value = l.Value
+		b.samples = append(b.samples, smp)
 	} else {
-		vals := l.Values
-		for len(vals) > 0 {
+		for vals := l.Values; len(vals) > 0; {
 			smp.value, vals = samplers.NextValue(vals)
 			b.samples = append(b.samples, smp)
 		}

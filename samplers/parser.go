@@ -92,7 +92,11 @@ type Line struct {
 	// Values holds the raw value field. For sets it is the member; for
 	// other types it may hold several ':'-separated numbers (DogStatsD 1.1
 	// packed values), which NextValue walks.
-	Values     []byte
+	Values []byte
+	// Value is the first number of Values (not set for sets); Packed says
+	// whether more follow.
+	Value      float64
+	Packed     bool
 	Type       MetricType
 	Scope      MetricScope
 	SampleRate float64
@@ -122,7 +126,7 @@ func (p *Parser) ParseLine(line []byte, out *Line) error {
 			return ErrServiceCheck
 		}
 	}
-	colon := bytes.IndexByte(line, ':')
+	colon := indexByte(line, ':')
 	if colon < 0 {
 		return ErrNoColon
 	}
@@ -131,7 +135,7 @@ func (p *Parser) ParseLine(line []byte, out *Line) error {
 	}
 	out.Name = line[:colon]
 	rest := line[colon+1:]
-	pipe := bytes.IndexByte(rest, '|')
+	pipe := indexByte(rest, '|')
 	if pipe < 0 {
 		return ErrNoType
 	}
@@ -143,7 +147,7 @@ func (p *Parser) ParseLine(line []byte, out *Line) error {
 
 	// The type runs to the next '|' or the end of the line.
 	var typ []byte
-	if pipe = bytes.IndexByte(rest, '|'); pipe < 0 {
+	if pipe = indexByte(rest, '|'); pipe < 0 {
 		typ, rest = rest, nil
 	} else {
 		typ, rest = rest[:pipe], rest[pipe+1:]
@@ -176,7 +180,7 @@ func (p *Parser) ParseLine(line []byte, out *Line) error {
 	var haveRate, haveTags bool
 	for rest != nil {
 		var sec []byte
-		if pipe = bytes.IndexByte(rest, '|'); pipe < 0 {
+		if pipe = indexByte(rest, '|'); pipe < 0 {
 			sec, rest = rest, nil
 		} else {
 			sec, rest = rest[:pipe], rest[pipe+1:]
@@ -217,9 +221,10 @@ func (p *Parser) ParseLine(line []byte, out *Line) error {
 		// Validate every packed value now, so a line is accepted or
 		// rejected as a whole.
 		v := out.Values
-		for len(v) > 0 {
+		out.Packed = false
+		for first := true; len(v) > 0; first = false {
 			var field []byte
-			if i := bytes.IndexByte(v, ':'); i >= 0 {
+			if i := indexByte(v, ':'); i >= 0 {
 				field, v = v[:i], v[i+1:]
 				if len(v) == 0 {
 					return ErrEmptyValue
@@ -234,6 +239,11 @@ func (p *Parser) ParseLine(line []byte, out *Line) error {
 			if math.IsNaN(f) || math.IsInf(f, 0) {
 				return ErrNonFiniteValue
 			}
+			if first {
+				out.Value = f
+			} else {
+				out.Packed = true
+			}
 		}
 	}
 	if len(out.Name) > math.MaxUint16 || len(out.Host) > math.MaxUint16 || len(out.Device) > math.MaxUint16 {
@@ -242,6 +252,18 @@ func (p *Parser) ParseLine(line []byte, out *Line) error {
 	sortTags(p.tags)
 	out.Tags = p.tags
 	return nil
+}
+
+// indexByte is bytes.IndexByte for the short spans of a metric line (names,
+// types, single tags), where a plain loop the compiler inlines beats the
+// call into the vectorised version.
+func indexByte(b []byte, c byte) int {
+	for i := 0; i < len(b); i++ {
+		if b[i] == c {
+			return i
+		}
+	}
+	return -1
 }
 
 // NextValue returns the first of the ':'-separated numbers in vals and the
@@ -260,7 +282,7 @@ func NextValue(vals []byte) (float64, []byte) {
 func (p *Parser) parseTags(sec []byte, out *Line) error {
 	for len(sec) > 0 {
 		var tag []byte
-		if i := bytes.IndexByte(sec, ','); i >= 0 {
+		if i := indexByte(sec, ','); i >= 0 {
 			tag, sec = sec[:i], sec[i+1:]
 		} else {
 			tag, sec = sec, nil
@@ -268,6 +290,12 @@ func (p *Parser) parseTags(sec []byte, out *Line) error {
 		switch {
 		case len(tag) == 0:
 			// "a,,b" or a trailing comma: nothing to keep.
+		case tag[0] != 'v' && tag[0] != 'h' && tag[0] != 'd':
+			// Not a magic tag: the common case, decided by one byte.
+			if len(p.tags) >= maxTags {
+				return ErrTooManyTags
+			}
+			p.tags = append(p.tags, tag)
 		case bytes.HasPrefix(tag, []byte(tagLocalOnly)) && (len(tag) == len(tagLocalOnly) || tag[len(tagLocalOnly)] == ':'):
 			out.Scope = LocalOnly
 		case bytes.HasPrefix(tag, []byte(tagGlobalOnly)) && (len(tag) == len(tagGlobalOnly) || tag[len(tagGlobalOnly)] == ':'):

@@ -1,0 +1,123 @@
+package veneur
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// mixedDatagrams builds datagrams of 25 lines in the load benchmark's mix
+// (40% counters, 20% gauges, 15% histograms, 15% timers, 10% sets) over
+// nSeries series.
+func mixedDatagrams(nSeries, nDatagrams int) [][]byte {
+	out := make([][]byte, nDatagrams)
+	i := 0
+	for d := range out {
+		var b strings.Builder
+		for l := 0; l < 25; l++ {
+			s := i % nSeries
+			switch r := i % 20; {
+			case r < 8:
+				fmt.Fprintf(&b, "bench.counter.%d:1|c|#env:prod,route:/api/%d", s, s%7)
+			case r < 12:
+				fmt.Fprintf(&b, "bench.gauge.%d:%d|g|#env:prod", s, i%1000)
+			case r < 15:
+				fmt.Fprintf(&b, "bench.histo.%d:%d.5|h|#env:prod,shard:%d", s, i%977, s%5)
+			case r < 18:
+				fmt.Fprintf(&b, "bench.timer.%d:%d|ms|@0.5|#env:prod", s, i%313)
+			default:
+				fmt.Fprintf(&b, "bench.set.%d:user%d|s|#env:prod", s, i%5000)
+			}
+			b.WriteByte('\n')
+			i++
+		}
+		out[d] = []byte(b.String())
+	}
+	return out
+}
+
+func benchServer(b *testing.B, workers int) *Server {
+	cfg, err := ParseConfig([]byte(fmt.Sprintf("udp_address: 127.0.0.1:0\nnum_workers: %d\nhostname: h\n", workers)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	s, err := NewFromConfig(cfg, Options{Log: log, Stdout: io.Discard})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return s
+}
+
+// BenchmarkIngestProcess measures a line from datagram to sampler: parse,
+// key, hash, batch, and the worker's map lookup and sample, all on one
+// goroutine so the figure is CPU per line without scheduling noise.
+func BenchmarkIngestProcess(b *testing.B) {
+	for _, nSeries := range []int{1000, 100000} {
+		b.Run(fmt.Sprintf("series=%d", nSeries), func(b *testing.B) {
+			s := benchServer(b, 1)
+			w := s.workers[0]
+			in := s.newIngester()
+			dgs := mixedDatagrams(nSeries, 4096)
+			b.ReportAllocs()
+			b.ResetTimer()
+			lines := 0
+			for i := 0; i < b.N; i++ {
+				in.handlePacket(dgs[i%len(dgs)], false)
+				lines += 25
+				drain(w)
+				if i%4096 == 4095 && nSeries <= 1000 {
+					w.swap()
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(lines), "ns/line")
+		})
+	}
+}
+
+// BenchmarkFlushGenerate measures turning a worker interval of 100,000
+// series into flushed values and encoding them as Datadog JSON.
+func BenchmarkFlushGenerate(b *testing.B) {
+	s := benchServer(b, 1)
+	w := s.workers[0]
+	in := s.newIngester()
+	dgs := mixedDatagrams(100000, 4000*2)
+	sink := testSink("http://x", 5000)
+	for _, d := range dgs {
+		in.handlePacket(d, false)
+		drain(w)
+	}
+	in.flush()
+	drain(w)
+	iv := w.swap()
+	if len(iv.series) < 90000 {
+		b.Fatalf("interval holds %d series, want about 100000", len(iv.series))
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	var body []byte
+	for i := 0; i < b.N; i++ {
+		metrics, _ := s.generate([]interval{iv}, time.Unix(1700000000, 0))
+		for lo := 0; lo < len(metrics); lo += 5000 {
+			body = sink.appendSeries(body[:0], metrics[lo:min(lo+5000, len(metrics))])
+		}
+	}
+}
+
+// drain processes the batches queued for w on the calling goroutine.
+func drain(w *Worker) {
+	for {
+		select {
+		case bt := <-w.in:
+			w.process(bt)
+		default:
+			return
+		}
+	}
+}
