@@ -284,6 +284,7 @@ const strandFactor = 16
 
 // scratch is working space for a merge pass, shared between digests.
 type scratch struct {
+	gaps  []float64
 	items []centroid
 	keys  []uint64
 	src   []centroid
@@ -402,21 +403,84 @@ func setBit(bits []uint64, i int, v bool) {
 	}
 }
 
-// scaleFactor returns the odds multiplier of the scale function for a merge
-// pass over total weight n. See doc.go: the scale function is
-// k(q) = c·ln(q/(1-q)), and a centroid starting at quantile q0 may extend to
-// q1 with odds(q1) = odds(q0)·e^(1/c). c is chosen so that the number of
-// centroids, about 2c·(ln(n/4c)+2), stays near the compression.
-func scaleFactor(compression, n float64) float64 {
+// scale is the scale function of a merge pass; see doc.go. With
+// k(q) = c·ln(q/(1-q)), a centroid starting at quantile q0 may extend to the
+// q1 with odds(q1) = odds(q0)·e, e = e^(1/c): about q0(1-q0)/c wide, which
+// keeps tail centroids tiny. In the middle, where that would exceed
+// 1/(middleFactor·c), the width is capped there instead. c is chosen so
+// that the number of centroids stays near the compression.
+type scale struct {
+	e   float64 // odds multiplier e^(1/c); 1 keeps every distinct value
+	cap float64 // largest centroid weight anywhere
+	// gaps are the ranks, in pass order, of gaps in the data: centroids
+	// near one are kept as small as near an end of the data, growing by
+	// half at each step away from it.
+	gaps []float64
+}
+
+const (
+	// gapRatio: a step between centroid means, per unit of weight, this
+	// many times the four steps around it is a gap in the data.
+	gapRatio = 32
+	// maxGaps is how many gaps a pass treats as ends of the data; each
+	// costs a few dozen centroids.
+	maxGaps = 4
+)
+
+// findGaps appends to g the ranks among items (sorted, weights signed) of
+// up to maxGaps gaps found between the current centroids.
+func (t *TDigest) findGaps(g []float64, items []centroid) []float64 {
+	c := t.cents
+	if len(c) < 8 {
+		return g
+	}
+	step := func(i int) float64 {
+		return (c[i+1].mean - c[i].mean) / ((c[i].weight + c[i+1].weight) / 2)
+	}
+	var vals [maxGaps]float64
+	nv := 0
+	s0, s1, s2, s3 := step(0), step(1), step(2), step(3)
+	for i := 2; i+3 < len(c) && nv < maxGaps; i++ {
+		s4 := step(i + 2)
+		if s2 > gapRatio*max(s0, s1, s3, s4) {
+			vals[nv] = c[i].mean + (c[i+1].mean-c[i].mean)/2
+			nv++
+		}
+		s0, s1, s2, s3 = s1, s2, s3, s4
+	}
+	if nv == 0 {
+		return g
+	}
+	r, k := 0.0, 0
+	for _, it := range items {
+		for k < nv && it.mean >= vals[k] {
+			g = append(g, r)
+			k++
+		}
+		if k == nv {
+			break
+		}
+		r += math.Abs(it.weight)
+	}
+	return g
+}
+
+// middleFactor: centroids in the middle hold at most 1/(middleFactor·c) of
+// the weight, half what k(q) alone allows at the median.
+const middleFactor = 8
+
+func newScale(compression, n float64) scale {
+	// Centroids number about 2c·(ln(n/4c)+2) under k(q), plus about 2.1c
+	// more for the cap in the middle.
 	c := compression / 20
 	for i := 0; i < 4; i++ {
-		d := 2 * (math.Log(n/(4*c)) + 2)
+		d := 2*(math.Log(n/(4*c))+2) + 2.1
 		if d < 4 {
 			d = 4
 		}
 		c = compression / d
 	}
-	return math.Exp(1 / c)
+	return scale{e: math.Exp(1 / c), cap: n / (middleFactor * c)}
 }
 
 // packItems replaces the centroids with items (the centroids merged with
@@ -434,13 +498,27 @@ func (t *TDigest) packItems(s *scratch, items []centroid, srcWeight float64) {
 	}
 	out, bits := s.out[:total], s.bits[:words]
 	n := t.merged + srcWeight
-	e := 1.0 // no room to grow: only equal values are merged
+	sc := scale{e: 1} // no room to grow: only equal values are merged
 	if n > float64(t.bufCap) {
 		// Until the digest has seen more than a buffer's worth of weight it
 		// keeps every sample exactly.
-		e = scaleFactor(t.compression, n)
+		sc = newScale(t.compression, n)
 	}
-	lo, hi := pack(out, bits, items, t.forward, n, e)
+	if sc.e != 1 {
+		sc.gaps = t.findGaps(s.gaps[:0], items)
+		s.gaps = sc.gaps
+		if !t.forward {
+			// Ranks counted from the top, nearest first.
+			g := sc.gaps
+			for i, j := 0, len(g)-1; i < j; i, j = i+1, j-1 {
+				g[i], g[j] = g[j], g[i]
+			}
+			for i := range g {
+				g[i] = n - g[i]
+			}
+		}
+	}
+	lo, hi := pack(out, bits, items, t.forward, n, sc)
 	t.forward = !t.forward
 	m := hi - lo
 	if cap(t.cents) < m {
@@ -488,16 +566,28 @@ func mergeMean(a, aw, b, bw, n float64) float64 {
 
 // limit returns the largest weight a centroid may reach when the weight
 // already packed (from the end the pass started at) is done, of n in total:
-// with q0 = done/n, the q1 whose odds are e times q0's, less q0, times n.
-func limit(done, n, e float64) float64 {
+// with q0 = done/n, the q1 whose odds are e times q0's, less q0, times n,
+// capped at sc.cap.
+func limit(done, n float64, sc scale) float64 {
 	if done >= n {
 		return 0
 	}
-	return done * (n - done) * (e - 1) / (n - done + done*e)
+	e := sc.e
+	lim := min(done*(n-done)*(e-1)/(n-done+done*e), sc.cap)
+	// Near a gap: grow by half at each step away from it.
+	for _, g := range sc.gaps {
+		if g <= done {
+			lim = min(lim, (done-g)/2)
+		} else {
+			lim = min(lim, (g-done)/3)
+			break
+		}
+	}
+	return max(lim, 0)
 }
 
-// pack packs sorted items (pure ones with negated weights) into centroids, from the smallest
-// mean up when forward is set and from the largest down otherwise, as far
+// pack packs sorted items (pure ones with negated weights) into centroids,
+// from the smallest mean up when forward is set and from the largest down otherwise, as far
 // as the scale function allows, writing them to out and their purity to
 // obits. Output is written from the start of out going forward and from
 // the end going backward; pack returns the range written.
@@ -507,7 +597,7 @@ func limit(done, n, e float64) float64 {
 // overflowed (inc). first and last are the means of its first and latest
 // items, prev the mean of the item before last, and step the larger of the
 // two steps between means just before first.
-func pack(out []centroid, obits []uint64, items []centroid, forward bool, n, e float64) (lo, hi int) {
+func pack(out []centroid, obits []uint64, items []centroid, forward bool, n float64, sc scale) (lo, hi int) {
 	total := len(items)
 	if total == 0 {
 		return 0, 0
@@ -610,7 +700,7 @@ func pack(out []centroid, obits []uint64, items []centroid, forward bool, n, e f
 		sum = m * wt
 		inc = sum-sum != 0
 		first, last, lastW = m, m, wt
-		lim = limit(done, n, e)
+		lim = limit(done, n, sc)
 	}
 	out[w] = closeCentroid(cm, cw, sum, cp || inc, first, last)
 	setBit(obits, w, cp)
