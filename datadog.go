@@ -128,7 +128,7 @@ func (d *datadogSink) post(ctx context.Context, metrics []samplers.InterMetric) 
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
 	d.stats.Timing("flush.duration_ns", time.Since(start), []string{"part:post"}, 1)
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("Datadog answered %s to %d series: %q", resp.Status, len(metrics), snippet)
+		return fmt.Errorf("the Datadog API answered %s to %d series: %q", resp.Status, len(metrics), snippet)
 	}
 	return nil
 }

@@ -2,7 +2,6 @@ package veneur
 
 import (
 	"bytes"
-	"errors"
 	"hash/maphash"
 	"sync/atomic"
 	"time"
@@ -223,6 +222,3 @@ func (in *ingester) flush() {
 	}
 	*c = readerCounts{}
 }
-
-// errReaderStopped ends a reader loop on shutdown.
-var errReaderStopped = errors.New("reader stopped")
