@@ -420,12 +420,26 @@ type scale struct {
 
 const (
 	// gapRatio: a step between centroid means, per unit of weight, this
-	// many times the four steps around it is a gap in the data.
+	// many times the four steps around it (all but the largest of them,
+	// which may be the other half of a gap split by a stray sample) is a
+	// gap in the data.
 	gapRatio = 32
 	// maxGaps is how many gaps a pass treats as ends of the data; each
 	// costs a few dozen centroids.
 	maxGaps = 4
 )
+
+func secondLargest(a, b, c, d float64) float64 {
+	hi1, hi2 := max(a, b), min(a, b)
+	for _, x := range [2]float64{c, d} {
+		if x > hi1 {
+			hi1, hi2 = x, hi1
+		} else if x > hi2 {
+			hi2 = x
+		}
+	}
+	return hi2
+}
 
 // findGaps appends to g the ranks among items (sorted, weights signed) of
 // up to maxGaps gaps found between the current centroids.
@@ -442,7 +456,7 @@ func (t *TDigest) findGaps(g []float64, items []centroid) []float64 {
 	s0, s1, s2, s3 := step(0), step(1), step(2), step(3)
 	for i := 2; i+3 < len(c) && nv < maxGaps; i++ {
 		s4 := step(i + 2)
-		if s2 > gapRatio*max(s0, s1, s3, s4) {
+		if s2 > gapRatio*secondLargest(s0, s1, s3, s4) {
 			vals[nv] = c[i].mean + (c[i+1].mean-c[i].mean)/2
 			nv++
 		}
