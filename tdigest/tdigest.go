@@ -480,15 +480,18 @@ func (t *TDigest) findGaps(g []float64, items []centroid) []float64 {
 }
 
 // middleFactor: centroids in the middle hold at most 1/(middleFactor·c) of
-// the weight, half what k(q) alone allows at the median.
-const middleFactor = 8
+// the weight, a third of what k(q) alone allows at the median.
+const middleFactor = 12
 
 func newScale(compression, n float64) scale {
-	// Centroids number about 2c·(ln(n/4c)+2) under k(q), plus about 2.1c
-	// more for the cap in the middle.
+	// Centroids number about 2c·(ln(n/4c)+2) under k(q), plus
+	// c·((1-2q0)·middleFactor - 2·ln((1-q0)/q0)) more for the cap in the
+	// middle, where q0(1-q0) = 1/middleFactor.
+	q0 := (1 - math.Sqrt(1-4.0/middleFactor)) / 2
+	extra := (1-2*q0)*middleFactor - 2*math.Log((1-q0)/q0)
 	c := compression / 20
 	for i := 0; i < 4; i++ {
-		d := 2*(math.Log(n/(4*c))+2) + 2.1
+		d := 2*(math.Log(n/(4*c))+2) + extra
 		if d < 4 {
 			d = 4
 		}
