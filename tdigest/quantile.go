@@ -205,27 +205,37 @@ func (t *TDigest) CDF(x float64) float64 {
 	if x >= t.max {
 		return 1
 	}
-	// Walk anchors upward until one exceeds x; interpolate from the
-	// previous one.
+	// Centroids [0, i) have means at most x; l is their weight. Every
+	// anchor before centroid i-1's is at most x too, and centroid i's (or
+	// the trailing ones) exceed it, so the answer lies among the anchors of
+	// centroids i-1 and i.
 	c := t.cents
-	prev := anchor{0, t.min}
-	var buf [8]anchor
-	l := 0.0
-	for i := range c {
-		for _, a := range t.anchorsOf(buf[:0], i, l) {
-			if a.v > x {
-				if a.r <= prev.r {
-					return math.Min(1, prev.r/n)
-				}
-				f := (x - prev.v) / (a.v - prev.v)
-				if f != f || f < 0 || f > 1 { // overflow: scale down
-					f = (x/2 - prev.v/2) / (a.v/2 - prev.v/2)
-				}
-				return math.Min(1, math.Max(0, (prev.r+f*(a.r-prev.r))/n))
-			}
-			prev = a
-		}
+	i, l := 0, 0.0
+	for i < len(c) && c[i].mean <= x {
 		l += c[i].weight
+		i++
+	}
+	var buf [12]anchor
+	a := buf[:0]
+	if i > 0 {
+		a = t.anchorsOf(a, i-1, l-c[i-1].weight)
+	}
+	if i < len(c) {
+		a = t.anchorsOf(a, i, l)
+	}
+	prev := anchor{0, t.min}
+	for _, an := range a {
+		if an.v > x {
+			if an.r <= prev.r {
+				return math.Min(1, prev.r/n)
+			}
+			f := (x - prev.v) / (an.v - prev.v)
+			if f != f || f < 0 || f > 1 { // overflow: scale down
+				f = (x/2 - prev.v/2) / (an.v/2 - prev.v/2)
+			}
+			return math.Min(1, math.Max(0, (prev.r+f*(an.r-prev.r))/n))
+		}
+		prev = an
 	}
 	return 1
 }
