@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"errors"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -139,5 +140,29 @@ func TestOptionsValidate(t *testing.T) {
 	}
 	if got := splitList(" a, b,,a ,c"); strings.Join(got, "|") != "a|b|c" {
 		t.Errorf("splitList = %q", got)
+	}
+}
+
+func TestNoisyFailure(t *testing.T) {
+	base := trialAt("bare", 1e6, 1e6, 3e6, 2e6, 0.2)
+	tests := []struct {
+		name     string
+		pass     bool
+		start    bool
+		otherSrv float64
+		want     bool
+	}{
+		{"quiet failure", false, false, 0.02, false},
+		{"noisy failure", false, false, 0.3, true},
+		{"noisy pass", true, false, 0.3, false},
+		{"start failure", false, true, 0.3, false},
+		{"unknown load", false, false, math.NaN(), false},
+	}
+	for _, tc := range tests {
+		r := base
+		r.pass, r.startFailed, r.otherSrv = tc.pass, tc.start, tc.otherSrv
+		if got := r.noisyFailure(); got != tc.want {
+			t.Errorf("%s: noisyFailure %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }

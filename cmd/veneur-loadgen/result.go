@@ -111,6 +111,20 @@ func (r trialResult) summary() string {
 	return b.String()
 }
 
+// A failed trial during which other processes took more than noisyShare of
+// the server CPU is repeated once, at most maxNoisyRepeats times per search:
+// the failure may be theirs.
+const (
+	noisyShare      = 0.10
+	maxNoisyRepeats = 2
+)
+
+// noisyFailure reports whether a failed trial should be repeated because
+// other processes took the server CPU while it ran.
+func (r trialResult) noisyFailure() bool {
+	return !r.pass && !r.startFailed && r.otherSrv > noisyShare
+}
+
 // otherLoadString renders the other processes' share of the server and
 // driver CPUs, e.g. "3%/40%".
 func (r trialResult) otherLoadString() string {
