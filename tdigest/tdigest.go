@@ -632,10 +632,8 @@ func pack(out []centroid, obits []uint64, items []centroid, forward bool, n floa
 	inc := sum-sum != 0
 	first, last := cm, cm
 	lastW := cw
-	// density is the value per unit of weight between the means of the
-	// last two centroids emitted (+Inf until there are two).
-	density := math.Inf(1)
-	var e1 centroid
+	// e1 and e2 are the last two centroids emitted.
+	var e1, e2 centroid
 	emitted := 0
 	done, lim := 0.0, 0.0
 	for k := 1; k < total; k++ {
@@ -675,7 +673,13 @@ func pack(out []centroid, obits []uint64, items []centroid, forward bool, n floa
 				// Items of the pass interleave (new samples fall between
 				// and inside old centroids), so the weight that could lie
 				// between two items is up to the larger centroid nearby.
-				ok = !(jump > bigGapFactor*density*max(1, (wt+lastW)/2, e1.weight/2, cw/2))
+				// density is the value per unit of weight between the
+				// means of e1 and e2.
+				ok = emitted < 2
+				if !ok {
+					density := math.Abs(e1.mean-e2.mean) / ((e1.weight + e2.weight) / 2)
+					ok = !(jump > bigGapFactor*density*max(1, (wt+lastW)/2, e1.weight/2, cw/2))
+				}
 			}
 		}
 		if ok {
@@ -709,10 +713,8 @@ func pack(out []centroid, obits []uint64, items []centroid, forward bool, n floa
 		setBit(obits, w, cp)
 		w += dw
 		done += cw
-		if emitted++; emitted >= 2 {
-			density = math.Abs(c.mean-e1.mean) / ((c.weight + e1.weight) / 2)
-		}
-		e1 = c
+		emitted++
+		e1, e2 = c, e1
 		cm, cw, cp = m, wt, p
 		sum = m * wt
 		inc = sum-sum != 0
