@@ -516,8 +516,8 @@ func (t *TDigest) packItems(s *scratch, items []centroid, srcWeight float64) {
 	out, bits := s.out[:total], s.bits[:words]
 	n := t.merged + srcWeight
 	sc := scale{e: 1} // no room to grow: only equal values are merged
-	if n > float64(t.bufCap) {
-		// Until the digest has seen more than a buffer's worth of weight it
+	if n >= float64(t.bufCap) {
+		// Until the digest has seen a buffer's worth of weight it
 		// keeps every sample exactly.
 		sc = newScale(t.compression, n)
 	}
@@ -539,13 +539,13 @@ func (t *TDigest) packItems(s *scratch, items []centroid, srcWeight float64) {
 	t.forward = !t.forward
 	m := hi - lo
 	if cap(t.cents) < m {
-		t.cents = make([]centroid, m, m+m/4)
+		t.cents = make([]centroid, m, m+m/16+4)
 	}
 	t.cents = t.cents[:m]
 	copy(t.cents, out[lo:hi])
 	pw := (m + 63) >> 6
 	if cap(t.pure) < pw {
-		t.pure = make([]uint64, pw, pw+pw/4)
+		t.pure = make([]uint64, pw, pw+1)
 	}
 	t.pure = t.pure[:pw]
 	if lo&63 == 0 {
