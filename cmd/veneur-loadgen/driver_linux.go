@@ -116,7 +116,7 @@ func runDriver(o options, stdout, stderr io.Writer) (err error) {
 				}
 				if t.noisyFailure() && repeats < maxNoisyRepeats {
 					repeats++
-					fmt.Fprintln(stderr, t.summary()+"; other processes took the server CPU, repeating")
+					fmt.Fprintln(stderr, t.summary()+"; other processes took a benchmark CPU, repeating")
 					wr.search[s] = append(wr.search[s], t)
 					t = d.trial(ctx, s, w, r, rate)
 					if ctx.Err() != nil {

@@ -157,10 +157,14 @@ func TestNoisyFailure(t *testing.T) {
 		{"noisy pass", true, false, 0.3, false},
 		{"start failure", false, true, 0.3, false},
 		{"unknown load", false, false, math.NaN(), false},
+		{"noisy driver", false, false, -1, true},
 	}
 	for _, tc := range tests {
 		r := base
-		r.pass, r.startFailed, r.otherSrv = tc.pass, tc.start, tc.otherSrv
+		r.pass, r.startFailed, r.otherSrv, r.otherDrv = tc.pass, tc.start, tc.otherSrv, 0
+		if tc.otherSrv < 0 { // the driver's CPU was the busy one
+			r.otherSrv, r.otherDrv = 0, 0.5
+		}
 		if got := r.noisyFailure(); got != tc.want {
 			t.Errorf("%s: noisyFailure %v, want %v", tc.name, got, tc.want)
 		}

@@ -112,17 +112,17 @@ func (r trialResult) summary() string {
 }
 
 // A failed trial during which other processes took more than noisyShare of
-// the server CPU is repeated once, at most maxNoisyRepeats times per search:
-// the failure may be theirs.
+// the server or the driver CPU is repeated once, at most maxNoisyRepeats
+// times per search: the failure may be theirs.
 const (
 	noisyShare      = 0.10
 	maxNoisyRepeats = 2
 )
 
 // noisyFailure reports whether a failed trial should be repeated because
-// other processes took the server CPU while it ran.
+// other processes took the server's or the driver's CPU while it ran.
 func (r trialResult) noisyFailure() bool {
-	return !r.pass && !r.startFailed && r.otherSrv > noisyShare
+	return !r.pass && !r.startFailed && (r.otherSrv > noisyShare || r.otherDrv > noisyShare)
 }
 
 // otherLoadString renders the other processes' share of the server and
