@@ -27,14 +27,16 @@ import (
 type datadogSink struct {
 	url        string
 	client     *http.Client
-	hostname   string
-	tags       []string
 	intervalS  int64
 	maxPerBody int
 	log        *logrus.Logger
 	stats      statsd.ClientInterface
-	bufs       sync.Pool // *bytes.Buffer, one per body being built
-	zws        sync.Pool // *zlib.Writer
+	// tagsJSON and hostJSON are the config tags (each preceded by a comma)
+	// and the default host, escaped once instead of per series.
+	tagsJSON []byte
+	hostJSON []byte
+	bufs     sync.Pool // *bytes.Buffer, one per body being built
+	zws      sync.Pool // *zlib.Writer
 }
 
 func newDatadogSink(cfg Config, interval time.Duration, client *http.Client, log *logrus.Logger, stats statsd.ClientInterface) *datadogSink {
@@ -42,11 +44,18 @@ func newDatadogSink(cfg Config, interval time.Duration, client *http.Client, log
 	if secs < 1 {
 		secs = 1
 	}
+	var tagsJSON, hostJSON []byte
+	for _, t := range cfg.Tags {
+		tagsJSON = appendJSONString2(append(tagsJSON, ','), t, "")
+	}
+	if cfg.Hostname != "" {
+		hostJSON = appendJSONString2(append(hostJSON, `,"host":`...), cfg.Hostname, "")
+	}
 	return &datadogSink{
+		tagsJSON:   tagsJSON,
+		hostJSON:   hostJSON,
 		url:        strings.TrimRight(cfg.APIHostname, "/") + "/api/v1/series?api_key=" + cfg.Key,
 		client:     client,
-		hostname:   cfg.Hostname,
-		tags:       cfg.Tags,
 		intervalS:  secs,
 		maxPerBody: cfg.FlushMaxPerBody,
 		log:        log,
@@ -162,29 +171,23 @@ func (d *datadogSink) appendSeries(b []byte, metrics []samplers.InterMetric) []b
 		b = append(b, ',')
 		b = strconv.AppendFloat(b, m.Value, 'g', -1, 64)
 		b = append(b, `]],"tags":[`...)
-		n := 0
-		for _, t := range m.Tags {
-			if n > 0 {
+		for i, t := range m.Tags {
+			if i > 0 {
 				b = append(b, ',')
 			}
 			b = appendJSONString2(b, t, "")
-			n++
 		}
-		for _, t := range d.tags {
-			if n > 0 {
-				b = append(b, ',')
-			}
-			b = appendJSONString2(b, t, "")
-			n++
+		if len(m.Tags) > 0 || len(d.tagsJSON) == 0 {
+			b = append(b, d.tagsJSON...)
+		} else {
+			b = append(b, d.tagsJSON[1:]...) // no leading comma
 		}
 		b = append(b, ']')
-		host := m.Host
-		if host == "" {
-			host = d.hostname
-		}
-		if host != "" {
+		if m.Host != "" {
 			b = append(b, `,"host":`...)
-			b = appendJSONString2(b, host, "")
+			b = appendJSONString2(b, m.Host, "")
+		} else {
+			b = append(b, d.hostJSON...)
 		}
 		if m.Device != "" {
 			b = append(b, `,"device_name":`...)

@@ -73,6 +73,9 @@ func TestDatadogEncoding(t *testing.T) {
 	if s.Metric != "h.99.9percentile" || s.Type != "gauge" || s.Interval != nil || *s.Host != "web1" || *s.DeviceName != "sda" {
 		t.Errorf("gauge series = %+v", s)
 	}
+	if strings.Join(s.Tags, ",") != "env:test" {
+		t.Errorf("tags = %v, want the config tags alone", s.Tags)
+	}
 	if v, _ := s.Points[0][1].Float64(); v != 1e21 {
 		t.Errorf("value = %v", s.Points[0][1])
 	}
@@ -82,10 +85,10 @@ func TestDatadogEncoding(t *testing.T) {
 }
 
 func TestDatadogOmitsEmptyHost(t *testing.T) {
-	d := testSink("http://x", 10)
-	d.hostname = ""
+	cfg := Config{APIHostname: "http://x", FlushMaxPerBody: 10}
+	d := newDatadogSink(cfg, 10*time.Second, http.DefaultClient, logrus.New(), &statsd.NoOpClient{})
 	got := decodeSeries(t, d.appendSeries(nil, []samplers.InterMetric{{Name: "a", Value: 1}}))
-	if got[0].Host != nil {
+	if got[0].Host != nil || len(got[0].Tags) != 0 {
 		t.Errorf("host = %q, want none (omit_empty_hostname)", *got[0].Host)
 	}
 }
