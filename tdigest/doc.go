@@ -23,7 +23,7 @@
 //
 // Samples are appended to a buffer (8 bytes a sample while all weights are
 // equal, as they are for a series with one sample rate) that grows lazily to
-// 2×compression entries. When it fills, or before any read, it is sorted
+// 3×compression entries. When it fills, or before any read, it is sorted
 // (an LSD radix sort on the top 40 bits of the order-preserving bit
 // patterns, finished by an insertion sort) and merged with the centroids in
 // one pass that packs neighbouring items into centroids while the scale
@@ -53,7 +53,7 @@
 // status codes, buckets) is stored exactly: 100,000 integers in 0..20 take
 // 21 centroids, and every quantile is an exact sample value, never an
 // interpolation between two equal neighbours. Until a digest has seen a
-// buffer's worth of weight (2×compression) it keeps every sample (a digest
+// weight of 2×compression it keeps every sample (a digest
 // of 10 samples encodes those 10 samples), so small series answer exact
 // nearest-rank quantiles.
 //

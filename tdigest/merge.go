@@ -250,9 +250,10 @@ func (t *TDigest) packItems(s *scratch, items []centroid, srcWeight float64) {
 	out, bits := s.out[:total], s.bits[:words]
 	n := t.merged + srcWeight
 	sc := scale{e: 1} // no room to grow: only equal values are merged
-	if n >= float64(t.bufCap) {
-		// Until the digest has seen a buffer's worth of weight it
-		// keeps every sample exactly.
+	if n >= exactWeight*t.compression {
+		// Until the digest has seen this much weight it keeps every
+		// sample exactly; that costs at most about as many centroids as a
+		// full digest has.
 		sc = newScale(t.compression, n)
 	}
 	if sc.e != 1 {

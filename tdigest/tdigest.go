@@ -99,10 +99,15 @@ func (t *TDigest) setCompression(c float64) {
 	t.bufCap = bufferCapacity(c)
 }
 
-// bufferCapacity is how many samples are buffered before a merge pass.
+// bufferCapacity is how many samples are buffered before a merge pass: the
+// larger, the fewer passes over the centroids per sample.
 func bufferCapacity(c float64) int {
-	return int(c * 2)
+	return int(c * 3)
 }
+
+// exactWeight: a digest keeps every sample exactly until its total weight
+// reaches exactWeight×compression.
+const exactWeight = 2
 
 // Compression returns the digest's compression parameter.
 func (t *TDigest) Compression() float64 { return t.compression }

@@ -387,8 +387,16 @@ func TestCompressionParameter(t *testing.T) {
 	}
 }
 
-// The centroid count stays bounded however many samples arrive.
+// The centroid count stays bounded however many samples arrive, and so does
+// the encoding of a digest that still keeps every sample.
 func TestSizeBounded(t *testing.T) {
+	exact := New()
+	for i := 0; exact.Count() < exactWeight*DefaultCompression-1; i++ {
+		mustAdd(t, exact, float64(i)*1.0001, 1)
+	}
+	if b := encode(t, exact); exact.Centroids() != int(exact.Count()) || len(b) > 8192 {
+		t.Errorf("%v exact samples: %d centroids, %d bytes", exact.Count(), exact.Centroids(), len(b))
+	}
 	if testing.Short() {
 		t.Skip("slow")
 	}
