@@ -215,9 +215,24 @@ func (t *TDigest) decode(data []byte) error {
 	cents := t.cents[:cnt]
 	total := 0.0
 	prev := math.Inf(-1)
+	b := d.b
 	for i := range cents {
-		m := d.float()
-		tag := d.uvarint()
+		if len(b) < 9 {
+			return corrupt("truncated")
+		}
+		m := math.Float64frombits(binary.LittleEndian.Uint64(b))
+		var tag uint64
+		if b[8] < 0x80 { // one-byte tag, the common case
+			tag = uint64(b[8])
+			b = b[9:]
+		} else {
+			v, k := binary.Uvarint(b[8:])
+			if k <= 0 {
+				return corrupt("centroid %d: bad varint", i)
+			}
+			tag = v
+			b = b[8+k:]
+		}
 		var w float64
 		if tag&1 == 0 {
 			w = float64(tag >> 2)
@@ -228,10 +243,11 @@ func (t *TDigest) decode(data []byte) error {
 			if tag > 3 {
 				return corrupt("centroid %d: bad weight tag %d", i, tag)
 			}
-			w = d.float()
-		}
-		if d.err != nil {
-			return d.err
+			if len(b) < 8 {
+				return corrupt("truncated")
+			}
+			w = math.Float64frombits(binary.LittleEndian.Uint64(b))
+			b = b[8:]
 		}
 		if !finite(m) {
 			return corrupt("centroid %d: mean not finite", i)
@@ -245,8 +261,11 @@ func (t *TDigest) decode(data []byte) error {
 		prev = m
 		total += w
 		cents[i] = centroid{m, w}
-		setBit(t.pure, i, tag&2 != 0)
+		if tag&2 != 0 {
+			t.pure[i>>6] |= 1 << (uint(i) & 63)
+		}
 	}
+	d.b = b
 	if len(d.b) != 0 {
 		return corrupt("%d trailing bytes", len(d.b))
 	}
