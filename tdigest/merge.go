@@ -191,7 +191,7 @@ func (t *TDigest) findGaps(g []float64, items []centroid) []float64 {
 	for i := 2; i+3 < len(c) && nv < maxGaps; i++ {
 		s4 := step(i + 2)
 		if s2 > gapRatio*secondLargest(s0, s1, s3, s4) {
-			vals[nv] = c[i].mean + (c[i+1].mean-c[i].mean)/2
+			vals[nv] = c[i].mean/2 + c[i+1].mean/2
 			nv++
 		}
 		s0, s1, s2, s3 = s1, s2, s3, s4
@@ -339,16 +339,15 @@ func limit(done, n float64, sc scale) float64 {
 }
 
 // pack packs sorted items (pure ones with negated weights) into centroids,
-// from the smallest mean up when forward is set and from the largest down otherwise, as far
-// as the scale function allows, writing them to out and their purity to
-// obits. Output is written from the start of out going forward and from
-// the end going backward; pack returns the range written.
+// from the smallest mean up when forward is set and from the largest down
+// otherwise, as far as the scale function allows, writing them to out and
+// their purity to obits. Output is written from the start of out going
+// forward and from the end going backward; pack returns the range written.
 //
-// The open centroid has weight cw and Σ mean·weight sum; cm is its value
-// while it is single-valued (cp), and its running mean once sum has
-// overflowed (inc). first and last are the means of its first and latest
-// items, prev the mean of the item before last, and step the larger of the
-// two steps between means just before first.
+// The open centroid has weight cw and Σ mean·weight sum (finite while inc
+// is clear); cm is its value while it is single-valued (cp), and its
+// running mean once sum would overflow (inc). first and last are the means
+// of its first and latest items, lastW the latest item's weight.
 func pack(out []centroid, obits []uint64, items []centroid, forward bool, n float64, sc scale) (lo, hi int) {
 	total := len(items)
 	if total == 0 {
@@ -419,8 +418,14 @@ func pack(out []centroid, obits []uint64, items []centroid, forward bool, n floa
 		}
 		if ok {
 			if m == cm && cp {
+				// cm stays the exact mean; sum must stay finite while
+				// inc is clear.
 				cp = p
-				sum += m * wt
+				if s := sum + m*wt; s-s == 0 {
+					sum = s
+				} else {
+					inc = true
+				}
 			} else {
 				wasPure := cp
 				cp = false

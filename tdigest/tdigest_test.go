@@ -441,3 +441,27 @@ func TestExtremeValues(t *testing.T) {
 		}
 	}
 }
+
+// Many copies of a huge value overflow the internal Σ mean·weight of their
+// centroid; the centroid must keep its exact value.
+func TestHugeRepeatedValues(t *testing.T) {
+	d := NewWithCompression(20)
+	for i := 0; i < 3000; i++ {
+		v := math.MaxFloat64
+		if i%3 == 0 {
+			v = math.MaxFloat64 / 3 * float64(1+i%2)
+		}
+		mustAdd(t, d, v, 2)
+	}
+	prev := math.Inf(-1)
+	for q := 0.0; q <= 1; q += 0.01 {
+		v := d.Quantile(q)
+		if math.IsNaN(v) || math.IsInf(v, 0) || v < prev {
+			t.Fatalf("Quantile(%v) = %v after %v", q, v, prev)
+		}
+		prev = v
+	}
+	if d.Quantile(0.9) != math.MaxFloat64 {
+		t.Errorf("Quantile(0.9) = %v, want MaxFloat64", d.Quantile(0.9))
+	}
+}
