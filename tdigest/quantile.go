@@ -10,18 +10,18 @@ import "math"
 //   - for a single-valued ("pure") centroid over ranks [L, L+w]: (L, mean)
 //     and (L+w, mean), so every rank inside it returns its exact value;
 //   - for a mixed centroid: (L+w/2, mean);
-//   - at a gap between two mixed centroids (see gapAfter), two anchors at
-//     their common rank boundary, so the estimate jumps across the gap
-//     instead of returning values no sample is near;
+//   - at a gap next to a mixed centroid (see gapAfter), anchors at the
+//     common rank boundary on either side of the gap, so the estimate jumps
+//     across it instead of returning values no sample is near;
 //   - symmetrically (max, from rank n-1) and (n, max) at the top.
 //
 // Quantile finds the centroid holding the rank, from whichever end is
 // nearer, and interpolates between the anchors around it; CDF inverts the
 // same function.
 
-// gapFactor: a segment between two mixed centroid means whose value per
-// unit of rank is this many times that of both neighbouring segments is a
-// gap in the data.
+// gapFactor: a segment between two centroid means whose value per unit of
+// rank is this many times that of both neighbouring segments is a gap in the
+// data. (The merge pass also uses it: see pack.)
 const gapFactor = 4
 
 type anchor struct{ r, v float64 }
@@ -48,6 +48,9 @@ func (t *TDigest) gapAfter(i int) (gap bool, hr, hl float64) {
 		return false, 0, 0
 	}
 	s := t.spacing(i)
+	if s-s != 0 {
+		return false, 0, 0 // overflow: plain interpolation copes
+	}
 	left, right := -1.0, -1.0
 	if i > 0 {
 		left = t.spacing(i - 1)
