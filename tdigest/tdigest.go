@@ -247,6 +247,15 @@ func (t *TDigest) Clone() *TDigest {
 	return &c
 }
 
+func (t *TDigest) allPure() bool {
+	for i := range t.cents {
+		if !t.isPure(i) {
+			return false
+		}
+	}
+	return true
+}
+
 // Merge folds other into t. other is not modified; a nil or empty other is a
 // no-op. The result keeps t's compression.
 func (t *TDigest) Merge(other *TDigest) {
@@ -263,8 +272,17 @@ func (t *TDigest) Merge(other *TDigest) {
 		return
 	}
 	if len(other.cents) > 0 {
-		t.process()
-		t.mergeSorted(other.cents, other.pure, other.merged)
+		if other.allPure() {
+			// Single-valued centroids are just weighted samples: buffer
+			// them, so that merging the many small digests of a global
+			// aggregation costs no merge pass each.
+			for _, c := range other.cents {
+				t.add(c.mean, c.weight)
+			}
+		} else {
+			t.process()
+			t.mergeSorted(other.cents, other.pure, other.merged)
+		}
 	}
 	for i, v := range other.vals {
 		w := other.bufW

@@ -157,3 +157,28 @@ func BenchmarkUnmarshal(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkMergeSmall merges a 5-sample digest, as decoded from /import,
+// into a full one: the common case of global aggregation.
+func BenchmarkMergeSmall(b *testing.B) {
+	dst := fullDigest(1)
+	small := New()
+	for _, x := range benchValues[:5] {
+		small.Add(x, 1)
+	}
+	small = roundTripBench(small)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		dst.Merge(small)
+	}
+}
+
+func roundTripBench(d *TDigest) *TDigest {
+	buf, _ := d.MarshalBinary()
+	out := New()
+	if err := out.UnmarshalBinary(buf); err != nil {
+		panic(err)
+	}
+	return out
+}

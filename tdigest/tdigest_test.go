@@ -465,3 +465,27 @@ func TestHugeRepeatedValues(t *testing.T) {
 		t.Errorf("Quantile(0.9) = %v, want MaxFloat64", d.Quantile(0.9))
 	}
 }
+
+// Merging many small digests (the global aggregation of series that see a
+// few samples each) gives exactly the digest of all their samples.
+func TestMergeManySmall(t *testing.T) {
+	xs := samples(distributions[2], 31, 3000)
+	direct, merged := New(), New()
+	for i := 0; i < len(xs); i += 3 {
+		small := New()
+		for _, x := range xs[i : i+3] {
+			mustAdd(t, small, x, 2)
+			mustAdd(t, direct, x, 2)
+		}
+		small.Quantile(0.5) // folds its buffer into centroids
+		merged.Merge(roundTrip(t, small))
+	}
+	for _, q := range []float64{0, 0.1, 0.5, 0.9, 0.99, 0.999, 1} {
+		if a, b := merged.Quantile(q), direct.Quantile(q); a != b {
+			t.Errorf("Quantile(%v): merged %v, direct %v", q, a, b)
+		}
+	}
+	if merged.Count() != direct.Count() || merged.Min() != direct.Min() || merged.Max() != direct.Max() {
+		t.Error("Count, Min or Max differ")
+	}
+}
