@@ -31,6 +31,7 @@ type datadogSink struct {
 	maxPerBody int
 	log        *logrus.Logger
 	stats      statsd.ClientInterface
+	scratch    sync.Pool // *[]byte, JSON on its way to the compressor
 	// tagsJSON and hostJSON are the config tags (each preceded by a comma)
 	// and the default host, escaped once instead of per series.
 	tagsJSON []byte
@@ -61,25 +62,36 @@ func newDatadogSink(cfg Config, interval time.Duration, client *http.Client, log
 		log:        log,
 		stats:      stats,
 		bufs:       sync.Pool{New: func() any { return new(bytes.Buffer) }},
+		scratch: sync.Pool{New: func() any {
+			b := make([]byte, 0, scratchFlush+4096)
+			return &b
+		}},
 	}
 }
 
 func (d *datadogSink) Name() string { return "datadog" }
 
-// Flush posts metrics in chunks, all at once, and returns the errors of the
-// chunks that failed.
+// maxConcurrentPosts bounds the bodies built and posted at once. Each one
+// holds a compressor and a compressed body, so a flush of a few hundred
+// thousand series must not start them all together.
+const maxConcurrentPosts = 8
+
+// Flush posts metrics in chunks of at most flush_max_per_body series,
+// several at once, and returns the errors of the chunks that failed.
 func (d *datadogSink) Flush(ctx context.Context, metrics []samplers.InterMetric) error {
 	start := time.Now()
 	chunks := (len(metrics) + d.maxPerBody - 1) / d.maxPerBody
 	d.stats.Count("flush.post_metrics_total", int64(len(metrics)), nil, 1)
 	errs := make([]error, chunks)
 	var wg sync.WaitGroup
+	sem := make(chan struct{}, maxConcurrentPosts)
 	for i := 0; i < chunks; i++ {
 		lo := i * d.maxPerBody
 		hi := min(lo+d.maxPerBody, len(metrics))
 		wg.Add(1)
+		sem <- struct{}{}
 		go func() {
-			defer wg.Done()
+			defer func() { <-sem; wg.Done() }()
 			errs[i] = d.post(ctx, metrics[lo:hi])
 		}()
 	}
@@ -94,11 +106,6 @@ func (d *datadogSink) Flush(ctx context.Context, metrics []samplers.InterMetric)
 
 func (d *datadogSink) post(ctx context.Context, metrics []samplers.InterMetric) error {
 	start := time.Now()
-	raw := d.bufs.Get().(*bytes.Buffer)
-	defer d.bufs.Put(raw)
-	raw.Reset()
-	raw.Write(d.appendSeries(raw.AvailableBuffer(), metrics))
-
 	body := d.bufs.Get().(*bytes.Buffer)
 	defer d.bufs.Put(body)
 	body.Reset()
@@ -112,7 +119,25 @@ func (d *datadogSink) post(ctx context.Context, metrics []samplers.InterMetric) 
 		zw.Reset(body)
 	}
 	defer d.zws.Put(zw)
-	if _, err := zw.Write(raw.Bytes()); err != nil {
+	// The JSON goes to the compressor in small pieces, so the whole
+	// uncompressed body never sits in memory.
+	scratch := d.scratch.Get().(*[]byte)
+	defer d.scratch.Put(scratch)
+	b := append((*scratch)[:0], `{"series":[`...)
+	first := true
+	for i := range metrics {
+		b, first = d.appendOne(b, &metrics[i], first)
+		if len(b) >= scratchFlush {
+			if _, err := zw.Write(b); err != nil {
+				return err
+			}
+			b = b[:0]
+		}
+	}
+	b = append(b, "]}"...)
+	_, err := zw.Write(b)
+	*scratch = b
+	if err != nil {
 		return err
 	}
 	if err := zw.Close(); err != nil {
@@ -151,57 +176,65 @@ func redactKey(err error) error {
 	return err
 }
 
+// scratchFlush is how much JSON collects before it goes to the compressor.
+const scratchFlush = 32 << 10
+
 // appendSeries encodes {"series":[...]} without reflection.
 func (d *datadogSink) appendSeries(b []byte, metrics []samplers.InterMetric) []byte {
 	b = append(b, `{"series":[`...)
 	first := true
 	for i := range metrics {
-		m := &metrics[i]
-		if math.IsNaN(m.Value) || math.IsInf(m.Value, 0) {
-			continue // JSON cannot carry them
-		}
-		if !first {
-			b = append(b, ',')
-		}
-		first = false
-		b = append(b, `{"metric":`...)
-		b = appendJSONString2(b, m.Name, m.Suffix)
-		b = append(b, `,"points":[[`...)
-		b = strconv.AppendInt(b, m.Timestamp, 10)
-		b = append(b, ',')
-		b = strconv.AppendFloat(b, m.Value, 'g', -1, 64)
-		b = append(b, `]],"tags":[`...)
-		for i, t := range m.Tags {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendJSONString2(b, t, "")
-		}
-		if len(m.Tags) > 0 || len(d.tagsJSON) == 0 {
-			b = append(b, d.tagsJSON...)
-		} else {
-			b = append(b, d.tagsJSON[1:]...) // no leading comma
-		}
-		b = append(b, ']')
-		if m.Host != "" {
-			b = append(b, `,"host":`...)
-			b = appendJSONString2(b, m.Host, "")
-		} else {
-			b = append(b, d.hostJSON...)
-		}
-		if m.Device != "" {
-			b = append(b, `,"device_name":`...)
-			b = appendJSONString2(b, m.Device, "")
-		}
-		if m.Kind == samplers.RateKind {
-			b = append(b, `,"type":"rate","interval":`...)
-			b = strconv.AppendInt(b, d.intervalS, 10)
-		} else {
-			b = append(b, `,"type":"gauge"`...)
-		}
-		b = append(b, '}')
+		b, first = d.appendOne(b, &metrics[i], first)
 	}
 	return append(b, "]}"...)
+}
+
+// appendOne encodes one series object, preceded by a comma unless it is the
+// first. Values JSON cannot carry (NaN, ±Inf) are skipped.
+func (d *datadogSink) appendOne(b []byte, m *samplers.InterMetric, first bool) ([]byte, bool) {
+	if math.IsNaN(m.Value) || math.IsInf(m.Value, 0) {
+		return b, first
+	}
+	if !first {
+		b = append(b, ',')
+	}
+	b = append(b, `{"metric":`...)
+	b = appendJSONString2(b, m.Name, m.Suffix)
+	b = append(b, `,"points":[[`...)
+	b = strconv.AppendInt(b, m.Timestamp, 10)
+	b = append(b, ',')
+	b = strconv.AppendFloat(b, m.Value, 'g', -1, 64)
+	b = append(b, `]],"tags":[`...)
+	for i, t := range m.Tags {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString2(b, t, "")
+	}
+	if len(m.Tags) > 0 || len(d.tagsJSON) == 0 {
+		b = append(b, d.tagsJSON...)
+	} else {
+		b = append(b, d.tagsJSON[1:]...) // no leading comma
+	}
+	b = append(b, ']')
+	if m.Host != "" {
+		b = append(b, `,"host":`...)
+		b = appendJSONString2(b, m.Host, "")
+	} else {
+		b = append(b, d.hostJSON...)
+	}
+	if m.Device != "" {
+		b = append(b, `,"device_name":`...)
+		b = appendJSONString2(b, m.Device, "")
+	}
+	if m.Kind == samplers.RateKind {
+		b = append(b, `,"type":"rate","interval":`...)
+		b = strconv.AppendInt(b, d.intervalS, 10)
+	} else {
+		b = append(b, `,"type":"gauge"`...)
+	}
+	b = append(b, '}')
+	return b, false
 }
 
 const hexDigits = "0123456789abcdef"

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -173,5 +174,35 @@ func TestDatadogUnreachableHidesKey(t *testing.T) {
 	err := testSink(url, 3).Flush(context.Background(), []samplers.InterMetric{{Name: "m", Value: 1}})
 	if err == nil || strings.Contains(err.Error(), "k3y") {
 		t.Errorf("err = %v, want an error without the API key", err)
+	}
+}
+
+func TestDatadogLargeBodies(t *testing.T) {
+	api := &fakeAPI{}
+	ts := httptest.NewServer(api.handler(t))
+	defer ts.Close()
+	d := testSink(ts.URL, 1000)
+	var metrics []samplers.InterMetric
+	long := strings.Repeat("x", 200)
+	for i := 0; i < 25000; i++ {
+		metrics = append(metrics, samplers.InterMetric{Name: "m", Suffix: strconv.Itoa(i), Value: float64(i), Tags: []string{"t:" + long}})
+	}
+	if err := d.Flush(context.Background(), metrics); err != nil {
+		t.Fatal(err)
+	}
+	if len(api.bodies) != 25 {
+		t.Fatalf("%d bodies, want 25", len(api.bodies))
+	}
+	seen := make(map[string]bool)
+	for _, b := range api.bodies {
+		for _, s := range b {
+			if len(s.Tags) != 2 || s.Tags[0] != "t:"+long {
+				t.Fatalf("series %s has tags %v", s.Metric, s.Tags)
+			}
+			seen[s.Metric] = true
+		}
+	}
+	if len(seen) != 25000 {
+		t.Errorf("%d distinct series arrived, want 25000", len(seen))
 	}
 }
