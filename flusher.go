@@ -2,6 +2,7 @@ package veneur
 
 import (
 	"context"
+	"math/bits"
 	"strconv"
 	"time"
 
@@ -80,18 +81,22 @@ func (s *Server) flushIntervals(ctx context.Context, intervals []interval, now t
 // goroutine, so the workers go on ingesting meanwhile.
 func (s *Server) generate(intervals []interval, now time.Time) ([]samplers.InterMetric, [8]int) {
 	var perType [8]int
-	n := 0
-	perHisto := len(s.pcts) + 6
 	for _, iv := range intervals {
-		n += len(iv.series)
+		for t, n := range iv.perType {
+			perType[t] += n
+		}
 	}
-	metrics := make([]samplers.InterMetric, 0, n+n/2)
+	// Size the slice exactly once: a flush of 100,000 series is hundreds
+	// of thousands of values, and regrowing doubles the peak memory.
+	perHisto := bits.OnesCount8(uint8(s.aggs)) + len(s.pcts)
+	n := perType[samplers.CounterMetric] + perType[samplers.GaugeMetric] + perType[samplers.SetMetric] +
+		perHisto*(perType[samplers.HistogramMetric]+perType[samplers.TimerMetric])
+	metrics := make([]samplers.InterMetric, 0, n)
 	ts := now.Unix()
 	secs := s.interval.Seconds()
 	for _, iv := range intervals {
 		for _, head := range iv.series {
 			for se := head; se != nil; se = se.next {
-				perType[se.Type]++
 				base := samplers.InterMetric{
 					Name:      se.Name,
 					Timestamp: ts,
@@ -107,9 +112,6 @@ func (s *Server) generate(intervals []interval, now time.Time) ([]samplers.Inter
 					g := samplers.Gauge{Value: se.value}
 					metrics = g.Flush(metrics, base)
 				case samplers.HistogramMetric, samplers.TimerMetric:
-					if cap(metrics)-len(metrics) < perHisto {
-						metrics = growMetrics(metrics, perHisto)
-					}
 					metrics = se.histo.Flush(metrics, base, s.aggs, s.pcts, true, true, secs)
 				case samplers.SetMetric:
 					metrics = se.set.Flush(metrics, base)
@@ -118,12 +120,6 @@ func (s *Server) generate(intervals []interval, now time.Time) ([]samplers.Inter
 		}
 	}
 	return metrics, perType
-}
-
-func growMetrics(m []samplers.InterMetric, extra int) []samplers.InterMetric {
-	out := make([]samplers.InterMetric, len(m), 2*cap(m)+extra)
-	copy(out, m)
-	return out
 }
 
 // reportIngest sends the ingestion counters accumulated since the last

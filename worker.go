@@ -66,6 +66,8 @@ type interval struct {
 	series    map[uint64]*series
 	processed uint64
 	badKeys   uint64
+	// perType counts the series of each samplers.MetricType.
+	perType [8]int
 }
 
 // Worker aggregates the samples of the keys that hash to it. Only its own
@@ -185,6 +187,7 @@ func (w *Worker) lookup(hash uint64, key []byte) *series {
 		return nil
 	}
 	se := &series{key: ks, next: head, Key: k}
+	w.cur.perType[k.Type&7]++
 	switch k.Type {
 	case samplers.HistogramMetric, samplers.TimerMetric:
 		se.histo = samplers.NewHisto()

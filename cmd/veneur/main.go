@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -20,6 +21,14 @@ import (
 )
 
 func main() {
+	// veneur's live heap is dominated by one interval's series plus the
+	// values of the flush in progress; a heap goal of 1.5x live rather
+	// than Go's default 2x keeps the resident size of a host with 100,000
+	// series well under 150 MiB for a few percent more GC work. GOGC in
+	// the environment still wins.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(50)
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
