@@ -266,3 +266,46 @@ func TestIngesterDropsWhenWorkerStuck(t *testing.T) {
 		t.Errorf("queueFull = %d, want 2", got)
 	}
 }
+
+// TestServerRecycledSeries checks that series carried over in recycled maps
+// neither leak values into a later interval nor reappear when idle.
+func TestServerRecycledSeries(t *testing.T) {
+	s, out := startServer(t, testConfig(t, "num_workers: 2\naggregates: [min, max, count]\npercentiles: []\n"))
+	flushAt := func(sec int64, lines string) {
+		t.Helper()
+		before := uint64(0)
+		for _, w := range s.workers {
+			before += w.peekProcessed()
+		}
+		if lines != "" {
+			sendUDP(t, s.UDPAddr(), lines)
+			waitProcessed(t, s, before+uint64(strings.Count(lines, "\n")+1))
+		}
+		s.Flush(context.Background(), time.Unix(sec, 0))
+		s.inFlight.Wait()
+	}
+	flushAt(1000, "c:5|c\nh:7|h\nh:9|h\ns:a|s\ng:3|g")
+	flushAt(2000, "")
+	flushAt(3000, "c:1|c\nh:2|h\ns:b|s")
+	flushAt(4000, "c:1|c")
+	shutdown(t, s)
+	got := out.String()
+	stamp := func(sec int64) string { return "flush " + time.Unix(sec, 0).UTC().Format(time.RFC3339) + " " }
+	for _, want := range []string{
+		stamp(1000) + "c rate 0.001388888888888889 ", stamp(1000) + "h.max gauge 9 ", stamp(1000) + "s gauge 1 ", stamp(1000) + "g gauge 3 ",
+		stamp(3000) + "c rate 0.0002777777777777778 ", stamp(3000) + "h.max gauge 2 ", stamp(3000) + "h.min gauge 2 ", stamp(3000) + "s gauge 1 ",
+		stamp(4000) + "c rate 0.0002777777777777778 ",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+	for _, absent := range []string{stamp(2000), stamp(3000) + "g ", stamp(4000) + "h.", stamp(4000) + "s "} {
+		if strings.Contains(got, absent) {
+			t.Errorf("output has %q, which saw nothing in that interval", absent)
+		}
+	}
+	if t.Failed() {
+		t.Log(got)
+	}
+}

@@ -40,7 +40,7 @@ func mixedDatagrams(nSeries, nDatagrams int) [][]byte {
 	return out
 }
 
-func benchServer(b *testing.B, workers int) *Server {
+func benchServer(b testing.TB, workers int) *Server {
 	cfg, err := ParseConfig([]byte(fmt.Sprintf("udp_address: 127.0.0.1:0\nnum_workers: %d\nhostname: h\n", workers)))
 	if err != nil {
 		b.Fatal(err)
