@@ -203,7 +203,7 @@ func (d *datadogSink) appendOne(b []byte, m *samplers.InterMetric, first bool) (
 	b = append(b, `,"points":[[`...)
 	b = strconv.AppendInt(b, m.Timestamp, 10)
 	b = append(b, ',')
-	b = strconv.AppendFloat(b, m.Value, 'g', -1, 64)
+	b = appendNumber(b, m.Value)
 	b = append(b, `]],"tags":[`...)
 	for i, t := range m.Tags {
 		if i > 0 {
@@ -237,6 +237,16 @@ func (d *datadogSink) appendOne(b []byte, m *samplers.InterMetric, first bool) (
 	return b, false
 }
 
+// appendNumber writes v as a JSON number: whole numbers (most counts and
+// gauges) through the cheaper integer formatter, the rest in the shortest
+// form that reads back exactly.
+func appendNumber(b []byte, v float64) []byte {
+	if v == math.Trunc(v) && math.Abs(v) < 1e15 {
+		return strconv.AppendInt(b, int64(v), 10)
+	}
+	return strconv.AppendFloat(b, v, 'g', -1, 64)
+}
+
 const hexDigits = "0123456789abcdef"
 
 // appendJSONString2 appends the JSON string of a+b.
@@ -247,11 +257,28 @@ func appendJSONString2(dst []byte, a, b string) []byte {
 	return append(dst, '"')
 }
 
+// jsonSafe marks the ASCII bytes that JSON strings carry as they are.
+var jsonSafe = func() (t [utf8.RuneSelf]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
 func appendJSONEscaped(dst []byte, s string) []byte {
+	// Metric names and tags are nearly always plain ASCII: find the
+	// first byte that needs work, and copy everything before it at once.
+	i := 0
+	for i < len(s) && s[i] < utf8.RuneSelf && jsonSafe[s[i]] {
+		i++
+	}
+	if i == len(s) {
+		return append(dst, s...)
+	}
 	start := 0
-	for i := 0; i < len(s); {
+	for i < len(s) {
 		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
+		if c < utf8.RuneSelf && jsonSafe[c] {
 			i++
 			continue
 		}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -204,5 +205,18 @@ func TestDatadogLargeBodies(t *testing.T) {
 	}
 	if len(seen) != 25000 {
 		t.Errorf("%d distinct series arrived, want 25000", len(seen))
+	}
+}
+
+func TestAppendNumber(t *testing.T) {
+	for _, v := range []float64{0, 1, -1, 42, 1e6, 999999999999999, 1e15, 1e21, 0.5, -0.25, 1.0 / 3, 5e-324, math.MaxFloat64, math.Copysign(0, -1)} {
+		got := string(appendNumber(nil, v))
+		back, err := strconv.ParseFloat(got, 64)
+		if err != nil || back != v {
+			t.Errorf("appendNumber(%v) = %q, reads back as %v (%v)", v, got, back, err)
+		}
+		if !json.Valid([]byte(got)) {
+			t.Errorf("appendNumber(%v) = %q, not a JSON number", v, got)
+		}
 	}
 }
