@@ -309,3 +309,30 @@ func TestServerRecycledSeries(t *testing.T) {
 		t.Log(got)
 	}
 }
+
+// TestKnownKeysDoNotAllocate checks the hot-path promise: once a worker
+// knows a key, a line of it costs no heap allocation from datagram to
+// sampler.
+func TestKnownKeysDoNotAllocate(t *testing.T) {
+	s, err := NewFromConfig(testConfig(t, "num_workers: 2\n"), Options{Log: logrus.New(), Stdout: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := s.newIngester()
+	packet := []byte("c:1|c|#a,b\ng:2|g|#host:h\nh:3|h|@0.5\nt:4|ms|#x:y,device:d\ns:member|s\np:1:2:3|h\n")
+	run := func() {
+		in.handlePacket(packet, false)
+		in.flush()
+		for _, w := range s.workers {
+			for len(w.in) > 0 {
+				w.process(<-w.in)
+			}
+		}
+	}
+	for i := 0; i < 100; i++ {
+		run() // create the series and warm the pools and digests
+	}
+	if allocs := testing.AllocsPerRun(200, run); allocs != 0 {
+		t.Errorf("%v allocations per datagram of known keys, want 0", allocs)
+	}
+}
