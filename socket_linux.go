@@ -125,24 +125,39 @@ func readUDP(conn *net.UDPConn, in *ingester, size int, stopping func() bool) er
 		in.flush()
 	}
 	for {
-		var n int
-		var errno syscall.Errno
+		var fatal error
+		// One Read serves many datagrams: the callback returns false
+		// (wait for readiness) once the socket is drained. A round that
+		// filled fewer buffers than it offered found the queue empty, so
+		// the reader parks at once instead of probing for EAGAIN; any
+		// datagram that arrives later makes the poller ready again.
 		err := rc.Read(func(fd uintptr) bool {
-			n, errno = rb.recvmmsg(fd)
-			return errno != unix.EAGAIN && errno != unix.EINTR
+			for {
+				n, errno := rb.recvmmsg(fd)
+				switch errno {
+				case 0:
+					handle(n)
+					if n < len(rb.hdrs) {
+						return false
+					}
+				case unix.EAGAIN:
+					return false
+				case unix.EINTR:
+				case unix.ECONNREFUSED, unix.ENOBUFS, unix.ENOMEM:
+					// Transient: count it and go on.
+					in.stats.readErrors.Add(1)
+				default:
+					in.stats.readErrors.Add(1)
+					fatal = fmt.Errorf("recvmmsg: %w", errno)
+					return true
+				}
+			}
 		})
-		if err == nil && errno == 0 {
-			handle(n)
-			continue
+		if fatal != nil {
+			return fatal
 		}
 		if err == nil {
-			in.stats.readErrors.Add(1)
-			switch errno {
-			case unix.ECONNREFUSED, unix.ENOBUFS, unix.ENOMEM:
-				// Transient: count it and go on.
-				continue
-			}
-			return fmt.Errorf("recvmmsg: %w", errno)
+			continue
 		}
 		if !stopping() && !errors.Is(err, net.ErrClosed) {
 			return err
@@ -150,7 +165,9 @@ func readUDP(conn *net.UDPConn, in *ingester, size int, stopping func() bool) er
 		// Shutting down: take what the kernel still holds.
 		for {
 			var cerr error
+			var n int
 			err := rc.Control(func(fd uintptr) {
+				var errno syscall.Errno
 				n, errno = rb.recvmmsg(fd)
 				if errno != 0 {
 					cerr = errno
