@@ -74,7 +74,7 @@ func (d *datadogSink) Name() string { return "datadog" }
 // maxConcurrentPosts bounds the bodies built and posted at once. Each one
 // holds a compressor and a compressed body, so a flush of a few hundred
 // thousand series must not start them all together.
-const maxConcurrentPosts = 8
+const maxConcurrentPosts = 4
 
 // Flush posts metrics in chunks of at most flush_max_per_body series,
 // several at once, and returns the errors of the chunks that failed.

@@ -29,10 +29,10 @@ type batch struct {
 }
 
 const (
-	batchMaxSamples = 512
-	batchMaxBytes   = 32 << 10
+	batchMaxSamples = 256
+	batchMaxBytes   = 16 << 10
 	// workerQueueLen is how many batches may wait for one worker.
-	workerQueueLen = 128
+	workerQueueLen = 32
 )
 
 func (b *batch) full() bool {
