@@ -53,9 +53,9 @@ func testSink(url string, maxPerBody int) *datadogSink {
 func TestDatadogEncoding(t *testing.T) {
 	d := testSink("http://x", 10)
 	metrics := []samplers.InterMetric{
-		{Name: "a.b", Timestamp: 1700000000, Value: 0.7, Kind: samplers.RateKind, Tags: []string{"x:1"}},
-		{Name: "h", Suffix: ".99.9percentile", Timestamp: 1700000000, Value: 1e21, Host: "web1", Device: "sda"},
-		{Name: "quote\"back\\slash\nnl\x01ctl\xffbad", Timestamp: 1, Value: -3, Tags: []string{"é:ü"}},
+		{Series: &samplers.Series{Name: "a.b", Tags: []string{"x:1"}}, Timestamp: 1700000000, Value: 0.7, Kind: samplers.RateKind},
+		{Series: &samplers.Series{Name: "h", Host: "web1", Device: "sda"}, Suffix: ".99.9percentile", Timestamp: 1700000000, Value: 1e21},
+		{Series: &samplers.Series{Name: "quote\"back\\slash\nnl\x01ctl\xffbad", Tags: []string{"é:ü"}}, Timestamp: 1, Value: -3},
 	}
 	got := decodeSeries(t, d.appendSeries(nil, metrics))
 	if len(got) != 3 {
@@ -89,7 +89,7 @@ func TestDatadogEncoding(t *testing.T) {
 func TestDatadogOmitsEmptyHost(t *testing.T) {
 	cfg := Config{APIHostname: "http://x", FlushMaxPerBody: 10}
 	d := newDatadogSink(cfg, 10*time.Second, http.DefaultClient, logrus.New(), &statsd.NoOpClient{})
-	got := decodeSeries(t, d.appendSeries(nil, []samplers.InterMetric{{Name: "a", Value: 1}}))
+	got := decodeSeries(t, d.appendSeries(nil, []samplers.InterMetric{{Series: &samplers.Series{Name: "a"}, Value: 1}}))
 	if got[0].Host != nil || len(got[0].Tags) != 0 {
 		t.Errorf("host = %q, want none (omit_empty_hostname)", *got[0].Host)
 	}
@@ -133,7 +133,7 @@ func TestDatadogChunks(t *testing.T) {
 	d := testSink(ts.URL, 3)
 	var metrics []samplers.InterMetric
 	for i := 0; i < 10; i++ {
-		metrics = append(metrics, samplers.InterMetric{Name: "m", Suffix: string(rune('a' + i)), Value: float64(i)})
+		metrics = append(metrics, samplers.InterMetric{Series: &samplers.Series{Name: "m"}, Suffix: string(rune('a' + i)), Value: float64(i)})
 	}
 	if err := d.Flush(context.Background(), metrics); err != nil {
 		t.Fatal(err)
@@ -159,7 +159,7 @@ func TestDatadogErrorStatus(t *testing.T) {
 	api := &fakeAPI{status: http.StatusForbidden}
 	ts := httptest.NewServer(api.handler(t))
 	defer ts.Close()
-	err := testSink(ts.URL, 3).Flush(context.Background(), []samplers.InterMetric{{Name: "m", Value: 1}})
+	err := testSink(ts.URL, 3).Flush(context.Background(), []samplers.InterMetric{{Series: &samplers.Series{Name: "m"}, Value: 1}})
 	if err == nil || !strings.Contains(err.Error(), "403") || !strings.Contains(err.Error(), "nope") {
 		t.Errorf("err = %v, want the status and the start of the body", err)
 	}
@@ -172,7 +172,7 @@ func TestDatadogUnreachableHidesKey(t *testing.T) {
 	ts := httptest.NewServer(http.NotFoundHandler())
 	url := ts.URL
 	ts.Close()
-	err := testSink(url, 3).Flush(context.Background(), []samplers.InterMetric{{Name: "m", Value: 1}})
+	err := testSink(url, 3).Flush(context.Background(), []samplers.InterMetric{{Series: &samplers.Series{Name: "m"}, Value: 1}})
 	if err == nil || strings.Contains(err.Error(), "k3y") {
 		t.Errorf("err = %v, want an error without the API key", err)
 	}
@@ -186,7 +186,7 @@ func TestDatadogLargeBodies(t *testing.T) {
 	var metrics []samplers.InterMetric
 	long := strings.Repeat("x", 200)
 	for i := 0; i < 25000; i++ {
-		metrics = append(metrics, samplers.InterMetric{Name: "m", Suffix: strconv.Itoa(i), Value: float64(i), Tags: []string{"t:" + long}})
+		metrics = append(metrics, samplers.InterMetric{Series: &samplers.Series{Name: "m", Tags: []string{"t:" + long}}, Suffix: strconv.Itoa(i), Value: float64(i)})
 	}
 	if err := d.Flush(context.Background(), metrics); err != nil {
 		t.Fatal(err)

@@ -97,13 +97,7 @@ func (s *Server) generate(intervals []interval, now time.Time) ([]samplers.Inter
 	for _, iv := range intervals {
 		for _, head := range iv.series {
 			for se := head; se != nil; se = se.next {
-				base := samplers.InterMetric{
-					Name:      se.Name,
-					Timestamp: ts,
-					Tags:      se.Tags,
-					Host:      se.Host,
-					Device:    se.Device,
-				}
+				base := samplers.InterMetric{Series: se.meta, Timestamp: ts}
 				switch se.Type {
 				case samplers.CounterMetric:
 					c := samplers.Counter{Value: se.value}

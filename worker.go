@@ -54,7 +54,11 @@ func newBatchPool() *sync.Pool {
 type series struct {
 	key  string
 	next *series // chains keys whose 64-bit hashes collide
-	samplers.Key
+	// meta is allocated apart from the series so that the flushed values
+	// pointing to it do not keep the samplers alive.
+	meta  *samplers.Series
+	Type  samplers.MetricType
+	Scope samplers.MetricScope
 	value float64 // counter sum or last gauge value
 	histo *samplers.Histo
 	set   *samplers.Set
@@ -186,7 +190,9 @@ func (w *Worker) lookup(hash uint64, key []byte) *series {
 		w.cur.badKeys++
 		return nil
 	}
-	se := &series{key: ks, next: head, Key: k}
+	meta := new(samplers.Series)
+	*meta = k.Series
+	se := &series{key: ks, next: head, meta: meta, Type: k.Type, Scope: k.Scope}
 	w.cur.perType[k.Type&7]++
 	switch k.Type {
 	case samplers.HistogramMetric, samplers.TimerMetric:

@@ -35,12 +35,9 @@ func AppendKey(dst []byte, l *Line) []byte {
 
 // Key is a decoded metric key.
 type Key struct {
-	Name   string
-	Type   MetricType
-	Scope  MetricScope
-	Host   string
-	Device string
-	Tags   []string
+	Series
+	Type  MetricType
+	Scope MetricScope
 	// JoinedTags is Tags joined by ','.
 	JoinedTags string
 }

@@ -196,7 +196,7 @@ func TestKeyRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Key{Name: "n.a", Type: HistogramMetric, Scope: LocalOnly, Host: "h1", Device: "d", Tags: []string{"a:2", "z:1"}, JoinedTags: "a:2,z:1"}
+	want := Key{Series: Series{Name: "n.a", Host: "h1", Device: "d", Tags: []string{"a:2", "z:1"}}, Type: HistogramMetric, Scope: LocalOnly, JoinedTags: "a:2,z:1"}
 	if !reflect.DeepEqual(k, want) {
 		t.Errorf("DecodeKey = %+v, want %+v", k, want)
 	}

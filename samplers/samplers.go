@@ -29,21 +29,29 @@ func (k Kind) String() string {
 	return "gauge"
 }
 
-// InterMetric is one flushed value on its way to a sink. Name and Suffix
-// together form the metric name; keeping them apart spares a string
-// concatenation per flushed value.
-type InterMetric struct {
-	Name      string
-	Suffix    string
-	Timestamp int64
-	Value     float64
-	// Tags are sorted and shared with the series: sinks must not modify
-	// them. Sinks append their own configured tags.
+// Series is what every value flushed from one series shares. A flush
+// carries hundreds of thousands of values, so they point to their series
+// instead of each holding a copy.
+type Series struct {
+	Name string
+	// Tags are sorted and shared: sinks must not modify them. Sinks
+	// append their own configured tags.
 	Tags []string
-	Kind Kind
 	// Host and Device override the sink's defaults when not empty.
 	Host   string
 	Device string
+}
+
+// InterMetric is one flushed value on its way to a sink. Name and Suffix
+// together form the metric name (Name, Tags, Host and Device come from the
+// embedded Series); keeping them apart spares a string concatenation per
+// flushed value.
+type InterMetric struct {
+	*Series
+	Suffix    string
+	Value     float64
+	Timestamp int64
+	Kind      Kind
 }
 
 // FullName returns Name+Suffix.

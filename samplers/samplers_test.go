@@ -36,7 +36,7 @@ func TestCounter(t *testing.T) {
 	c.Sample(1, 1)
 	c.Sample(3, 0.5)
 	c.Sample(1, 0.3) // 3.333..., not truncated
-	got := c.Flush(nil, InterMetric{Name: "c"}, 10)
+	got := c.Flush(nil, InterMetric{Series: &Series{Name: "c"}}, 10)
 	want := (1 + 6 + 1/0.3) / 10
 	if len(got) != 1 || got[0].Kind != RateKind || math.Abs(got[0].Value-want) > 1e-12 {
 		t.Errorf("Flush = %+v, want one rate of %v", got, want)
@@ -47,7 +47,7 @@ func TestGauge(t *testing.T) {
 	var g Gauge
 	g.Sample(5)
 	g.Sample(-2)
-	got := g.Flush(nil, InterMetric{Name: "g"})
+	got := g.Flush(nil, InterMetric{Series: &Series{Name: "g"}})
 	if len(got) != 1 || got[0].Kind != GaugeKind || got[0].Value != -2 {
 		t.Errorf("Flush = %+v, want gauge -2", got)
 	}
@@ -68,7 +68,7 @@ func TestHisto(t *testing.T) {
 	}
 	h.Sample(10, 0.5) // weight 2
 	all := AggMin | AggMax | AggMedian | AggAvg | AggCount | AggSum
-	got := flushedValues(h.Flush(nil, InterMetric{Name: "h"}, all, NewPercentiles([]float64{0.5, 0.99}), true, true, 10))
+	got := flushedValues(h.Flush(nil, InterMetric{Series: &Series{Name: "h"}}, all, NewPercentiles([]float64{0.5, 0.99}), true, true, 10))
 	want := map[string]struct {
 		v    float64
 		kind Kind
@@ -97,12 +97,12 @@ func TestHisto(t *testing.T) {
 	}
 
 	// avg without sum, and only what is asked for.
-	got = flushedValues(h.Flush(nil, InterMetric{Name: "h"}, AggAvg, nil, true, false, 10))
+	got = flushedValues(h.Flush(nil, InterMetric{Series: &Series{Name: "h"}}, AggAvg, nil, true, false, 10))
 	if len(got) != 1 || got["h.avg"].Value != 5 {
 		t.Errorf("avg alone = %+v", got)
 	}
 	// Percentiles only (the global side of a forwarded histogram).
-	got = flushedValues(h.Flush(nil, InterMetric{Name: "h"}, all, NewPercentiles([]float64{0.5}), false, true, 10))
+	got = flushedValues(h.Flush(nil, InterMetric{Series: &Series{Name: "h"}}, all, NewPercentiles([]float64{0.5}), false, true, 10))
 	if len(got) != 1 || got["h.50percentile"].Value != 3 {
 		t.Errorf("percentiles only = %+v", got)
 	}
@@ -116,7 +116,7 @@ func TestHistoMergeKeepsLocalStats(t *testing.T) {
 		other.Sample(100, 1)
 	}
 	h.Merge(other.Digest)
-	got := flushedValues(h.Flush(nil, InterMetric{Name: "h"}, AggMax|AggCount, NewPercentiles([]float64{0.5}), true, true, 1))
+	got := flushedValues(h.Flush(nil, InterMetric{Series: &Series{Name: "h"}}, AggMax|AggCount, NewPercentiles([]float64{0.5}), true, true, 1))
 	if got["h.max"].Value != 5 || got["h.count"].Value != 1 {
 		t.Errorf("local stats include merged samples: %+v", got)
 	}
@@ -126,7 +126,7 @@ func TestHistoMergeKeepsLocalStats(t *testing.T) {
 	// A histogram that only received merged data reports no aggregates.
 	only := NewHisto()
 	only.Merge(other.Digest)
-	if ms := only.Flush(nil, InterMetric{Name: "h"}, AggMax, nil, true, false, 1); len(ms) != 0 {
+	if ms := only.Flush(nil, InterMetric{Series: &Series{Name: "h"}}, AggMax, nil, true, false, 1); len(ms) != 0 {
 		t.Errorf("merged-only histogram flushed aggregates %+v", ms)
 	}
 }
@@ -136,7 +136,7 @@ func TestSet(t *testing.T) {
 	for i := 0; i < 1000; i++ {
 		s.Sample([]byte("member-" + strconv.Itoa(i%100)))
 	}
-	got := s.Flush(nil, InterMetric{Name: "s"})
+	got := s.Flush(nil, InterMetric{Series: &Series{Name: "s"}})
 	if len(got) != 1 || got[0].Value != 100 || got[0].Kind != GaugeKind {
 		t.Errorf("Flush = %+v, want gauge 100", got)
 	}
@@ -147,7 +147,7 @@ func TestSet(t *testing.T) {
 	if err := s.Merge(other.Sketch); err != nil {
 		t.Fatal(err)
 	}
-	if got := s.Flush(nil, InterMetric{})[0].Value; got != 150 {
+	if got := s.Flush(nil, InterMetric{Series: &Series{}})[0].Value; got != 150 {
 		t.Errorf("after merge: %v, want 150", got)
 	}
 }
