@@ -26,6 +26,10 @@ type sample struct {
 type batch struct {
 	buf     []byte
 	samples []sample
+	// flush, when set, makes this a flush request rather than data: the
+	// worker answers with its interval. It travels in the same queue as
+	// the data, so a flush takes everything queued before it.
+	flush chan interval
 }
 
 const (
@@ -80,7 +84,6 @@ type interval struct {
 type Worker struct {
 	id      int
 	in      chan *batch
-	flushc  chan chan interval
 	pool    *sync.Pool
 	cur     interval
 	lastLen int
@@ -91,33 +94,30 @@ type Worker struct {
 
 func newWorker(id int, pool *sync.Pool) *Worker {
 	return &Worker{
-		id:     id,
-		in:     make(chan *batch, workerQueueLen),
-		flushc: make(chan chan interval),
-		pool:   pool,
-		cur:    interval{series: make(map[uint64]*series)},
+		id:   id,
+		in:   make(chan *batch, workerQueueLen),
+		pool: pool,
+		cur:  interval{series: make(map[uint64]*series)},
 	}
 }
 
 // run processes batches until w.in is closed and drained.
 func (w *Worker) run() {
-	for {
-		select {
-		case b, ok := <-w.in:
-			if !ok {
-				return
-			}
-			w.process(b)
-		case reply := <-w.flushc:
-			reply <- w.swap()
+	for b := range w.in {
+		if b.flush != nil {
+			b.flush <- w.swap()
+			continue
 		}
+		w.process(b)
 	}
 }
 
-// flush asks the running worker for its interval.
+// flush asks the running worker for its interval, after the batches
+// already queued. It waits for queue space as long as it takes: the worker
+// always drains its queue.
 func (w *Worker) flush() interval {
 	reply := make(chan interval, 1)
-	w.flushc <- reply
+	w.in <- &batch{flush: reply}
 	return <-reply
 }
 

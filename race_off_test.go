@@ -1,0 +1,5 @@
+//go:build !race
+
+package veneur
+
+const raceEnabled = false
