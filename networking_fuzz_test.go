@@ -2,10 +2,7 @@ package veneur
 
 import (
 	"bytes"
-	"io"
 	"testing"
-
-	"github.com/sirupsen/logrus"
 
 	"github.com/veneur/veneur/samplers"
 )
@@ -22,16 +19,7 @@ func FuzzHandlePacket(f *testing.F) {
 	}
 	f.Add([]byte("a:1|c\nb:2|c\nccccccc:3|c"), true)
 	f.Fuzz(func(t *testing.T, packet []byte, truncated bool) {
-		cfg, err := ParseConfig([]byte("udp_address: 127.0.0.1:0\nnum_workers: 2\nmetric_max_length: 64\n"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		log := logrus.New()
-		log.SetOutput(io.Discard)
-		s, err := NewFromConfig(cfg, Options{Log: log, Stdout: io.Discard})
-		if err != nil {
-			t.Fatal(err)
-		}
+		s := newServer(t, "num_workers: 2\nmetric_max_length: 64\n")
 		in := s.newIngester()
 		in.handlePacket(bytes.Clone(packet), truncated)
 

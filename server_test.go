@@ -51,6 +51,23 @@ interval: "1h"
 	return cfg
 }
 
+// newServer builds (without starting) a server on extra config lines, with
+// its logs and printed flushes discarded.
+func newServer(tb testing.TB, extra string) *Server {
+	tb.Helper()
+	cfg, err := ParseConfig([]byte("udp_address: 127.0.0.1:0\nhostname: box\n" + extra))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	s, err := NewFromConfig(cfg, Options{Log: log, Stdout: io.Discard})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s
+}
+
 func startServer(t *testing.T, cfg Config) (*Server, *syncBuffer) {
 	t.Helper()
 	out := &syncBuffer{}
@@ -184,11 +201,7 @@ func waitProcessed(t *testing.T, s *Server, n uint64) {
 }
 
 func TestIngesterTruncatedDatagram(t *testing.T) {
-	cfg := testConfig(t, "metric_max_length: 20\n")
-	s, err := NewFromConfig(cfg, Options{Log: logrus.New(), Stdout: io.Discard})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newServer(t, "metric_max_length: 20\n")
 	in := s.newIngester()
 	// "a:1|c\nb:2|c\n" is complete inside 20 bytes; "ccc..." is cut.
 	in.handlePacket([]byte("a:1|c\nb:2|c\nccccccc:3|c"), true)
@@ -212,10 +225,7 @@ func TestIngesterTruncatedDatagram(t *testing.T) {
 }
 
 func TestIngesterSameKeySameWorker(t *testing.T) {
-	s, err := NewFromConfig(testConfig(t, "num_workers: 8\n"), Options{Log: logrus.New(), Stdout: io.Discard})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newServer(t, "num_workers: 8\n")
 	in := s.newIngester()
 	in.handlePacket([]byte("k:1|c|#x,y\nk:1|c|#y,x\nk:1|c|#x,y"), false)
 	used := 0
@@ -247,10 +257,7 @@ func TestIngesterSameKeySameWorker(t *testing.T) {
 }
 
 func TestIngesterDropsWhenWorkerStuck(t *testing.T) {
-	s, err := NewFromConfig(testConfig(t, "num_workers: 1\n"), Options{Log: logrus.New(), Stdout: io.Discard})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newServer(t, "num_workers: 1\n")
 	in := s.newIngester()
 	in.sendWait = time.Millisecond
 	// No worker goroutine runs: the queue fills, then batches are dropped
@@ -317,10 +324,7 @@ func TestKnownKeysDoNotAllocate(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector makes sync.Pool drop items, which allocates")
 	}
-	s, err := NewFromConfig(testConfig(t, "num_workers: 2\n"), Options{Log: logrus.New(), Stdout: io.Discard})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newServer(t, "num_workers: 2\n")
 	in := s.newIngester()
 	packet := []byte("c:1|c|#a,b\ng:2|g|#host:h\nh:3|h|@0.5\nt:4|ms|#x:y,device:d\ns:member|s\np:1:2:3|h\n")
 	run := func() {

@@ -2,12 +2,9 @@ package veneur
 
 import (
 	"fmt"
-	"io"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/sirupsen/logrus"
 )
 
 // mixedDatagrams builds datagrams of 25 lines in the load benchmark's mix
@@ -41,17 +38,7 @@ func mixedDatagrams(nSeries, nDatagrams int) [][]byte {
 }
 
 func benchServer(b testing.TB, workers int) *Server {
-	cfg, err := ParseConfig([]byte(fmt.Sprintf("udp_address: 127.0.0.1:0\nnum_workers: %d\nhostname: h\n", workers)))
-	if err != nil {
-		b.Fatal(err)
-	}
-	log := logrus.New()
-	log.SetOutput(io.Discard)
-	s, err := NewFromConfig(cfg, Options{Log: log, Stdout: io.Discard})
-	if err != nil {
-		b.Fatal(err)
-	}
-	return s
+	return newServer(b, fmt.Sprintf("num_workers: %d\n", workers))
 }
 
 // BenchmarkIngestProcess measures a line from datagram to sampler: parse,
