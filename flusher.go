@@ -32,8 +32,13 @@ func (s *Server) runFlushLoop(ctx context.Context) {
 
 // Flush collects the interval from every worker and hands the metrics to the
 // sinks. Sinks run in the background, so a slow destination delays neither
-// ingestion nor the next flush; Shutdown waits for them.
+// ingestion nor the next flush; Shutdown waits for them. The server flushes
+// itself every interval and once more in Shutdown; Flush does nothing once
+// Shutdown has begun.
 func (s *Server) Flush(ctx context.Context, now time.Time) {
+	if s.stopping.Load() {
+		return
+	}
 	intervals := make([]interval, len(s.workers))
 	for i, w := range s.workers {
 		start := time.Now()
