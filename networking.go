@@ -3,6 +3,7 @@ package veneur
 import (
 	"bytes"
 	"hash/maphash"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -68,10 +69,7 @@ type readerCounts struct {
 // batches. Each reader goroutine owns one; it is not safe for concurrent use.
 type ingester struct {
 	workers []*Worker
-	pool    interface {
-		Get() any
-		Put(any)
-	}
+	pool    *sync.Pool
 	seed    maphash.Seed
 	maxLen  int
 	stats   *ingestStats
