@@ -124,9 +124,9 @@ func (d *datadogSink) post(ctx context.Context, metrics []samplers.InterMetric) 
 	scratch := d.scratch.Get().(*[]byte)
 	defer d.scratch.Put(scratch)
 	b := append((*scratch)[:0], `{"series":[`...)
-	first := true
+	enc := d.newEncoder()
 	for i := range metrics {
-		b, first = d.appendOne(b, &metrics[i], first)
+		b = enc.appendOne(b, &metrics[i])
 		if len(b) >= scratchFlush {
 			if _, err := zw.Write(b); err != nil {
 				return err
@@ -182,59 +182,89 @@ const scratchFlush = 32 << 10
 // appendSeries encodes {"series":[...]} without reflection.
 func (d *datadogSink) appendSeries(b []byte, metrics []samplers.InterMetric) []byte {
 	b = append(b, `{"series":[`...)
-	first := true
+	enc := d.newEncoder()
 	for i := range metrics {
-		b, first = d.appendOne(b, &metrics[i], first)
+		b = enc.appendOne(b, &metrics[i])
 	}
 	return append(b, "]}"...)
 }
 
+// seriesEncoder writes series objects. The values of one series come
+// together (a histogram flushes several), so it keeps the encoded name and
+// the tags, host and device part of the last series and copies them for
+// the next value of the same series instead of escaping them again. One
+// encoder serves one body at a time.
+type seriesEncoder struct {
+	d     *datadogSink
+	last  *samplers.Series
+	name  []byte // `"` + escaped name, without the closing quote
+	frag  []byte // `,"tags":[...]` and host and device members
+	first bool
+}
+
+func (d *datadogSink) newEncoder() *seriesEncoder {
+	return &seriesEncoder{d: d, first: true}
+}
+
 // appendOne encodes one series object, preceded by a comma unless it is the
 // first. Values JSON cannot carry (NaN, ±Inf) are skipped.
-func (d *datadogSink) appendOne(b []byte, m *samplers.InterMetric, first bool) ([]byte, bool) {
+func (e *seriesEncoder) appendOne(b []byte, m *samplers.InterMetric) []byte {
 	if math.IsNaN(m.Value) || math.IsInf(m.Value, 0) {
-		return b, first
+		return b
 	}
-	if !first {
+	if m.Series != e.last {
+		e.encodeSeries(m.Series)
+	}
+	if !e.first {
 		b = append(b, ',')
 	}
+	e.first = false
 	b = append(b, `{"metric":`...)
-	b = appendJSONString2(b, m.Name, m.Suffix)
-	b = append(b, `,"points":[[`...)
+	b = append(b, e.name...)
+	b = appendJSONEscaped(b, m.Suffix)
+	b = append(b, `","points":[[`...)
 	b = strconv.AppendInt(b, m.Timestamp, 10)
 	b = append(b, ',')
 	b = appendNumber(b, m.Value)
-	b = append(b, `]],"tags":[`...)
-	for i, t := range m.Tags {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = appendJSONString2(b, t, "")
-	}
-	if len(m.Tags) > 0 || len(d.tagsJSON) == 0 {
-		b = append(b, d.tagsJSON...)
-	} else {
-		b = append(b, d.tagsJSON[1:]...) // no leading comma
-	}
-	b = append(b, ']')
-	if m.Host != "" {
-		b = append(b, `,"host":`...)
-		b = appendJSONString2(b, m.Host, "")
-	} else {
-		b = append(b, d.hostJSON...)
-	}
-	if m.Device != "" {
-		b = append(b, `,"device_name":`...)
-		b = appendJSONString2(b, m.Device, "")
-	}
+	b = append(b, "]]"...)
+	b = append(b, e.frag...)
 	if m.Kind == samplers.RateKind {
 		b = append(b, `,"type":"rate","interval":`...)
-		b = strconv.AppendInt(b, d.intervalS, 10)
+		b = strconv.AppendInt(b, e.d.intervalS, 10)
 	} else {
 		b = append(b, `,"type":"gauge"`...)
 	}
-	b = append(b, '}')
-	return b, false
+	return append(b, '}')
+}
+
+// encodeSeries caches the JSON of what the values of s share.
+func (e *seriesEncoder) encodeSeries(s *samplers.Series) {
+	e.last = s
+	e.name = appendJSONEscaped(append(e.name[:0], '"'), s.Name)
+	f := append(e.frag[:0], `,"tags":[`...)
+	for i, t := range s.Tags {
+		if i > 0 {
+			f = append(f, ',')
+		}
+		f = appendJSONString2(f, t, "")
+	}
+	if len(s.Tags) > 0 || len(e.d.tagsJSON) == 0 {
+		f = append(f, e.d.tagsJSON...)
+	} else {
+		f = append(f, e.d.tagsJSON[1:]...) // no leading comma
+	}
+	f = append(f, ']')
+	if s.Host != "" {
+		f = append(f, `,"host":`...)
+		f = appendJSONString2(f, s.Host, "")
+	} else {
+		f = append(f, e.d.hostJSON...)
+	}
+	if s.Device != "" {
+		f = append(f, `,"device_name":`...)
+		f = appendJSONString2(f, s.Device, "")
+	}
+	e.frag = f
 }
 
 // appendNumber writes v as a JSON number: whole numbers (most counts and

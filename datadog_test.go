@@ -220,3 +220,36 @@ func TestAppendNumber(t *testing.T) {
 		}
 	}
 }
+
+// TestDatadogSharedSeries checks the encoder's per-series cache: values of
+// one series in a row, then another series, then the first again.
+func TestDatadogSharedSeries(t *testing.T) {
+	d := testSink("http://x", 10)
+	a := &samplers.Series{Name: "a", Tags: []string{"k:1"}, Host: "h1"}
+	b := &samplers.Series{Name: "b\"q", Device: "sda"}
+	got := decodeSeries(t, d.appendSeries(nil, []samplers.InterMetric{
+		{Series: a, Suffix: ".max", Value: 3},
+		{Series: a, Suffix: ".count", Value: 0.5, Kind: samplers.RateKind},
+		{Series: b, Value: 7},
+		{Series: a, Suffix: ".min", Value: 1},
+	}))
+	want := []struct{ metric, tags, host, device, typ string }{
+		{"a.max", "k:1,env:test", "h1", "", "gauge"},
+		{"a.count", "k:1,env:test", "h1", "", "rate"},
+		{"b\"q", "env:test", "box", "sda", "gauge"},
+		{"a.min", "k:1,env:test", "h1", "", "gauge"},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%d series, want %d", len(got), len(want))
+	}
+	for i, w := range want {
+		g := got[i]
+		dev := ""
+		if g.DeviceName != nil {
+			dev = *g.DeviceName
+		}
+		if g.Metric != w.metric || strings.Join(g.Tags, ",") != w.tags || *g.Host != w.host || dev != w.device || g.Type != w.typ {
+			t.Errorf("series %d = %s %v host=%s device=%s %s, want %+v", i, g.Metric, g.Tags, *g.Host, dev, g.Type, w)
+		}
+	}
+}
