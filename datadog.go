@@ -96,7 +96,7 @@ func (d *datadogSink) Flush(ctx context.Context, metrics []samplers.InterMetric)
 		}()
 	}
 	wg.Wait()
-	d.stats.Timing("flush.total_duration_ns", time.Since(start), nil, 1)
+	d.stats.TimeInMilliseconds("flush.total_duration_ns", nanos(time.Since(start)), nil, 1)
 	err := errors.Join(errs...)
 	if err != nil {
 		d.stats.Count("flush.error_total", 1, nil, 1)
@@ -143,7 +143,7 @@ func (d *datadogSink) post(ctx context.Context, metrics []samplers.InterMetric) 
 	if err := zw.Close(); err != nil {
 		return err
 	}
-	d.stats.Timing("flush.duration_ns", time.Since(start), []string{"part:marshal"}, 1)
+	d.stats.TimeInMilliseconds("flush.duration_ns", nanos(time.Since(start)), []string{"part:marshal"}, 1)
 	d.stats.Histogram("flush.content_length_bytes", float64(body.Len()), nil, 1)
 
 	start = time.Now()
@@ -160,7 +160,7 @@ func (d *datadogSink) post(ctx context.Context, metrics []samplers.InterMetric) 
 	defer resp.Body.Close()
 	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
-	d.stats.Timing("flush.duration_ns", time.Since(start), []string{"part:post"}, 1)
+	d.stats.TimeInMilliseconds("flush.duration_ns", nanos(time.Since(start)), []string{"part:post"}, 1)
 	if resp.StatusCode/100 != 2 {
 		return fmt.Errorf("the Datadog API answered %s to %d series: %q", resp.Status, len(metrics), snippet)
 	}

@@ -43,7 +43,7 @@ func (s *Server) Flush(ctx context.Context, now time.Time) {
 	for i, w := range s.workers {
 		start := time.Now()
 		intervals[i] = w.flush()
-		s.stats.Timing("flush.worker_duration_ns", time.Since(start), []string{"worker:" + strconv.Itoa(i)}, 1)
+		s.stats.TimeInMilliseconds("flush.worker_duration_ns", nanos(time.Since(start)), []string{"worker:" + strconv.Itoa(i)}, 1)
 	}
 	s.flushIntervals(ctx, intervals, now)
 }
@@ -152,3 +152,7 @@ func (s *Server) reportIngest() {
 		s.stats.Count("packet.read_error_total", int64(n), nil, 1)
 	}
 }
+
+// nanos gives a duration in nanoseconds for the *_duration_ns self-metrics,
+// which are timers whose values are nanoseconds, as their names say.
+func nanos(d time.Duration) float64 { return float64(d.Nanoseconds()) }
