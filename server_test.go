@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -341,5 +342,54 @@ func TestKnownKeysDoNotAllocate(t *testing.T) {
 	}
 	if allocs := testing.AllocsPerRun(200, run); allocs != 0 {
 		t.Errorf("%v allocations per datagram of known keys, want 0", allocs)
+	}
+}
+
+// TestSelfMetrics checks that the ingestion counters reach stats_address
+// under the names the README lists.
+func TestSelfMetrics(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	s, _ := startServer(t, testConfig(t, "stats_address: "+pc.LocalAddr().String()+"\n"))
+	sendUDP(t, s.UDPAddr(), "ok:1|c\nbroken\nalso:bad|q")
+	waitProcessed(t, s, 1)
+	s.Flush(context.Background(), time.Now())
+	shutdown(t, s) // closes the stats client, which sends what it holds
+
+	var got strings.Builder
+	buf := make([]byte, 65536)
+	pc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for !strings.Contains(got.String(), "veneur.packet.error_total") || !strings.Contains(got.String(), "flush.worker_duration_ns") {
+		n, _, err := pc.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("self-metrics so far:\n%s\nthen: %v", got.String(), err)
+		}
+		got.Write(buf[:n])
+		got.WriteByte('\n')
+	}
+	// The client may send more after the loop's condition holds; what the
+	// test checks is all in what arrived.
+	for _, want := range []string{
+		"veneur.packet.error_total:1|c|#cause:no_colon",
+		"veneur.packet.error_total:1|c|#cause:unknown_type",
+		"veneur.packet.received_total:1|c",
+		"veneur.packet.lines_total:3|c",
+	} {
+		if !strings.Contains(got.String(), want) {
+			t.Errorf("self-metrics lack %q:\n%s", want, got.String())
+		}
+	}
+	// Durations are nanoseconds: collecting a worker's interval takes more
+	// than one nanosecond and far less than a second.
+	for _, line := range strings.Split(got.String(), "\n") {
+		if rest, ok := strings.CutPrefix(line, "veneur.flush.worker_duration_ns:"); ok {
+			v, err := strconv.ParseFloat(rest[:strings.IndexByte(rest, '|')], 64)
+			if err != nil || v < 1 || v > 1e9 {
+				t.Errorf("worker_duration_ns = %q, want nanoseconds", line)
+			}
+		}
 	}
 }
