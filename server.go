@@ -106,7 +106,7 @@ func NewFromConfig(cfg Config, opts Options) (*Server, error) {
 		s.stats = c
 	}
 	for i := 0; i < cfg.NumWorkers; i++ {
-		s.workers = append(s.workers, newWorker(i, s.batchPool))
+		s.workers = append(s.workers, newWorker(s.batchPool))
 	}
 	if cfg.APIHostname == "" {
 		s.sinks = append(s.sinks, newPrintSink(opts.Stdout, cfg, interval))

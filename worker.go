@@ -82,7 +82,6 @@ type interval struct {
 // goroutine touches its map, so the per-line path takes no lock; the flusher
 // asks for the map through a channel and the worker swaps in a new one.
 type Worker struct {
-	id      int
 	in      chan *batch
 	pool    *sync.Pool
 	cur     interval
@@ -92,9 +91,8 @@ type Worker struct {
 	processedTotal atomic.Uint64
 }
 
-func newWorker(id int, pool *sync.Pool) *Worker {
+func newWorker(pool *sync.Pool) *Worker {
 	return &Worker{
-		id:   id,
 		in:   make(chan *batch, workerQueueLen),
 		pool: pool,
 		cur:  interval{series: make(map[uint64]*series)},

@@ -54,22 +54,21 @@ const (
 // Parse errors. Each malformed line is rejected with exactly one of these, so
 // that callers can count them by cause without allocating.
 var (
-	ErrNoColon         = errors.New("metric line has no ':' between name and value")
-	ErrEmptyName       = errors.New("metric line has an empty name")
-	ErrEmptyValue      = errors.New("metric line has an empty value")
-	ErrNoType          = errors.New("metric line has no '|type' section")
-	ErrUnknownType     = errors.New("metric line has an unknown type; use c, g, h, ms, d or s")
-	ErrBadValue        = errors.New("metric value is not a number")
-	ErrNonFiniteValue  = errors.New("metric value is NaN or infinite")
-	ErrEmptySection    = errors.New("metric line has an empty '|' section")
-	ErrBadSampleRate   = errors.New("sample rate is not a number in (0,1]")
-	ErrRepeatedRate    = errors.New("metric line has more than one '|@' sample rate section")
-	ErrRepeatedTags    = errors.New("metric line has more than one '|#' tag section")
-	ErrTooLong         = errors.New("metric line component is longer than 65535 bytes")
-	ErrEventNotMetric  = errors.New("line is an event (_e), not a metric")
-	ErrServiceCheck    = errors.New("line is a service check (_sc), not a metric")
-	ErrTooManyTags     = errors.New("metric line has more than 1024 tags")
-	errSectionTooShort = ErrEmptySection
+	ErrNoColon        = errors.New("metric line has no ':' between name and value")
+	ErrEmptyName      = errors.New("metric line has an empty name")
+	ErrEmptyValue     = errors.New("metric line has an empty value")
+	ErrNoType         = errors.New("metric line has no '|type' section")
+	ErrUnknownType    = errors.New("metric line has an unknown type; use c, g, h, ms, d or s")
+	ErrBadValue       = errors.New("metric value is not a number")
+	ErrNonFiniteValue = errors.New("metric value is NaN or infinite")
+	ErrEmptySection   = errors.New("metric line has an empty '|' section")
+	ErrBadSampleRate  = errors.New("sample rate is not a number in (0,1]")
+	ErrRepeatedRate   = errors.New("metric line has more than one '|@' sample rate section")
+	ErrRepeatedTags   = errors.New("metric line has more than one '|#' tag section")
+	ErrTooLong        = errors.New("metric line component is longer than 65535 bytes")
+	ErrEventNotMetric = errors.New("line is an event (_e), not a metric")
+	ErrServiceCheck   = errors.New("line is a service check (_sc), not a metric")
+	ErrTooManyTags    = errors.New("metric line has more than 1024 tags")
 )
 
 // maxTags bounds the tags of one line, so a hostile line cannot make the
@@ -189,7 +188,7 @@ func (p *Parser) ParseLine(line []byte, out *Line) error {
 			}
 		}
 		if len(sec) == 0 {
-			return errSectionTooShort
+			return ErrEmptySection
 		}
 		switch sec[0] {
 		case '@':
@@ -395,11 +394,12 @@ func parseSimpleDecimal(b []byte) (float64, bool) {
 	}
 	var mant uint64
 	digits, frac := 0, 0
-	seenDot := false
+	seenDot, sawDigit := false, false
 	for ; i < len(b); i++ {
 		c := b[i]
 		switch {
 		case c >= '0' && c <= '9':
+			sawDigit = true
 			if digits > 0 || c != '0' {
 				digits++
 			}
@@ -416,8 +416,8 @@ func parseSimpleDecimal(b []byte) (float64, bool) {
 			return 0, false
 		}
 	}
-	if seenDot && i == len(b) && b[len(b)-1] == '.' && len(b) == 1+boolInt(neg || b[0] == '+') {
-		return 0, false // a lone "."
+	if !sawDigit {
+		return 0, false // "." or "-."
 	}
 	f := float64(mant)
 	if frac > 0 {
@@ -430,11 +430,4 @@ func parseSimpleDecimal(b []byte) (float64, bool) {
 		f = -f
 	}
 	return f, true
-}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }

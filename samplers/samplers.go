@@ -186,13 +186,6 @@ func (h *Histo) Sample(v, rate float64) {
 	h.LocalWeight += w
 }
 
-// Reset empties the histogram, keeping its memory for reuse.
-func (h *Histo) Reset() {
-	h.Digest.Reset()
-	h.LocalMin, h.LocalMax = math.Inf(1), math.Inf(-1)
-	h.LocalSum, h.LocalWeight = 0, 0
-}
-
 // Merge folds a digest from another instance into this one. It does not
 // touch the local statistics: those samples are reported by their own host.
 func (h *Histo) Merge(d *tdigest.TDigest) { h.Digest.Merge(d) }
@@ -248,9 +241,6 @@ func NewSet() *Set { return &Set{Sketch: hyperloglog.New14()} }
 
 // Sample adds a member.
 func (s *Set) Sample(member []byte) { s.Sketch.Insert(member) }
-
-// Reset empties the set, keeping its memory for reuse.
-func (s *Set) Reset() { s.Sketch.Reset() }
 
 // Merge folds a sketch from another instance into this one.
 func (s *Set) Merge(other *hyperloglog.Sketch) error { return s.Sketch.Merge(other) }
