@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,9 +44,11 @@ type Server struct {
 	ingest    ingestStats
 	sinks     []MetricSink
 
-	udpConns []*net.UDPConn
-	httpLn   net.Listener
-	httpSrv  *http.Server
+	udpSocks []*udpSocket
+	// blockingReads selects how UDP readers wait (see udpSocket).
+	blockingReads bool
+	httpLn        net.Listener
+	httpSrv       *http.Server
 
 	stopping   atomic.Bool
 	cancel     context.CancelFunc
@@ -98,6 +101,7 @@ func NewFromConfig(cfg Config, opts Options) (*Server, error) {
 		batchPool: newBatchPool(),
 		stats:     &statsd.NoOpClient{},
 	}
+	s.blockingReads = blockingReaders(cfg.NumReaders, runtime.GOMAXPROCS(0))
 	if cfg.StatsAddress != "" {
 		c, err := statsd.New(cfg.StatsAddress, statsd.WithoutTelemetry(), statsd.WithNamespace("veneur."))
 		if err != nil {
@@ -126,10 +130,19 @@ func NewFromConfig(cfg Config, opts Options) (*Server, error) {
 
 // UDPAddr returns the bound address of the UDP listener, or nil.
 func (s *Server) UDPAddr() net.Addr {
-	if len(s.udpConns) == 0 {
+	if len(s.udpSocks) == 0 {
 		return nil
 	}
-	return s.udpConns[0].LocalAddr()
+	return s.udpSocks[0].LocalAddr()
+}
+
+// ReadMode says how the UDP readers wait for datagrams: "blocking"
+// (in recvmmsg) or "poller" (in the runtime's network poller).
+func (s *Server) ReadMode() string {
+	if s.blockingReads {
+		return "blocking"
+	}
+	return "poller"
 }
 
 // HTTPAddr returns the bound address of the HTTP listener, or nil.
@@ -155,12 +168,12 @@ func (s *Server) Start() error {
 		}()
 	}
 	size := s.cfg.MetricMaxLength + 1
-	for _, conn := range s.udpConns {
+	for _, sock := range s.udpSocks {
 		in := s.newIngester()
 		s.readers.Add(1)
 		go func() {
 			defer s.readers.Done()
-			if err := readUDP(conn, in, size, s.stopping.Load); err != nil {
+			if err := readUDP(sock, in, size, s.stopping.Load); err != nil {
 				s.log.WithError(err).Error("UDP reader stopped")
 			}
 		}()
@@ -188,7 +201,7 @@ func (s *Server) bind() error {
 		addr := s.cfg.UdpAddress
 		reuse := s.cfg.NumReaders > 1
 		for i := 0; i < s.cfg.NumReaders; i++ {
-			conn, granted, err := listenUDP(addr, reuse, s.cfg.ReadBufferSizeBytes)
+			sock, granted, err := listenUDP(addr, reuse, s.cfg.ReadBufferSizeBytes, s.blockingReads)
 			if err != nil {
 				return fmt.Errorf("udp_address %q: %w", s.cfg.UdpAddress, err)
 			}
@@ -196,10 +209,10 @@ func (s *Server) bind() error {
 				s.log.WithFields(logrus.Fields{"requested": s.cfg.ReadBufferSizeBytes, "granted": granted}).Warn(
 					"the kernel granted a smaller UDP receive buffer than read_buffer_size_bytes; raise net.core.rmem_max to avoid drops")
 			}
-			s.udpConns = append(s.udpConns, conn)
+			s.udpSocks = append(s.udpSocks, sock)
 			// Later sockets join the port the first one got (which
 			// matters when the config asked for port 0).
-			addr = conn.LocalAddr().String()
+			addr = sock.LocalAddr().String()
 		}
 	}
 	if s.cfg.HTTPAddress != "" {
@@ -213,7 +226,7 @@ func (s *Server) bind() error {
 }
 
 func (s *Server) closeListeners() {
-	for _, c := range s.udpConns {
+	for _, c := range s.udpSocks {
 		c.Close()
 	}
 	if s.httpLn != nil {
@@ -240,11 +253,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 	// Wake the readers: they drain their sockets and return.
 	s.stopping.Store(true)
-	for _, c := range s.udpConns {
-		c.SetReadDeadline(time.Now())
+	for _, c := range s.udpSocks {
+		c.wake()
 	}
 	s.readers.Wait()
-	for _, c := range s.udpConns {
+	for _, c := range s.udpSocks {
 		c.Close()
 	}
 	var httpErr error

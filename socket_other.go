@@ -5,11 +5,29 @@ package veneur
 import (
 	"errors"
 	"net"
+	"time"
 )
+
+const blockingReadSupported = false
+
+// udpSocket is one bound UDP socket; its reader waits in the runtime's
+// network poller.
+type udpSocket struct {
+	conn *net.UDPConn
+}
+
+// LocalAddr is the address the socket is bound to.
+func (s *udpSocket) LocalAddr() net.Addr { return s.conn.LocalAddr() }
+
+// wake ends the reader's current wait so that it sees the stop flag.
+func (s *udpSocket) wake() { s.conn.SetReadDeadline(time.Now()) }
+
+// Close releases the socket.
+func (s *udpSocket) Close() error { return s.conn.Close() }
 
 // listenUDP binds one UDP socket on addr. SO_REUSEPORT is Linux-only here,
 // so config validation keeps num_readers at 1 elsewhere.
-func listenUDP(addr string, reusePort bool, rcvbuf int) (*net.UDPConn, int, error) {
+func listenUDP(addr string, reusePort bool, rcvbuf int, _ bool) (*udpSocket, int, error) {
 	if reusePort {
 		return nil, 0, errors.New("num_readers > 1 needs SO_REUSEPORT, which veneur supports on Linux only; set num_readers: 1")
 	}
@@ -25,11 +43,12 @@ func listenUDP(addr string, reusePort bool, rcvbuf int) (*net.UDPConn, int, erro
 		conn.Close()
 		return nil, 0, err
 	}
-	return conn, rcvbuf, nil
+	return &udpSocket{conn: conn}, rcvbuf, nil
 }
 
 // readUDP reads one datagram at a time until the socket is closed.
-func readUDP(conn *net.UDPConn, in *ingester, size int, stopping func() bool) error {
+func readUDP(sock *udpSocket, in *ingester, size int, stopping func() bool) error {
+	conn := sock.conn
 	buf := make([]byte, size)
 	for {
 		n, _, err := conn.ReadFromUDP(buf)
