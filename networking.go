@@ -12,14 +12,6 @@ import (
 	"github.com/veneur/veneur/samplers"
 )
 
-// blockingReaders reports whether UDP readers should wait in blocking
-// recvmmsg calls (see udpSocket): each such reader keeps a P while it
-// waits, so a single reader may, and several may only while at least one P
-// is left for the workers, the flusher and the HTTP server.
-func blockingReaders(numReaders, procs int) bool {
-	return blockingReadSupported && (numReaders == 1 || numReaders < procs)
-}
-
 // parseCauses names each parse error for the cause tag of
 // veneur.packet.error_total. The index is the error's slot in the counters.
 var parseCauses = [...]struct {

@@ -12,7 +12,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,10 +44,8 @@ type Server struct {
 	sinks     []MetricSink
 
 	udpSocks []*udpSocket
-	// blockingReads selects how UDP readers wait (see udpSocket).
-	blockingReads bool
-	httpLn        net.Listener
-	httpSrv       *http.Server
+	httpLn   net.Listener
+	httpSrv  *http.Server
 
 	stopping   atomic.Bool
 	cancel     context.CancelFunc
@@ -101,7 +98,6 @@ func NewFromConfig(cfg Config, opts Options) (*Server, error) {
 		batchPool: newBatchPool(),
 		stats:     &statsd.NoOpClient{},
 	}
-	s.blockingReads = blockingReaders(cfg.NumReaders, runtime.GOMAXPROCS(0))
 	if cfg.StatsAddress != "" {
 		c, err := statsd.New(cfg.StatsAddress, statsd.WithoutTelemetry(), statsd.WithNamespace("veneur."))
 		if err != nil {
@@ -136,15 +132,6 @@ func (s *Server) UDPAddr() net.Addr {
 	return s.udpSocks[0].LocalAddr()
 }
 
-// ReadMode says how the UDP readers wait for datagrams: "blocking"
-// (in recvmmsg) or "poller" (in the runtime's network poller).
-func (s *Server) ReadMode() string {
-	if s.blockingReads {
-		return "blocking"
-	}
-	return "poller"
-}
-
 // HTTPAddr returns the bound address of the HTTP listener, or nil.
 func (s *Server) HTTPAddr() net.Addr {
 	if s.httpLn == nil {
@@ -168,6 +155,12 @@ func (s *Server) Start() error {
 		}()
 	}
 	size := s.cfg.MetricMaxLength + 1
+	if len(s.udpSocks) > 0 {
+		if before, after := reserveReaderProcs(len(s.udpSocks)); after != before {
+			s.log.WithFields(logrus.Fields{"from": before, "to": after}).Info(
+				"raised GOMAXPROCS: each UDP reader keeps a P while busy, and the workers need one more")
+		}
+	}
 	for _, sock := range s.udpSocks {
 		in := s.newIngester()
 		s.readers.Add(1)
@@ -201,7 +194,7 @@ func (s *Server) bind() error {
 		addr := s.cfg.UdpAddress
 		reuse := s.cfg.NumReaders > 1
 		for i := 0; i < s.cfg.NumReaders; i++ {
-			sock, granted, err := listenUDP(addr, reuse, s.cfg.ReadBufferSizeBytes, s.blockingReads)
+			sock, granted, err := listenUDP(addr, reuse, s.cfg.ReadBufferSizeBytes)
 			if err != nil {
 				return fmt.Errorf("udp_address %q: %w", s.cfg.UdpAddress, err)
 			}

@@ -72,13 +72,6 @@ func newServer(tb testing.TB, extra string) *Server {
 
 func startServer(t *testing.T, cfg Config) (*Server, *syncBuffer) {
 	t.Helper()
-	return startServerMode(t, cfg, "")
-}
-
-// startServerMode starts a server whose UDP readers use the given read
-// mode ("blocking" or "poller"; "" keeps the server's own choice).
-func startServerMode(t *testing.T, cfg Config, mode string) (*Server, *syncBuffer) {
-	t.Helper()
 	out := &syncBuffer{}
 	log := logrus.New()
 	log.SetOutput(io.Discard)
@@ -86,25 +79,11 @@ func startServerMode(t *testing.T, cfg Config, mode string) (*Server, *syncBuffe
 	if err != nil {
 		t.Fatal(err)
 	}
-	switch mode {
-	case "blocking":
-		if !blockingReadSupported {
-			t.Skip("blocking reads are Linux-only")
-		}
-		s.blockingReads = true
-	case "poller":
-		s.blockingReads = false
-	}
 	if err := s.Start(); err != nil {
 		t.Fatal(err)
 	}
-	if mode != "" && s.ReadMode() != mode {
-		t.Fatalf("read mode %q, want %q", s.ReadMode(), mode)
-	}
 	return s, out
 }
-
-var readModes = []string{"blocking", "poller"}
 
 func sendUDP(t *testing.T, addr net.Addr, datagrams ...string) {
 	t.Helper()
@@ -130,14 +109,8 @@ func shutdown(t *testing.T, s *Server) {
 }
 
 func TestServerEndToEndInProcess(t *testing.T) {
-	for _, mode := range readModes {
-		t.Run(mode, func(t *testing.T) { testServerEndToEnd(t, mode) })
-	}
-}
-
-func testServerEndToEnd(t *testing.T, mode string) {
 	before := runtime.NumGoroutine()
-	s, out := startServerMode(t, testConfig(t, "aggregates: [min, max, count, avg]\npercentiles: [0.5]\n"), mode)
+	s, out := startServer(t, testConfig(t, "aggregates: [min, max, count, avg]\npercentiles: [0.5]\n"))
 
 	resp, err := http.Get("http://" + s.HTTPAddr().String() + "/healthcheck")
 	if err != nil {
@@ -185,107 +158,78 @@ func testServerEndToEnd(t *testing.T, mode string) {
 }
 
 func TestServerMultipleReaders(t *testing.T) {
-	for _, mode := range readModes {
-		t.Run(mode, func(t *testing.T) {
-			s, out := startServerMode(t, testConfig(t, "num_readers: 3\n"), mode)
-			if len(s.udpSocks) != 3 {
-				t.Fatalf("%d sockets, want 3", len(s.udpSocks))
-			}
-			// Many senders from different source ports spread over the sockets.
-			for i := 0; i < 30; i++ {
-				sendUDP(t, s.UDPAddr(), "n:1|c")
-			}
-			shutdown(t, s)
-			if !strings.Contains(out.String(), "n rate 0.008333333333333333 ") {
-				t.Errorf("want 30 counts (30/3600 per s):\n%s", out.String())
-			}
-		})
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	before := runtime.GOMAXPROCS(0)
+	s, out := startServer(t, testConfig(t, "num_readers: 3\n"))
+	if len(s.udpSocks) != 3 {
+		t.Fatalf("%d sockets, want 3", len(s.udpSocks))
 	}
-}
-
-func TestBlockingReaders(t *testing.T) {
-	for _, c := range []struct {
-		readers, procs int
-		want           bool
-	}{
-		{1, 1, true}, {1, 8, true}, {2, 3, true}, {4, 8, true},
-		{2, 2, false}, {3, 2, false}, {8, 4, false},
-	} {
-		if got := blockingReaders(c.readers, c.procs); got != (c.want && blockingReadSupported) {
-			t.Errorf("blockingReaders(%d readers, %d procs) = %v", c.readers, c.procs, got)
-		}
+	if got, want := runtime.GOMAXPROCS(0), wantProcs(before, 3); got != want {
+		t.Errorf("GOMAXPROCS %d with 3 readers (was %d), want %d", got, before, want)
+	}
+	// Many senders from different source ports spread over the sockets.
+	for i := 0; i < 30; i++ {
+		sendUDP(t, s.UDPAddr(), "n:1|c")
+	}
+	shutdown(t, s)
+	if !strings.Contains(out.String(), "n rate 0.008333333333333333 ") {
+		t.Errorf("want 30 counts (30/3600 per s):\n%s", out.String())
 	}
 }
 
 // A reader told to stop processes every datagram already queued in the
-// kernel, then returns; in both read modes.
+// kernel, then returns.
 func TestReaderDrainsQueuedDatagrams(t *testing.T) {
-	for _, mode := range readModes {
-		t.Run(mode, func(t *testing.T) {
-			if mode == "blocking" && !blockingReadSupported {
-				t.Skip("blocking reads are Linux-only")
-			}
-			s := newServer(t, "read_buffer_size_bytes: 8388608\n")
-			sock, _, err := listenUDP("127.0.0.1:0", false, 8<<20, mode == "blocking")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer sock.Close()
-			const n = 3000
-			d := make([]string, n)
-			for i := range d {
-				d[i] = "q:1|c\nr:2|c"
-			}
-			d[n/2] = "" // an empty datagram mid-queue ends nothing
-			sendUDP(t, sock.LocalAddr(), d...)
-			sock.wake()
-			for _, w := range s.workers {
-				go w.run()
-				defer close(w.in)
-			}
-			in := s.newIngester()
-			if err := readUDP(sock, in, s.cfg.MetricMaxLength+1, func() bool { return true }); err != nil {
-				t.Fatal(err)
-			}
-			if p, l := s.ingest.packets.Load(), s.ingest.lines.Load(); p != n || l != 2*(n-1) {
-				t.Errorf("%d datagrams and %d lines processed, want %d and %d", p, l, n, 2*(n-1))
-			}
-		})
+	s := newServer(t, "read_buffer_size_bytes: 8388608\n")
+	sock, _, err := listenUDP("127.0.0.1:0", false, 8<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sock.Close()
+	const n = 3000
+	d := make([]string, n)
+	for i := range d {
+		d[i] = "q:1|c\nr:2|c"
+	}
+	d[n/2] = "" // an empty datagram mid-queue ends nothing
+	sendUDP(t, sock.LocalAddr(), d...)
+	sock.wake()
+	for _, w := range s.workers {
+		go w.run()
+		defer close(w.in)
+	}
+	in := s.newIngester()
+	if err := readUDP(sock, in, s.cfg.MetricMaxLength+1, func() bool { return true }); err != nil {
+		t.Fatal(err)
+	}
+	if p, l := s.ingest.packets.Load(), s.ingest.lines.Load(); p != n || l != 2*(n-1) {
+		t.Errorf("%d datagrams and %d lines processed, want %d and %d", p, l, n, 2*(n-1))
 	}
 }
 
 // wake ends a reader's wait even when no receive timeout would.
 func TestReaderWakes(t *testing.T) {
-	for _, mode := range readModes {
-		t.Run(mode, func(t *testing.T) {
-			if mode == "blocking" && !blockingReadSupported {
-				t.Skip("blocking reads are Linux-only")
-			}
-			s := newServer(t, "")
-			sock, _, err := listenUDP("127.0.0.1:0", false, 1<<20, mode == "blocking")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer sock.Close()
-			if mode == "blocking" {
-				setNoReadTimeout(t, sock)
-			}
-			var stop atomic.Bool
-			done := make(chan error, 1)
-			go func() { done <- readUDP(sock, s.newIngester(), 1024, stop.Load) }()
-			sendUDP(t, sock.LocalAddr(), "a:1|c")
-			waitIngested(t, s, 1)
-			stop.Store(true)
-			sock.wake()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Fatal(err)
-				}
-			case <-time.After(10 * time.Second):
-				t.Fatal("the reader did not return after wake")
-			}
-		})
+	s := newServer(t, "")
+	sock, _, err := listenUDP("127.0.0.1:0", false, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sock.Close()
+	setNoReadTimeout(t, sock)
+	var stop atomic.Bool
+	done := make(chan error, 1)
+	go func() { done <- readUDP(sock, s.newIngester(), 1024, stop.Load) }()
+	sendUDP(t, sock.LocalAddr(), "a:1|c")
+	waitIngested(t, s, 1)
+	stop.Store(true)
+	sock.wake()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the reader did not return after wake")
 	}
 }
 
@@ -301,14 +245,21 @@ func waitIngested(t *testing.T, s *Server, n uint64) {
 	}
 }
 
-// A blocking reader with a single P still lets the workers, the flusher
-// and the collector run: the runtime preempts it while it waits.
-func TestBlockingReaderSingleP(t *testing.T) {
+// With GOMAXPROCS 1 the server makes room for its reader: the workers, the
+// flusher and the HTTP server keep running while the reader waits.
+func TestServerReservesReaderProcs(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	s, out := startServerMode(t, testConfig(t, ""), "blocking")
+	s, out := startServer(t, testConfig(t, ""))
+	if got, want := runtime.GOMAXPROCS(0), wantProcs(1, 1); got != want {
+		t.Errorf("GOMAXPROCS %d after Start, want %d", got, want)
+	}
 	sendUDP(t, s.UDPAddr(), "one:1|c")
 	waitProcessed(t, s, 1)
-	runtime.GC()
+	resp, err := http.Get("http://" + s.HTTPAddr().String() + "/healthcheck")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
 	s.Flush(context.Background(), time.Unix(1000, 0))
 	sendUDP(t, s.UDPAddr(), "two:1|c")
 	waitProcessed(t, s, 1)

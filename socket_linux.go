@@ -4,7 +4,6 @@ package veneur
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"runtime"
@@ -15,31 +14,29 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-const blockingReadSupported = true
-
-// udpSocket is one bound UDP socket and the way its reader waits.
+// udpSocket is one bound UDP socket, kept out of the runtime's network
+// poller: its reader waits inside recvmmsg itself, so a wake-up costs one
+// system call where the poller costs an epoll round and a read. (A socket
+// left in the poller's epoll set would also wake an idle thread waiting in
+// epoll for every datagram.)
 //
-// In blocking mode the socket is a plain blocking descriptor outside the
-// runtime's network poller: the reader waits inside recvmmsg itself, so a
-// wake-up costs one system call, where the poller costs an epoll round and
-// a read. The reader keeps its P (scheduler slot) while it waits, which is
-// why blocking mode is used only when a P stays free for the workers, or
-// with a single reader, which then yields its P after every hand-off to
-// the workers and whenever the runtime asks (see readBlocking).
-//
-// In poller mode (more readers than Ps) readers wait in the runtime's
-// poller like any Go network code.
+// While datagrams flow, the reader waits with raw system calls that keep
+// its P (scheduler slot): an ordinary system call hands the P to the
+// runtime's monitor, which then polls every 20µs for as long as the reader
+// waits. Such waits are bounded by a 1 ms receive timeout. Once a wait
+// times out with nothing held, the reader is idle and waits with an
+// ordinary system call, which lets the runtime take the P back and the
+// process sleep. reserveReaderProcs keeps one P beyond the readers' for the
+// workers, the flusher and the HTTP server.
 type udpSocket struct {
-	conn    *net.UDPConn // poller mode
-	fd      int          // blocking mode; -1 in poller mode
-	laddr   net.Addr
-	timeout time.Duration // current SO_RCVTIMEO in blocking mode
+	fd    int
+	laddr net.Addr
 }
 
 // listenUDP binds one UDP socket on addr; with reusePort several sockets
 // share the port and the kernel spreads datagrams across them. It returns
 // the receive buffer size the kernel granted.
-func listenUDP(addr string, reusePort bool, rcvbuf int, blocking bool) (*udpSocket, int, error) {
+func listenUDP(addr string, reusePort bool, rcvbuf int) (*udpSocket, int, error) {
 	lc := net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
 		var serr error
 		err := c.Control(func(fd uintptr) {
@@ -57,29 +54,24 @@ func listenUDP(addr string, reusePort bool, rcvbuf int, blocking bool) (*udpSock
 		return nil, 0, err
 	}
 	conn := pc.(*net.UDPConn)
+	defer conn.Close()
 	granted, err := setReadBuffer(conn, rcvbuf)
 	if err != nil {
-		conn.Close()
 		return nil, 0, err
 	}
-	sock := &udpSocket{conn: conn, fd: -1, laddr: conn.LocalAddr()}
-	if !blocking {
-		return sock, granted, nil
-	}
-	// Take a duplicate of the bound socket and close the runtime's copy,
-	// which also removes it from the poller's epoll set: an idle thread
-	// waiting in epoll must not wake for every datagram.
-	if err := sock.detach(); err != nil {
-		conn.Close()
+	sock, err := detach(conn)
+	if err != nil {
 		return nil, 0, err
 	}
 	return sock, granted, nil
 }
 
-func (s *udpSocket) detach() error {
-	rc, err := s.conn.SyscallConn()
+// detach returns a blocking duplicate of conn's socket. Closing conn then
+// removes the runtime's copy from the poller's epoll set.
+func detach(conn *net.UDPConn) (*udpSocket, error) {
+	rc, err := conn.SyscallConn()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var fd int
 	var serr error
@@ -90,24 +82,18 @@ func (s *udpSocket) detach() error {
 		err = serr
 	}
 	if err != nil {
-		return fmt.Errorf("duplicating the UDP socket: %w", err)
+		return nil, fmt.Errorf("duplicating the UDP socket: %w", err)
 	}
+	s := &udpSocket{fd: fd, laddr: conn.LocalAddr()}
 	if err := unix.SetNonblock(fd, false); err != nil {
 		unix.Close(fd)
-		return fmt.Errorf("making the UDP socket blocking: %w", err)
+		return nil, fmt.Errorf("making the UDP socket blocking: %w", err)
 	}
-	s.fd = fd
-	// The receive timeout bounds every wait, so that stop requests and
-	// the runtime's preemption signals (which end a wait with EINTR only
-	// when a timeout is set) always get through.
 	if err := s.setTimeout(readIdleTimeout); err != nil {
 		unix.Close(fd)
-		s.fd = -1
-		return err
+		return nil, err
 	}
-	s.conn.Close()
-	s.conn = nil
-	return nil
+	return s, nil
 }
 
 func (s *udpSocket) setTimeout(d time.Duration) error {
@@ -115,7 +101,6 @@ func (s *udpSocket) setTimeout(d time.Duration) error {
 	if err := unix.SetsockoptTimeval(s.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
 		return fmt.Errorf("setting SO_RCVTIMEO: %w", err)
 	}
-	s.timeout = d
 	return nil
 }
 
@@ -125,10 +110,6 @@ func (s *udpSocket) LocalAddr() net.Addr { return s.laddr }
 // wake ends the reader's current wait; the reader then sees the stop flag,
 // drains what the kernel holds and returns.
 func (s *udpSocket) wake() {
-	if s.conn != nil {
-		s.conn.SetReadDeadline(time.Now())
-		return
-	}
 	// On an unconnected UDP socket shutdown reports ENOTCONN but still
 	// marks the socket shut for reading and wakes the waiting reader.
 	// Datagrams already queued stay readable; once they are gone, reads
@@ -138,9 +119,6 @@ func (s *udpSocket) wake() {
 
 // Close releases the socket. The reader must have returned.
 func (s *udpSocket) Close() error {
-	if s.conn != nil {
-		return s.conn.Close()
-	}
 	if s.fd < 0 {
 		return nil
 	}
@@ -203,12 +181,17 @@ func newRecvBatch(n, size int) *recvBatch {
 	return rb
 }
 
-// recvmmsg performs one recvmmsg call on fd, as a raw system call: the
-// scheduler hand-off of an ordinary one (which also keeps the runtime's
-// monitor thread polling every 20µs while a reader waits) costs more than
-// the call itself at low rates.
+// recvmmsg performs one recvmmsg call on fd as a raw system call, which
+// keeps the P (see udpSocket).
 func (rb *recvBatch) recvmmsg(fd uintptr, flags int) (int, syscall.Errno) {
 	n, _, errno := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&rb.hdrs[0])), uintptr(len(rb.hdrs)), uintptr(flags), 0, 0)
+	return int(n), errno
+}
+
+// recvmmsgReleasing is recvmmsg as an ordinary system call, during which
+// the runtime may give the P to other goroutines.
+func (rb *recvBatch) recvmmsgReleasing(fd uintptr, flags int) (int, syscall.Errno) {
+	n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&rb.hdrs[0])), uintptr(len(rb.hdrs)), uintptr(flags), 0, 0)
 	return int(n), errno
 }
 
@@ -224,20 +207,31 @@ func (rb *recvBatch) handleOne(in *ingester, i int) {
 	in.handlePacket(rb.bufs[i][:h.Len], h.Hdr.Flags&unix.MSG_TRUNC != 0)
 }
 
-// Blocking readers hold the batches they fill for up to readerHold before
-// handing them to the workers (full batches go at once). Each hand-off
-// wakes a worker goroutine, so at steady moderate rates this cuts worker
-// wake-ups from one per receive round to about one per millisecond.
+// A reader holds the batches it fills for up to readerHold before handing
+// them to the workers (full batches go at once). Each hand-off wakes a
+// worker goroutine, so at steady moderate rates this cuts worker wake-ups
+// from one per receive round to about one per millisecond.
 const (
 	readerHold = time.Millisecond
-	// readIdleTimeout bounds a blocking reader's wait when it holds
-	// nothing; while it holds samples the wait is cut to readerHold so
-	// they reach the workers soon after traffic pauses.
-	readIdleTimeout = 100 * time.Millisecond
+	// readIdleTimeout bounds an idle reader's wait, a safety net behind
+	// wake for noticing the stop flag.
+	readIdleTimeout = 10 * time.Second
 )
 
+// reserveReaderProcs makes GOMAXPROCS at least readers+1, since each busy
+// reader keeps a P while it waits (see udpSocket). It returns the previous
+// and the new value.
+func reserveReaderProcs(readers int) (before, after int) {
+	before = runtime.GOMAXPROCS(0)
+	if before >= readers+1 {
+		return before, before
+	}
+	runtime.GOMAXPROCS(readers + 1)
+	return before, readers + 1
+}
+
 // readUDP reads datagrams until stop is set and the socket woken, handing
-// each one to the ingester; it then drains what the kernel still holds and
+// them to the ingester; it then drains what the kernel still holds and
 // returns.
 func readUDP(sock *udpSocket, in *ingester, size int, stopping func() bool) error {
 	vlen := 32
@@ -245,46 +239,43 @@ func readUDP(sock *udpSocket, in *ingester, size int, stopping func() bool) erro
 		vlen = 8
 	}
 	rb := newRecvBatch(vlen, size)
-	if sock.conn == nil {
-		return sock.readBlocking(in, rb, stopping)
-	}
-	return readPolled(sock.conn, in, rb, stopping)
-}
-
-// readBlocking is the blocking-mode reader loop. Each wait is a raw
-// recvmmsg that keeps the P. The loop gives the P back (runtime.Gosched)
-// after every hand-off to the workers and after every wait that ended
-// without data, so with a single P the workers, the flusher and the
-// runtime still run: the runtime's monitor preempts a P held for 10ms with
-// a signal, which ends the wait with EINTR because a receive timeout is set.
-func (s *udpSocket) readBlocking(in *ingester, rb *recvBatch, stopping func() bool) error {
-	fd := uintptr(s.fd)
+	fd := uintptr(sock.fd)
 	var heldSince time.Time
-	held := false
+	held, idle := false, true
 	for {
-		n, errno := rb.recvmmsg(fd, unix.MSG_WAITFORONE)
+		var n int
+		var errno syscall.Errno
+		if idle {
+			n, errno = rb.recvmmsgReleasing(fd, unix.MSG_WAITFORONE)
+		} else {
+			n, errno = rb.recvmmsg(fd, unix.MSG_WAITFORONE)
+		}
 		if stopping() {
-			s.drain(in, rb, n, errno)
+			sock.drain(in, rb, n, errno)
 			return nil
 		}
 		switch errno {
 		case 0:
+			if idle {
+				idle = false
+				sock.setTimeout(readerHold)
+			}
 			rb.handle(in, n)
 			now := time.Now()
 			if !held {
 				held, heldSince = true, now
-				if s.timeout != readerHold {
-					s.setTimeout(readerHold)
-				}
 			}
 			if now.Sub(heldSince) < readerHold {
 				continue
 			}
-		case unix.EAGAIN, unix.EINTR:
-			// The receive timeout expired, or a signal arrived.
-			if !held && errno == unix.EAGAIN && s.timeout != readIdleTimeout {
-				s.setTimeout(readIdleTimeout)
+		case unix.EAGAIN:
+			// The receive timeout expired: hand over what is held; a
+			// reader that held nothing is idle.
+			if !held && !idle {
+				idle = true
+				sock.setTimeout(readIdleTimeout)
 			}
+		case unix.EINTR:
 		case unix.ENOBUFS, unix.ENOMEM:
 			// Transient: count it and go on.
 			in.stats.readErrors.Add(1)
@@ -295,6 +286,8 @@ func (s *udpSocket) readBlocking(in *ingester, rb *recvBatch, stopping func() bo
 		}
 		in.flush()
 		held = false
+		// The worker just woken runs on this P at once, and with a
+		// single other P the rest of the process is never kept waiting.
 		runtime.Gosched()
 	}
 }
@@ -340,73 +333,6 @@ func (s *udpSocket) drain(in *ingester, rb *recvBatch, n int, errno syscall.Errn
 		}
 		if n < len(rb.hdrs) {
 			return
-		}
-	}
-}
-
-// readPolled is the poller-mode reader loop.
-func readPolled(conn *net.UDPConn, in *ingester, rb *recvBatch, stopping func() bool) error {
-	rc, err := conn.SyscallConn()
-	if err != nil {
-		return err
-	}
-	handle := func(n int) {
-		rb.handle(in, n)
-		in.flush()
-	}
-	for {
-		var fatal error
-		// One Read serves many datagrams: the callback returns false
-		// (wait for readiness) once the socket is drained. A round that
-		// filled fewer buffers than it offered found the queue empty, so
-		// the reader parks at once instead of probing for EAGAIN; any
-		// datagram that arrives later makes the poller ready again.
-		err := rc.Read(func(fd uintptr) bool {
-			for {
-				n, errno := rb.recvmmsg(fd, 0)
-				switch errno {
-				case 0:
-					handle(n)
-					if n < len(rb.hdrs) {
-						return false
-					}
-				case unix.EAGAIN:
-					return false
-				case unix.EINTR:
-				case unix.ECONNREFUSED, unix.ENOBUFS, unix.ENOMEM:
-					// Transient: count it and go on.
-					in.stats.readErrors.Add(1)
-				default:
-					in.stats.readErrors.Add(1)
-					fatal = fmt.Errorf("recvmmsg: %w", errno)
-					return true
-				}
-			}
-		})
-		if fatal != nil {
-			return fatal
-		}
-		if err == nil {
-			continue
-		}
-		if !stopping() && !errors.Is(err, net.ErrClosed) {
-			return err
-		}
-		// Shutting down: take what the kernel still holds.
-		for {
-			var cerr error
-			var n int
-			err := rc.Control(func(fd uintptr) {
-				var errno syscall.Errno
-				n, errno = rb.recvmmsg(fd, 0)
-				if errno != 0 {
-					cerr = errno
-				}
-			})
-			if err != nil || cerr != nil || n <= 0 {
-				return nil
-			}
-			handle(n)
 		}
 	}
 }

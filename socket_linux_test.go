@@ -14,3 +14,7 @@ func setNoReadTimeout(t *testing.T, s *udpSocket) {
 		t.Fatal(err)
 	}
 }
+
+// wantProcs is GOMAXPROCS after Start with the given readers: one P beyond
+// the readers'.
+func wantProcs(before, readers int) int { return max(before, readers+1) }

@@ -5,10 +5,9 @@ package veneur
 import (
 	"errors"
 	"net"
+	"runtime"
 	"time"
 )
-
-const blockingReadSupported = false
 
 // udpSocket is one bound UDP socket; its reader waits in the runtime's
 // network poller.
@@ -27,7 +26,7 @@ func (s *udpSocket) Close() error { return s.conn.Close() }
 
 // listenUDP binds one UDP socket on addr. SO_REUSEPORT is Linux-only here,
 // so config validation keeps num_readers at 1 elsewhere.
-func listenUDP(addr string, reusePort bool, rcvbuf int, _ bool) (*udpSocket, int, error) {
+func listenUDP(addr string, reusePort bool, rcvbuf int) (*udpSocket, int, error) {
 	if reusePort {
 		return nil, 0, errors.New("num_readers > 1 needs SO_REUSEPORT, which veneur supports on Linux only; set num_readers: 1")
 	}
@@ -44,6 +43,13 @@ func listenUDP(addr string, reusePort bool, rcvbuf int, _ bool) (*udpSocket, int
 		return nil, 0, err
 	}
 	return &udpSocket{conn: conn}, rcvbuf, nil
+}
+
+// reserveReaderProcs does nothing here: readers wait in the runtime's
+// poller and keep no P while they wait.
+func reserveReaderProcs(int) (before, after int) {
+	n := runtime.GOMAXPROCS(0)
+	return n, n
 }
 
 // readUDP reads one datagram at a time until the socket is closed.

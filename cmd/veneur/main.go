@@ -87,7 +87,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"interval": cfg.Interval,
 		"workers":  cfg.NumWorkers,
 		"readers":  cfg.NumReaders,
-		"read":     srv.ReadMode(),
 	}).Info("veneur started")
 
 	sig := <-sigs
