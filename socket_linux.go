@@ -21,9 +21,10 @@ import (
 // epoll for every datagram.)
 //
 // While datagrams flow, the reader waits with raw system calls that keep
-// its P (scheduler slot): an ordinary system call hands the P to the
-// runtime's monitor, which then polls every 20µs for as long as the reader
-// waits. Such waits are bounded by a 1 ms receive timeout. Once a wait
+// its P (scheduler slot). With an ordinary system call the runtime's
+// monitor would take the P away after 20µs of each wait and, doing so
+// again and again, wake every 20µs. These waits are bounded by a 1 ms
+// receive timeout. Once a wait
 // times out with nothing held, the reader is idle and waits with an
 // ordinary system call, which lets the runtime take the P back and the
 // process sleep. reserveReaderProcs keeps one P beyond the readers' for the
@@ -286,8 +287,8 @@ func readUDP(sock *udpSocket, in *ingester, size int, stopping func() bool) erro
 		}
 		in.flush()
 		held = false
-		// The worker just woken runs on this P at once, and with a
-		// single other P the rest of the process is never kept waiting.
+		// Yield, so that the worker just woken runs on this P at once
+		// rather than after another thread has come to take it.
 		runtime.Gosched()
 	}
 }
@@ -310,11 +311,6 @@ func (s *udpSocket) drain(in *ingester, rb *recvBatch, n int, errno syscall.Errn
 		}
 	}
 	names := make([]unix.RawSockaddrAny, len(rb.hdrs))
-	defer func() {
-		for i := range rb.hdrs {
-			rb.hdrs[i].Hdr.Name, rb.hdrs[i].Hdr.Namelen = nil, 0
-		}
-	}()
 	for round := 0; round < 1<<12; round++ {
 		for i := range rb.hdrs {
 			rb.hdrs[i].Hdr.Name = (*byte)(unsafe.Pointer(&names[i]))
