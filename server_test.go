@@ -158,8 +158,8 @@ func TestServerEndToEndInProcess(t *testing.T) {
 }
 
 func TestServerMultipleReaders(t *testing.T) {
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
 	before := runtime.GOMAXPROCS(0)
+	defer runtime.GOMAXPROCS(before)
 	s, out := startServer(t, testConfig(t, "num_readers: 3\n"))
 	if len(s.udpSocks) != 3 {
 		t.Fatalf("%d sockets, want 3", len(s.udpSocks))
@@ -247,7 +247,7 @@ func TestServerReservesReaderProcs(t *testing.T) {
 	resp.Body.Close()
 	s.Flush(context.Background(), time.Unix(1000, 0))
 	sendUDP(t, s.UDPAddr(), "two:1|c")
-	waitProcessed(t, s, 1)
+	waitProcessed(t, s, 2)
 	shutdown(t, s)
 	got := out.String()
 	if !strings.Contains(got, "flush 1970-01-01T00:16:40Z one rate") || !strings.Contains(got, " two rate") {
