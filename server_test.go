@@ -477,3 +477,20 @@ func TestSelfMetrics(t *testing.T) {
 		}
 	}
 }
+
+// Readers serve IPv6 addresses as well.
+func TestServerIPv6(t *testing.T) {
+	if c, err := net.ListenPacket("udp6", "[::1]:0"); err != nil {
+		t.Skipf("no IPv6 loopback here: %v", err)
+	} else {
+		c.Close()
+	}
+	cfg := testConfig(t, "")
+	cfg.UdpAddress = "[::1]:0"
+	s, out := startServer(t, cfg)
+	sendUDP(t, s.UDPAddr(), "six:1|c")
+	shutdown(t, s)
+	if !strings.Contains(out.String(), "six rate") {
+		t.Errorf("the IPv6 datagram was not flushed:\n%s", out.String())
+	}
+}
