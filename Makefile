@@ -5,13 +5,16 @@ STATICCHECK   := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BIN           := bin/veneur
 DEV_CONFIG    := config/dev.yaml
 PKGS          := ./...
+# The commit the binary is built from, for `veneur -version` and /version.
+VERSION       := $(shell git describe --always --dirty 2>/dev/null)
+LDFLAGS       := $(if $(VERSION),-ldflags "-X github.com/veneur/veneur.VERSION=$(VERSION)")
 
 .PHONY: all build run test lint test-unit test-race bench bench-load deps clean
 
 all: build
 
 build:
-	$(GO) build -o $(BIN) ./cmd/veneur
+	$(GO) build $(LDFLAGS) -o $(BIN) ./cmd/veneur
 
 # Starts veneur on a development config that needs no Datadog account: it
 # listens on the usual ports and prints every flush to standard output.

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,9 +23,42 @@ import (
 	"github.com/veneur/veneur/samplers"
 )
 
-// VERSION is the build's version; set at link time with
-// -ldflags "-X github.com/veneur/veneur.VERSION=...".
-var VERSION = "dirty"
+// VERSION is the build's version: the value set at link time with
+// -ldflags "-X github.com/veneur/veneur.VERSION=...", or else the git
+// commit the Go toolchain recorded in the binary ("-dirty" when the tree had
+// uncommitted changes), or "unknown".
+var VERSION = ""
+
+func init() {
+	info, ok := debug.ReadBuildInfo()
+	VERSION = resolveVersion(VERSION, info, ok)
+}
+
+func resolveVersion(linked string, info *debug.BuildInfo, ok bool) string {
+	if linked != "" {
+		return linked
+	}
+	if !ok {
+		return "unknown"
+	}
+	var rev string
+	var modified bool
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			modified = s.Value == "true"
+		}
+	}
+	if rev == "" {
+		return "unknown"
+	}
+	if modified {
+		rev += "-dirty"
+	}
+	return rev
+}
 
 // Server is one veneur instance. NewFromConfig builds it without starting
 // anything; Start binds its sockets and starts its goroutines; Shutdown

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -492,5 +493,31 @@ func TestServerIPv6(t *testing.T) {
 	shutdown(t, s)
 	if !strings.Contains(out.String(), "six rate") {
 		t.Errorf("the IPv6 datagram was not flushed:\n%s", out.String())
+	}
+}
+
+func TestResolveVersion(t *testing.T) {
+	info := func(kv ...string) *debug.BuildInfo {
+		bi := &debug.BuildInfo{}
+		for i := 0; i < len(kv); i += 2 {
+			bi.Settings = append(bi.Settings, debug.BuildSetting{Key: kv[i], Value: kv[i+1]})
+		}
+		return bi
+	}
+	for _, c := range []struct {
+		linked string
+		info   *debug.BuildInfo
+		ok     bool
+		want   string
+	}{
+		{"1.2.3", info("vcs.revision", "abc"), true, "1.2.3"},
+		{"", info("vcs.revision", "abc", "vcs.modified", "false"), true, "abc"},
+		{"", info("vcs.revision", "abc", "vcs.modified", "true"), true, "abc-dirty"},
+		{"", info(), true, "unknown"},
+		{"", nil, false, "unknown"},
+	} {
+		if got := resolveVersion(c.linked, c.info, c.ok); got != c.want {
+			t.Errorf("resolveVersion(%q, %v) = %q, want %q", c.linked, c.info, got, c.want)
+		}
 	}
 }
