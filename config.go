@@ -1,6 +1,8 @@
 package veneur
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -23,8 +25,8 @@ import (
 // its validation rule.
 //
 // Keys for features that are not built yet (aws_*, influx_*, trace_*,
-// sentry_dsn, tls_*, tcp_address, enable_profiling, forward_address) are
-// accepted and checked; for those an empty string means "off".
+// sentry_dsn, forward_address) are accepted and checked; for those an empty
+// string means "off".
 type Config struct {
 	// Aggregates lists the local aggregates flushed for every histogram and
 	// timer: any of min, max, median, avg, count, sum. Default: min, max,
@@ -44,7 +46,7 @@ type Config struct {
 	AwsSecretAccessKey string `yaml:"aws_secret_access_key"`
 	// Debug turns on debug logging.
 	Debug bool `yaml:"debug"`
-	// EnableProfiling serves /debug/pprof on http_address. Not yet used.
+	// EnableProfiling serves /debug/pprof on http_address.
 	EnableProfiling bool `yaml:"enable_profiling"`
 	// FlushMaxPerBody is the largest number of metrics in one body posted to
 	// Datadog. Default 5000.
@@ -97,16 +99,16 @@ type Config struct {
 	StatsAddress string `yaml:"stats_address"`
 	// Tags are added to every metric veneur flushes.
 	Tags []string `yaml:"tags"`
-	// TcpAddress is the host:port of the TCP (or TLS) DogStatsD listener.
-	// Not yet used.
+	// TcpAddress is the host:port of the TCP (or TLS) DogStatsD listener,
+	// which reads newline-terminated lines. Empty means no TCP listener.
 	TcpAddress string `yaml:"tcp_address"`
 	// TLSAuthorityCertificate is the PEM certificate of the authority that
-	// must have signed clients' certificates. Not yet used.
+	// must have signed clients' certificates. Empty accepts any client.
 	TLSAuthorityCertificate string `yaml:"tls_authority_certificate"`
-	// TLSCertificate is the PEM certificate of the TLS listener. Not yet
-	// used.
+	// TLSCertificate is the PEM certificate of the TLS listener; with
+	// TLSKey set, tcp_address accepts TLS connections only.
 	TLSCertificate string `yaml:"tls_certificate"`
-	// TLSKey is the PEM private key of the TLS listener. Not yet used.
+	// TLSKey is the PEM private key of the TLS listener.
 	TLSKey string `yaml:"tls_key"`
 	// TraceAddress is the host:port of the trace span listener. Not yet
 	// used.
@@ -306,6 +308,11 @@ func (c Config) Validate() error {
 	}
 	if c.TLSAuthorityCertificate != "" && (c.TLSKey == "" || c.TLSCertificate == "") {
 		add(errors.New("tls_authority_certificate is set without tls_key and tls_certificate; client certificates are only checked over TLS, so set both or remove it"))
+	}
+	if c.TLSKey != "" && c.TLSCertificate != "" {
+		if _, err := c.TLSConfig(); err != nil {
+			add(err)
+		}
 	}
 	if c.TcpAddress == "" {
 		for _, k := range []struct{ key, value string }{
@@ -725,4 +732,28 @@ func editDistance(a, b string) int {
 		}
 	}
 	return rows[len(ra)][len(rb)]
+}
+
+// TLSConfig builds the TLS settings of the TCP listener from tls_certificate
+// and tls_key, and, with tls_authority_certificate, requires clients to
+// present a certificate that authority signed. It returns nil when TLS is
+// off.
+func (c Config) TLSConfig() (*tls.Config, error) {
+	if c.TLSKey == "" && c.TLSCertificate == "" {
+		return nil, nil
+	}
+	cert, err := tls.X509KeyPair([]byte(c.TLSCertificate), []byte(c.TLSKey))
+	if err != nil {
+		return nil, fmt.Errorf("tls_certificate and tls_key: %w; both must be PEM text (-----BEGIN ...) of one key pair", err)
+	}
+	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if c.TLSAuthorityCertificate != "" {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM([]byte(c.TLSAuthorityCertificate)) {
+			return nil, errors.New("tls_authority_certificate: no PEM certificate found; give the authority's certificate (-----BEGIN CERTIFICATE-----)")
+		}
+		tc.ClientCAs = pool
+		tc.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return tc, nil
 }

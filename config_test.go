@@ -62,9 +62,9 @@ func TestReadConfigReadmeKeys(t *testing.T) {
 		StatsAddress:            "localhost:8125",
 		Tags:                    []string{"foo:bar", "baz:quz"},
 		TcpAddress:              "localhost:8129",
-		TLSAuthorityCertificate: "-----BEGIN CERTIFICATE-----\nbm90IGEgcmVhbCBjZXJ0aWZpY2F0ZSwganVzdCB0ZXN0IGRhdGE=\n-----END CERTIFICATE-----\n",
-		TLSCertificate:          "-----BEGIN CERTIFICATE-----\nbm90IGEgcmVhbCBjZXJ0aWZpY2F0ZSwganVzdCB0ZXN0IGRhdGE=\n-----END CERTIFICATE-----\n",
-		TLSKey:                  "-----BEGIN RSA PRIVATE KEY-----\nbm90IGEgcmVhbCBrZXksIGp1c3QgdGVzdCBkYXRh\n-----END RSA PRIVATE KEY-----\n",
+		TLSAuthorityCertificate: testCertPEM,
+		TLSCertificate:          testCertPEM,
+		TLSKey:                  testKeyPEM,
 		TraceMaxLengthBytes:     DefaultTraceMaxLengthBytes,
 		UdpAddress:              "localhost:8126",
 	}
@@ -357,7 +357,8 @@ func TestValidateAccepts(t *testing.T) {
 		"percentiles: [0.001, 0.5, 0.999]",
 		"aggregates: [min, max, median, avg, count, sum]",
 		"influx_consistency: quorum",
-		"tcp_address: 127.0.0.1:8129\ntls_key: k\ntls_certificate: c\ntls_authority_certificate: a",
+		"tcp_address: 127.0.0.1:8129\ntls_key: |\n" + indent(testKeyPEM) + "tls_certificate: |\n" + indent(testCertPEM) +
+			"tls_authority_certificate: |\n" + indent(testCertPEM),
 		"num_workers: 1e3",
 		"interval: 1h30m",
 	} {
@@ -572,4 +573,22 @@ func TestEditDistance(t *testing.T) {
 			t.Errorf("editDistance(%q, %q) = %d, want %d", tc.a, tc.b, got, tc.want)
 		}
 	}
+}
+
+// testCertPEM and testKeyPEM are a self-signed test key pair (P-256, valid
+// for 100 years), as in testdata/config/readme.yaml.
+const (
+	testCertPEM = "-----BEGIN CERTIFICATE-----\nMIIBgzCCASmgAwIBAgIURXMQpiNE+OoQYeb71GQBt8/PW/UwCgYIKoZIzj0EAwIw\nFjEUMBIGA1UEAwwLdmVuZXVyIHRlc3QwIBcNMjYxMTI1MDcwNzQ0WhgPMjEyNjEx\nMDEwNzA3NDRaMBYxFDASBgNVBAMMC3ZlbmV1ciB0ZXN0MFkwEwYHKoZIzj0CAQYI\nKoZIzj0DAQcDQgAE3biuxM1jGp1YOhABHGKxE+lOmBGE41WSIaA/mF4C4tbuZ6q4\nbfnCzmiRi4fZa/7iBHTpK6vX+x8AYONMila4JqNTMFEwHQYDVR0OBBYEFC/rzixh\nKsg+T1ObyjV5Jet1msfhMB8GA1UdIwQYMBaAFC/rzixhKsg+T1ObyjV5Jet1msfh\nMA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDSAAwRQIhAK5W2NKGRNIjN0IN\nNEoDwEGWXAJeWVHGK3vb7Qv6TOQRAiB+EUaLM8F7DzprOuhyT2ymtVrnS+xPpaot\nNWVt5zTcsw==\n-----END CERTIFICATE-----\n"
+	testKeyPEM  = "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIH3n7hy8xqMLyG6+SNEBSaaTEQLLrnf7yTX9THD9BLAPoAoGCCqGSM49\nAwEHoUQDQgAE3biuxM1jGp1YOhABHGKxE+lOmBGE41WSIaA/mF4C4tbuZ6q4bfnC\nzmiRi4fZa/7iBHTpK6vX+x8AYONMila4Jg==\n-----END EC PRIVATE KEY-----\n"
+)
+
+// indent indents every line of a PEM text for a YAML block scalar.
+func indent(pem string) string {
+	var b strings.Builder
+	for _, l := range strings.SplitAfter(pem, "\n") {
+		if l != "" {
+			b.WriteString("  " + l)
+		}
+	}
+	return b.String()
 }

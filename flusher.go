@@ -168,6 +168,14 @@ func (s *Server) reportIngest() {
 	if n := st.readErrors.Swap(0); n > 0 {
 		s.stats.Count("packet.read_error_total", int64(n), nil, 1)
 	}
+	if n := st.tcpConns.Swap(0); n > 0 {
+		s.stats.Count("tcp.connections_total", int64(n), nil, 1)
+	}
+	for i := range st.tcpErrs {
+		if n := st.tcpErrs[i].Swap(0); n > 0 {
+			s.stats.Count("tcp.error_total", int64(n), []string{"cause:" + tcpErrCauses[i]}, 1)
+		}
+	}
 }
 
 // nanos gives a duration in nanoseconds for the *_duration_ns self-metrics,

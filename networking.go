@@ -2,7 +2,12 @@ package veneur
 
 import (
 	"bytes"
+	"crypto/tls"
+	"errors"
 	"hash/maphash"
+	"io"
+	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -11,6 +16,10 @@ import (
 
 	"github.com/veneur/veneur/samplers"
 )
+
+// errUnterminated is a TCP stream that ended inside a line: DogStatsD over
+// TCP ends every line with a newline, and a cut line may carry a cut value.
+var errUnterminated = errors.New("TCP stream ended without a newline after its last line")
 
 // parseCauses names each parse error for the cause tag of
 // veneur.packet.error_total. The index is the error's slot in the counters.
@@ -31,6 +40,7 @@ var parseCauses = [...]struct {
 	{samplers.ErrRepeatedTags, "repeated_tags"},
 	{samplers.ErrTooLong, "too_long"},
 	{samplers.ErrTooManyTags, "too_many_tags"},
+	{errUnterminated, "unterminated"},
 	{samplers.ErrEventNotMetric, "event_unsupported"},
 	{samplers.ErrServiceCheck, "service_check_unsupported"},
 }
@@ -56,6 +66,9 @@ type ingestStats struct {
 	dropped    atomic.Uint64
 	readErrors atomic.Uint64
 	parseErrs  [numCauses]atomic.Uint64
+	// TCP listener: connections accepted, and errors by tcpErrCauses.
+	tcpConns atomic.Uint64
+	tcpErrs  [len(tcpErrCauses)]atomic.Uint64
 }
 
 // readerCounts is a reader's unpublished share of ingestStats.
@@ -128,6 +141,13 @@ func (in *ingester) handlePacket(p []byte, truncated bool) {
 		}
 		in.handleLine(line)
 	}
+}
+
+// countError counts a line skipped for err.
+func (in *ingester) countError(err error) {
+	in.counts.lines++
+	in.counts.parseErrs[causeIndex(err)]++
+	in.counts.any = true
 }
 
 func (in *ingester) handleLine(line []byte) {
@@ -219,4 +239,203 @@ func (in *ingester) flush() {
 		}
 	}
 	*c = readerCounts{}
+}
+
+// TCP listener errors, by the cause tag of veneur.tcp.error_total.
+const (
+	tcpErrAccept = iota
+	tcpErrHandshake
+	tcpErrRead
+)
+
+var tcpErrCauses = [...]string{"accept", "tls_handshake", "read"}
+
+const (
+	// tcpHandshakeTimeout bounds a TLS handshake, so that a client that
+	// connects and says nothing holds no goroutine for long.
+	tcpHandshakeTimeout = 10 * time.Second
+	// Once Shutdown begins, a connection is read until it has been quiet
+	// for tcpDrainIdle, or for at most tcpDrainMax in all.
+	tcpDrainIdle = 50 * time.Millisecond
+	tcpDrainMax  = 2 * time.Second
+)
+
+// tcpListener accepts DogStatsD connections on tcp_address, with TLS when
+// the config has a certificate. Each connection has its own goroutine and
+// ingester.
+type tcpListener struct {
+	ln    net.Listener
+	tls   *tls.Config
+	s     *Server
+	mu    sync.Mutex
+	conns map[net.Conn]struct{} // open connections, for Shutdown
+	done  bool                  // Shutdown has begun: take no more
+	// drainEnd is when draining must end (unix nanoseconds), 0 before
+	// Shutdown.
+	drainEnd atomic.Int64
+	// lastLog rate-limits the logs of failed connections.
+	lastLog atomic.Int64
+}
+
+// accept runs until the listener is closed. Each accepted connection is
+// registered in s.readers, so Shutdown waits for it.
+func (t *tcpListener) accept() {
+	defer t.s.readers.Done()
+	var backoff time.Duration
+	for {
+		c, err := t.ln.Accept()
+		if err != nil {
+			if t.drainEnd.Load() != 0 || errors.Is(err, net.ErrClosed) {
+				// Shutdown's accept deadline passed, or start-up failed.
+				t.mu.Lock()
+				t.done = true
+				t.mu.Unlock()
+				t.ln.Close()
+				return
+			}
+			// Out of descriptors, say: wait a little and go on.
+			t.fail(tcpErrAccept, nil, err)
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		t.mu.Lock()
+		if t.done {
+			t.mu.Unlock()
+			c.Close()
+			return
+		}
+		t.conns[c] = struct{}{}
+		t.s.readers.Add(1)
+		t.mu.Unlock()
+		t.s.ingest.tcpConns.Add(1)
+		go t.serve(c)
+	}
+}
+
+// fail counts a connection error and logs it, at most once a second.
+func (t *tcpListener) fail(cause int, c net.Conn, err error) {
+	t.s.ingest.tcpErrs[cause].Add(1)
+	now := time.Now().UnixNano()
+	last := t.lastLog.Load()
+	if now-last < int64(time.Second) || !t.lastLog.CompareAndSwap(last, now) {
+		return
+	}
+	l := t.s.log.WithError(err).WithField("cause", tcpErrCauses[cause])
+	if c != nil {
+		l = l.WithField("remote", c.RemoteAddr().String())
+	}
+	l.Warn("TCP listener: connection failed (veneur.tcp.error_total counts them all)")
+}
+
+func (t *tcpListener) serve(c net.Conn) {
+	defer t.s.readers.Done()
+	defer func() {
+		t.mu.Lock()
+		delete(t.conns, c)
+		t.mu.Unlock()
+		c.Close()
+	}()
+	var r io.Reader = c
+	if t.tls != nil {
+		tc := tls.Server(c, t.tls)
+		c.SetDeadline(time.Now().Add(tcpHandshakeTimeout))
+		if err := tc.Handshake(); err != nil {
+			t.fail(tcpErrHandshake, c, err)
+			return
+		}
+		c.SetDeadline(time.Time{})
+		r = tc
+	}
+	in := t.s.newIngester()
+	if err := readLines(r, in, t.s.cfg.MetricMaxLength, func() { t.drainDeadline(c) }); err != nil {
+		if t.drainEnd.Load() != 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+			return // drained
+		}
+		t.fail(tcpErrRead, c, err)
+	}
+}
+
+// drainDeadline, once Shutdown has begun, lets the next read wait at most
+// tcpDrainIdle, and never past the end of the drain.
+func (t *tcpListener) drainDeadline(c net.Conn) {
+	end := t.drainEnd.Load()
+	if end == 0 {
+		return
+	}
+	c.SetReadDeadline(time.Unix(0, min(time.Now().Add(tcpDrainIdle).UnixNano(), end)))
+}
+
+// close starts the drain: the listener takes the connections already
+// waiting in its backlog for tcpDrainIdle and then closes, and every
+// connection goes on reading while data keeps coming (see drainDeadline).
+func (t *tcpListener) close() {
+	t.drainEnd.Store(time.Now().Add(tcpDrainMax).UnixNano())
+	if tl, ok := t.ln.(*net.TCPListener); ok {
+		tl.SetDeadline(time.Now().Add(tcpDrainIdle))
+	} else {
+		t.ln.Close()
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for c := range t.conns {
+		t.drainDeadline(c)
+	}
+}
+
+// readLines processes the newline-terminated lines of a stream until it
+// ends. A line longer than maxLen is skipped and counted as too long; a
+// stream that ends inside a line has that line counted as unterminated.
+// It returns the read error, or nil at the end of the stream. beforeRead,
+// if not nil, runs before every read.
+func readLines(r io.Reader, in *ingester, maxLen int, beforeRead func()) error {
+	defer in.flush()
+	buf := make([]byte, max(64<<10, 2*(maxLen+1)))
+	filled := 0
+	skipping := false // inside a line already counted as too long
+	for {
+		if beforeRead != nil {
+			beforeRead()
+		}
+		n, err := r.Read(buf[filled:])
+		filled += n
+		start := 0
+		for {
+			i := bytes.IndexByte(buf[start:filled], '\n')
+			if i < 0 {
+				break
+			}
+			line := buf[start : start+i]
+			start += i + 1
+			switch {
+			case skipping:
+				skipping = false
+			case len(line) > maxLen:
+				in.countError(samplers.ErrTooLong)
+			case len(line) > 0:
+				in.handleLine(line)
+			}
+		}
+		filled = copy(buf, buf[start:filled])
+		if filled > maxLen {
+			// No newline within maxLen bytes: the line is too long.
+			if !skipping {
+				in.countError(samplers.ErrTooLong)
+				skipping = true
+			}
+			filled = 0
+		}
+		in.flush()
+		if err != nil {
+			if filled > 0 && !skipping {
+				in.countError(errUnterminated)
+				in.flush()
+			}
+			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+	}
 }

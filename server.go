@@ -6,6 +6,7 @@ package veneur
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"hash/maphash"
@@ -78,6 +79,8 @@ type Server struct {
 	sinks     []MetricSink
 
 	udpSocks []*udpSocket
+	tcp      *tcpListener
+	tlsConf  *tls.Config
 	httpLn   net.Listener
 	httpSrv  *http.Server
 
@@ -139,6 +142,9 @@ func NewFromConfig(cfg Config, opts Options) (*Server, error) {
 		}
 		s.stats = c
 	}
+	if s.tlsConf, err = cfg.TLSConfig(); err != nil {
+		return nil, err
+	}
 	for i := 0; i < cfg.NumWorkers; i++ {
 		s.workers = append(s.workers, newWorker(s.batchPool))
 	}
@@ -164,6 +170,14 @@ func (s *Server) UDPAddr() net.Addr {
 		return nil
 	}
 	return s.udpSocks[0].LocalAddr()
+}
+
+// TCPAddr returns the bound address of the TCP listener, or nil.
+func (s *Server) TCPAddr() net.Addr {
+	if s.tcp == nil {
+		return nil
+	}
+	return s.tcp.ln.Addr()
 }
 
 // HTTPAddr returns the bound address of the HTTP listener, or nil.
@@ -205,6 +219,10 @@ func (s *Server) Start() error {
 			}
 		}()
 	}
+	if s.tcp != nil {
+		s.readers.Add(1)
+		go s.tcp.accept()
+	}
 	if s.httpLn != nil {
 		s.httpSrv = &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
 		go func() {
@@ -242,6 +260,13 @@ func (s *Server) bind() error {
 			addr = sock.LocalAddr().String()
 		}
 	}
+	if s.cfg.TcpAddress != "" {
+		ln, err := net.Listen("tcp", s.cfg.TcpAddress)
+		if err != nil {
+			return fmt.Errorf("tcp_address %q: %w", s.cfg.TcpAddress, err)
+		}
+		s.tcp = &tcpListener{ln: ln, tls: s.tlsConf, s: s, conns: map[net.Conn]struct{}{}}
+	}
 	if s.cfg.HTTPAddress != "" {
 		ln, err := listenHTTP(s.cfg.HTTPAddress)
 		if err != nil {
@@ -255,6 +280,9 @@ func (s *Server) bind() error {
 func (s *Server) closeListeners() {
 	for _, c := range s.udpSocks {
 		c.Close()
+	}
+	if s.tcp != nil {
+		s.tcp.ln.Close()
 	}
 	if s.httpLn != nil {
 		s.httpLn.Close()
@@ -282,6 +310,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.stopping.Store(true)
 	for _, c := range s.udpSocks {
 		c.wake()
+	}
+	if s.tcp != nil {
+		s.tcp.close()
 	}
 	s.readers.Wait()
 	for _, c := range s.udpSocks {

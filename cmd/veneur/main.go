@@ -83,6 +83,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	log.WithFields(logrus.Fields{
 		"version":  veneur.VERSION,
 		"udp":      addrString(srv.UDPAddr()),
+		"tcp":      addrString(srv.TCPAddr()),
 		"http":     addrString(srv.HTTPAddr()),
 		"interval": cfg.Interval,
 		"workers":  cfg.NumWorkers,
