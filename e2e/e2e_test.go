@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -632,5 +633,38 @@ func TestBadConfigAtStart(t *testing.T) {
 				t.Errorf("veneur with a bad config: stderr does not name %q:\n%s", bc.key, stderr)
 			}
 		})
+	}
+}
+
+// DogStatsD over TCP: lines split across writes count, an unterminated
+// tail does not, and SIGTERM processes what an open connection has sent.
+func TestTCPLines(t *testing.T) {
+	t.Parallel()
+	fake := newFakeDD(t)
+	var tcpAddr string
+	d := startDaemon(t, fake, func(c config) {
+		tcpAddr = freeTCPAddr(t)
+		c["tcp_address"] = tcpAddr
+	})
+	conn, err := net.Dial("tcp", tcpAddr)
+	if err != nil {
+		t.Fatalf("dialing %s: %v", tcpAddr, err)
+	}
+	defer conn.Close()
+	const n = 5000
+	for _, part := range []string{
+		strings.Repeat("tcp.c:1|c|#via:tcp\n", n),
+		"tcp.g:5", "|g\n",
+		"tcp.cut:1|c",
+	} {
+		if _, err := conn.Write([]byte(part)); err != nil {
+			t.Fatalf("writing to %s: %v", tcpAddr, err)
+		}
+	}
+	reqs := d.stopAndCollect(t)
+	expectSeries(t, reqs, "tcp.c", rate(n/hour, hour, "via:tcp"))
+	expectSeries(t, reqs, "tcp.g", gauge(5))
+	if s := findSeries(reqs, "tcp.cut"); len(s) != 0 {
+		t.Errorf("the unterminated line was flushed: %v", s)
 	}
 }
