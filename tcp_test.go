@@ -63,7 +63,7 @@ func TestTCPLines(t *testing.T) {
 	write(t, c,
 		"a:1|c\nb:2|c\n",
 		"c:3", "|c\nbad\n", // a line split over two writes
-		strings.Repeat("x", 65)+":1|c\n", // over metric_max_length
+		strings.Repeat("x", 65)+":1|c\n",         // over metric_max_length
 		strings.Repeat("y", 70_000), "\ne:5|c\n", // longer than the read buffer
 		"d:1|c", // unterminated when the stream ends
 	)
