@@ -438,9 +438,12 @@ func TestSelfMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pc.Close()
-	s, _ := startServer(t, testConfig(t, "stats_address: "+pc.LocalAddr().String()+"\n"))
+	s, _ := startServer(t, testConfig(t, "stats_address: "+pc.LocalAddr().String()+"\ntcp_address: 127.0.0.1:0\n"))
 	sendUDP(t, s.UDPAddr(), "ok:1|c\nbroken\nalso:bad|q")
-	waitProcessed(t, s, 1)
+	c := dialTCP(t, s.TCPAddr())
+	write(t, c, "viatcp:1|c\n")
+	c.Close()
+	waitProcessed(t, s, 2)
 	s.Flush(context.Background(), time.Now())
 	shutdown(t, s) // closes the stats client, which sends what it holds
 
@@ -461,7 +464,8 @@ func TestSelfMetrics(t *testing.T) {
 		"veneur.packet.error_total:1|c|#cause:no_colon",
 		"veneur.packet.error_total:1|c|#cause:unknown_type",
 		"veneur.packet.received_total:1|c",
-		"veneur.packet.lines_total:3|c",
+		"veneur.packet.lines_total:4|c",
+		"veneur.tcp.connections_total:1|c",
 	} {
 		if !strings.Contains(got.String(), want) {
 			t.Errorf("self-metrics lack %q:\n%s", want, got.String())
