@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/getsentry/sentry-go"
 	"gopkg.in/yaml.v2"
 )
 
@@ -25,7 +26,7 @@ import (
 // its validation rule.
 //
 // Keys for features that are not built yet (aws_*, influx_*, trace_*,
-// sentry_dsn, forward_address) are accepted and checked; for those an empty
+// forward_address) are accepted and checked; for those an empty
 // string means "off".
 type Config struct {
 	// Aggregates lists the local aggregates flushed for every histogram and
@@ -92,7 +93,7 @@ type Config struct {
 	// ReadBufferSizeBytes is the receive buffer requested for each UDP
 	// socket. Default 2097152 (2 MiB).
 	ReadBufferSizeBytes int `yaml:"read_buffer_size_bytes"`
-	// SentryDsn is the Sentry DSN errors are reported to. Not yet used.
+	// SentryDsn is the Sentry DSN errors and crashes are reported to.
 	SentryDsn string `yaml:"sentry_dsn"`
 	// StatsAddress is the DogStatsD host:port veneur sends its own metrics
 	// to. Empty means no self-metrics.
@@ -323,6 +324,12 @@ func (c Config) Validate() error {
 			if k.value != "" {
 				add(fmt.Errorf("%s is set but tcp_address is empty; TLS applies to the TCP listener, so set tcp_address, e.g. 127.0.0.1:8129", k.key))
 			}
+		}
+	}
+
+	if c.SentryDsn != "" {
+		if _, err := sentry.NewDsn(c.SentryDsn); err != nil {
+			add(fmt.Errorf("sentry_dsn: %w; use the project's DSN, like https://PUBLIC_KEY@sentry.example.com/PROJECT_ID", err))
 		}
 	}
 

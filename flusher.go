@@ -90,6 +90,7 @@ func (s *Server) flushIntervals(ctx context.Context, intervals []interval, now t
 		s.inFlight.Add(1)
 		go func() {
 			defer s.inFlight.Done()
+			defer s.consumePanic()
 			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.interval)
 			defer cancel()
 			if err := sink.Flush(fctx, metrics); err != nil {

@@ -281,6 +281,7 @@ type tcpListener struct {
 // registered in s.readers, so Shutdown waits for it.
 func (t *tcpListener) accept() {
 	defer t.s.readers.Done()
+	defer t.s.consumePanic()
 	var backoff time.Duration
 	for {
 		c, err := t.ln.Accept()
@@ -331,6 +332,7 @@ func (t *tcpListener) fail(cause int, c net.Conn, err error) {
 
 func (t *tcpListener) serve(c net.Conn) {
 	defer t.s.readers.Done()
+	defer t.s.consumePanic()
 	defer func() {
 		t.mu.Lock()
 		delete(t.conns, c)

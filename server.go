@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/DataDog/datadog-go/v5/statsd"
+	"github.com/getsentry/sentry-go"
 	"github.com/sirupsen/logrus"
 
 	"github.com/veneur/veneur/samplers"
@@ -81,6 +82,7 @@ type Server struct {
 	udpSocks []*udpSocket
 	tcp      *tcpListener
 	tlsConf  *tls.Config
+	sentry   *sentry.Hub // nil without sentry_dsn
 	httpLn   net.Listener
 	httpSrv  *http.Server
 
@@ -145,6 +147,12 @@ func NewFromConfig(cfg Config, opts Options) (*Server, error) {
 	if s.tlsConf, err = cfg.TLSConfig(); err != nil {
 		return nil, err
 	}
+	if s.sentry, err = newSentryHub(cfg.SentryDsn, cfg.Hostname); err != nil {
+		return nil, err
+	}
+	if s.sentry != nil {
+		log.AddHook(sentryHook{hub: s.sentry})
+	}
 	for i := 0; i < cfg.NumWorkers; i++ {
 		s.workers = append(s.workers, newWorker(s.batchPool))
 	}
@@ -199,6 +207,7 @@ func (s *Server) Start() error {
 		s.workerWG.Add(1)
 		go func() {
 			defer s.workerWG.Done()
+			defer s.consumePanic()
 			w.run()
 		}()
 	}
@@ -214,6 +223,7 @@ func (s *Server) Start() error {
 		s.readers.Add(1)
 		go func() {
 			defer s.readers.Done()
+			defer s.consumePanic()
 			if err := readUDP(sock, in, size, s.stopping.Load); err != nil {
 				s.log.WithError(err).Error("UDP reader stopped")
 			}
@@ -226,6 +236,7 @@ func (s *Server) Start() error {
 	if s.httpLn != nil {
 		s.httpSrv = &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
 		go func() {
+			defer s.consumePanic()
 			if err := s.httpSrv.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				s.log.WithError(err).Error("HTTP server stopped")
 			}
@@ -236,6 +247,7 @@ func (s *Server) Start() error {
 	s.flushLoop.Add(1)
 	go func() {
 		defer s.flushLoop.Done()
+		defer s.consumePanic()
 		s.runFlushLoop(ctx)
 	}()
 	return nil
@@ -349,6 +361,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	if c, ok := s.stats.(io.Closer); ok {
 		c.Close()
+	}
+	if s.sentry != nil {
+		wait := sentryFlushTimeout
+		if dl, ok := ctx.Deadline(); ok {
+			wait = min(wait, time.Until(dl))
+		}
+		s.sentry.Flush(wait)
 	}
 	return errors.Join(httpErr, err)
 }
