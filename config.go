@@ -25,7 +25,7 @@ import (
 // The README's "Configuration" section documents every key, its default and
 // its validation rule.
 //
-// Keys for features that are not built yet (aws_*, influx_*, trace_*,
+// Keys for features that are not built yet (aws_*, trace_*,
 // forward_address) are accepted and checked; for those an empty
 // string means "off".
 type Config struct {
@@ -63,12 +63,13 @@ type Config struct {
 	// host:port, a unix socket path starting with "/" or ".", fd@N or
 	// einhorn@N. Empty means no HTTP server.
 	HTTPAddress string `yaml:"http_address"`
-	// InfluxAddress is the URL of an InfluxDB server. Not yet used.
+	// InfluxAddress is the URL of an InfluxDB 1.x server that every flush
+	// is also written to. Empty means no InfluxDB.
 	InfluxAddress string `yaml:"influx_address"`
 	// InfluxConsistency is the InfluxDB write consistency: any, one, quorum
-	// or all. Not yet used.
+	// or all; empty leaves the server's default.
 	InfluxConsistency string `yaml:"influx_consistency"`
-	// InfluxDBName is the InfluxDB database to write to. Not yet used.
+	// InfluxDBName is the InfluxDB database to write to; it must exist.
 	InfluxDBName string `yaml:"influx_db_name"`
 	// Interval is how often veneur flushes, as a Go duration. Default "10s".
 	Interval string `yaml:"interval"`
@@ -333,6 +334,10 @@ func (c Config) Validate() error {
 		}
 	}
 
+	add(checkURL("influx_address", c.InfluxAddress, "http://influxdb:8086"))
+	if c.InfluxAddress != "" && c.InfluxDBName == "" {
+		add(errors.New("influx_address is set but influx_db_name is empty; name the database to write to"))
+	}
 	switch c.InfluxConsistency {
 	case "", "any", "one", "quorum", "all":
 	default:

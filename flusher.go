@@ -7,15 +7,13 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/veneur/veneur/plugins"
 	"github.com/veneur/veneur/samplers"
 )
 
-// MetricSink receives the flushed metrics of every interval. Implementations
-// own their wire format; Flush must not keep metrics after it returns.
-type MetricSink interface {
-	Name() string
-	Flush(ctx context.Context, metrics []samplers.InterMetric) error
-}
+// MetricSink receives the flushed metrics of every interval: the Datadog
+// and stdout sinks, and the plugins. Implementations own their wire format.
+type MetricSink = plugins.Plugin
 
 // gcAfterSeries is the interval size from which a flush runs a GC cycle
 // once the values are generated and before the sinks start encoding. The
@@ -93,7 +91,12 @@ func (s *Server) flushIntervals(ctx context.Context, intervals []interval, now t
 			defer s.consumePanic()
 			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.interval)
 			defer cancel()
-			if err := sink.Flush(fctx, metrics); err != nil {
+			start := time.Now()
+			err := sink.Flush(fctx, metrics)
+			tags := []string{"sink:" + sink.Name()}
+			s.stats.TimeInMilliseconds("sink.duration_ns", nanos(time.Since(start)), tags, 1)
+			if err != nil {
+				s.stats.Count("sink.error_total", 1, tags, 1)
 				s.log.WithError(err).WithField("sink", sink.Name()).Error("flush failed")
 			}
 		}()

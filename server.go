@@ -22,6 +22,7 @@ import (
 	"github.com/getsentry/sentry-go"
 	"github.com/sirupsen/logrus"
 
+	"github.com/veneur/veneur/plugins/influxdb"
 	"github.com/veneur/veneur/samplers"
 )
 
@@ -164,6 +165,16 @@ func NewFromConfig(cfg Config, opts Options) (*Server, error) {
 			client = &http.Client{Timeout: interval}
 		}
 		s.sinks = append(s.sinks, newDatadogSink(cfg, interval, client, log, s.stats))
+	}
+	if cfg.InfluxAddress != "" {
+		p, err := influxdb.New(influxdb.Config{
+			Address: cfg.InfluxAddress, Database: cfg.InfluxDBName, Consistency: cfg.InfluxConsistency,
+			Hostname: cfg.Hostname, Tags: cfg.Tags, Client: &http.Client{Timeout: interval},
+		})
+		if err != nil {
+			return nil, err
+		}
+		s.sinks = append(s.sinks, p)
 	}
 	if cfg.ForwardAddress != "" {
 		log.WithField("forward_address", cfg.ForwardAddress).Warn(
