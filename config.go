@@ -25,8 +25,8 @@ import (
 // The README's "Configuration" section documents every key, its default and
 // its validation rule.
 //
-// Keys for features that are not built yet (aws_*, trace_*,
-// forward_address) are accepted and checked; for those an empty
+// Keys for features that are not built yet (trace_*, forward_address) are
+// accepted and checked; for those an empty
 // string means "off".
 type Config struct {
 	// Aggregates lists the local aggregates flushed for every histogram and
@@ -37,13 +37,15 @@ type Config struct {
 	// https://app.datadoghq.com. Empty means flushes are printed to standard
 	// output instead of being posted.
 	APIHostname string `yaml:"api_hostname"`
-	// AwsAccessKeyID is the access key of the S3 plugin. Not yet used.
+	// AwsAccessKeyID is the access key of the S3 plugin; with
+	// AwsSecretAccessKey empty too, the AWS SDK's default chain is used.
 	AwsAccessKeyID string `yaml:"aws_access_key_id"`
-	// AwsRegion is the region of the S3 plugin's bucket. Not yet used.
+	// AwsRegion is the region of the S3 plugin's bucket.
 	AwsRegion string `yaml:"aws_region"`
-	// AwsS3Bucket is the bucket the S3 plugin writes to. Not yet used.
+	// AwsS3Bucket is the bucket the S3 plugin writes every flush to, as
+	// TSV. Empty means no S3 plugin.
 	AwsS3Bucket string `yaml:"aws_s3_bucket"`
-	// AwsSecretAccessKey is the secret key of the S3 plugin. Not yet used.
+	// AwsSecretAccessKey is the secret key of the S3 plugin.
 	AwsSecretAccessKey string `yaml:"aws_secret_access_key"`
 	// Debug turns on debug logging.
 	Debug bool `yaml:"debug"`
@@ -334,6 +336,12 @@ func (c Config) Validate() error {
 		}
 	}
 
+	if c.AwsS3Bucket != "" && c.AwsRegion == "" {
+		add(errors.New("aws_s3_bucket is set but aws_region is empty; give the bucket's region, e.g. us-west-2"))
+	}
+	if (c.AwsAccessKeyID == "") != (c.AwsSecretAccessKey == "") {
+		add(errors.New("aws_access_key_id and aws_secret_access_key are set together or not at all (neither uses the AWS SDK's default credentials)"))
+	}
 	add(checkURL("influx_address", c.InfluxAddress, "http://influxdb:8086"))
 	if c.InfluxAddress != "" && c.InfluxDBName == "" {
 		add(errors.New("influx_address is set but influx_db_name is empty; name the database to write to"))

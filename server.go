@@ -23,6 +23,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/veneur/veneur/plugins/influxdb"
+	"github.com/veneur/veneur/plugins/s3"
 	"github.com/veneur/veneur/samplers"
 )
 
@@ -170,6 +171,17 @@ func NewFromConfig(cfg Config, opts Options) (*Server, error) {
 		p, err := influxdb.New(influxdb.Config{
 			Address: cfg.InfluxAddress, Database: cfg.InfluxDBName, Consistency: cfg.InfluxConsistency,
 			Hostname: cfg.Hostname, Tags: cfg.Tags, Client: &http.Client{Timeout: interval},
+		})
+		if err != nil {
+			return nil, err
+		}
+		s.sinks = append(s.sinks, p)
+	}
+	if cfg.AwsS3Bucket != "" {
+		p, err := s3.New(context.Background(), s3.Config{
+			Bucket: cfg.AwsS3Bucket, Region: cfg.AwsRegion,
+			AccessKeyID: cfg.AwsAccessKeyID, SecretAccessKey: cfg.AwsSecretAccessKey,
+			Hostname: cfg.Hostname, Tags: cfg.Tags, Interval: interval, Timeout: interval,
 		})
 		if err != nil {
 			return nil, err
