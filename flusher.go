@@ -61,12 +61,16 @@ func (s *Server) flushIntervals(ctx context.Context, intervals []interval, now t
 	s.flushMu.Lock()
 	defer s.flushMu.Unlock()
 	s.reportIngest()
+	s.reportImports()
 
 	metrics, perType := s.generate(intervals, now)
 	nseries := 0
 	for i, iv := range intervals {
 		nseries += len(iv.series)
 		s.stats.Count("worker.metrics_processed_total", int64(iv.processed), []string{"worker:" + strconv.Itoa(i)}, 1)
+		if iv.imported > 0 {
+			s.stats.Count("worker.metrics_imported_total", int64(iv.imported), []string{"worker:" + strconv.Itoa(i)}, 1)
+		}
 		if iv.badKeys > 0 {
 			s.log.WithField("count", iv.badKeys).Error("worker received malformed metric keys")
 		}

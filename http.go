@@ -12,8 +12,9 @@ import (
 	"github.com/zenazn/goji/bind"
 )
 
-// Handler returns the HTTP routes: /healthcheck, and /debug/pprof/ when
-// enable_profiling is set.
+// Handler returns the HTTP routes: /healthcheck, /version, /import (metrics
+// forwarded by other instances), and /debug/pprof/ when enable_profiling
+// is set.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthcheck", func(w http.ResponseWriter, r *http.Request) {
@@ -24,6 +25,7 @@ func (s *Server) Handler() http.Handler {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Write([]byte(VERSION + "\n"))
 	})
+	mux.HandleFunc("/import", s.handleImport)
 	if s.cfg.EnableProfiling {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)

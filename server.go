@@ -88,6 +88,12 @@ type Server struct {
 	httpLn   net.Listener
 	httpSrv  *http.Server
 
+	imports importStats
+	// importMu guards importClosed: Shutdown sets it before it closes the
+	// worker queues, and /import hands batches over only while it is not.
+	importMu     sync.RWMutex
+	importClosed bool
+
 	stopping   atomic.Bool
 	cancel     context.CancelFunc
 	readers    sync.WaitGroup
@@ -361,6 +367,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 
 	// Workers process what is queued, then exit.
+	s.importMu.Lock()
+	s.importClosed = true
+	s.importMu.Unlock()
 	for _, w := range s.workers {
 		close(w.in)
 	}

@@ -30,6 +30,16 @@ type batch struct {
 	// worker answers with its interval. It travels in the same queue as
 	// the data, so a flush takes everything queued before it.
 	flush chan interval
+	// imports, when set, makes this a batch of metrics imported from other
+	// instances (not from the pool).
+	imports []importItem
+}
+
+// importItem is one imported metric bound for a worker.
+type importItem struct {
+	hash uint64
+	key  []byte
+	im   samplers.Imported
 }
 
 const (
@@ -73,6 +83,7 @@ type series struct {
 type interval struct {
 	series    map[uint64]*series
 	processed uint64
+	imported  uint64 // metrics merged from /import
 	badKeys   uint64
 	// perType counts the series of each samplers.MetricType.
 	perType [8]int
@@ -104,6 +115,10 @@ func (w *Worker) run() {
 	for b := range w.in {
 		if b.flush != nil {
 			b.flush <- w.swap()
+			continue
+		}
+		if b.imports != nil {
+			w.merge(b.imports)
 			continue
 		}
 		w.process(b)
@@ -171,6 +186,31 @@ func (w *Worker) process(b *batch) {
 	w.processedTotal.Add(uint64(len(b.samples)))
 	b.reset()
 	w.pool.Put(b)
+}
+
+// merge folds imported metrics into the current interval: counter sums
+// add up, digests and sketches merge. A histogram's local statistics stay
+// those of the samples this instance received itself.
+func (w *Worker) merge(items []importItem) {
+	for i := range items {
+		it := &items[i]
+		se := w.lookup(it.hash, it.key)
+		if se == nil {
+			continue
+		}
+		switch se.Type {
+		case samplers.CounterMetric:
+			se.value += it.im.Counter
+		case samplers.HistogramMetric, samplers.TimerMetric:
+			se.histo.Merge(it.im.Digest)
+		case samplers.SetMetric:
+			if se.set.Merge(it.im.Set) != nil {
+				w.cur.badKeys++
+				continue
+			}
+		}
+		w.cur.imported++
+	}
 }
 
 // lookup finds or creates the series of key. string(key) in a comparison
