@@ -25,8 +25,8 @@ import (
 // The README's "Configuration" section documents every key, its default and
 // its validation rule.
 //
-// Keys for features that are not built yet (trace_*, forward_address) are
-// accepted and checked; for those an empty
+// Keys for features that are not built yet (trace_*) are accepted and
+// checked; for those an empty
 // string means "off".
 type Config struct {
 	// Aggregates lists the local aggregates flushed for every histogram and
@@ -55,8 +55,8 @@ type Config struct {
 	// Datadog. Default 5000.
 	FlushMaxPerBody int `yaml:"flush_max_per_body"`
 	// ForwardAddress is the URL of an upstream (global) veneur to forward
-	// histograms and sets to. Empty means this instance is the root. Not yet
-	// used.
+	// histogram digests, sets and global counters to. Empty means this
+	// instance is the root.
 	ForwardAddress string `yaml:"forward_address"`
 	// Hostname is attached to every metric veneur flushes. Default:
 	// os.Hostname(), unless OmitEmptyHostname is true.

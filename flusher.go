@@ -63,7 +63,7 @@ func (s *Server) flushIntervals(ctx context.Context, intervals []interval, now t
 	s.reportIngest()
 	s.reportImports()
 
-	metrics, perType := s.generate(intervals, now)
+	metrics, fwd, perType := s.generateSplit(intervals, now, s.fwd != nil)
 	nseries := 0
 	for i, iv := range intervals {
 		nseries += len(iv.series)
@@ -85,16 +85,14 @@ func (s *Server) flushIntervals(ctx context.Context, intervals []interval, now t
 	if nseries >= gcAfterSeries {
 		runtime.GC()
 	}
+	if len(fwd) > 0 {
+		s.background(ctx, func(fctx context.Context) { s.fwd.post(fctx, fwd) })
+	}
 	if len(metrics) == 0 {
 		return
 	}
 	for _, sink := range s.sinks {
-		s.inFlight.Add(1)
-		go func() {
-			defer s.inFlight.Done()
-			defer s.consumePanic()
-			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.interval)
-			defer cancel()
+		s.background(ctx, func(fctx context.Context) {
 			start := time.Now()
 			err := sink.Flush(fctx, metrics)
 			tags := []string{"sink:" + sink.Name()}
@@ -103,13 +101,35 @@ func (s *Server) flushIntervals(ctx context.Context, intervals []interval, now t
 				s.stats.Count("sink.error_total", 1, tags, 1)
 				s.log.WithError(err).WithField("sink", sink.Name()).Error("flush failed")
 			}
-		}()
+		})
 	}
+}
+
+// background runs one part of a flush (a sink, the forward) on its own
+// goroutine with at most one interval, not cancelled with ctx; Shutdown
+// waits for it.
+func (s *Server) background(ctx context.Context, f func(context.Context)) {
+	s.inFlight.Add(1)
+	go func() {
+		defer s.inFlight.Done()
+		defer s.consumePanic()
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.interval)
+		defer cancel()
+		f(fctx)
+	}()
 }
 
 // generate builds the flushed values of every series. It runs on the flush
 // goroutine, so the workers go on ingesting meanwhile.
 func (s *Server) generate(intervals []interval, now time.Time) ([]samplers.InterMetric, [8]int) {
+	metrics, _, perType := s.generateSplit(intervals, now, false)
+	return metrics, perType
+}
+
+// generateSplit is generate for an instance that may forward: with forward
+// set, the global parts of each series (see forwardParts) become
+// JSONMetrics instead of flushed values.
+func (s *Server) generateSplit(intervals []interval, now time.Time, forward bool) ([]samplers.InterMetric, []samplers.JSONMetric, [8]int) {
 	var perType [8]int
 	for _, iv := range intervals {
 		for t, n := range iv.perType {
@@ -122,28 +142,74 @@ func (s *Server) generate(intervals []interval, now time.Time) ([]samplers.Inter
 	n := perType[samplers.CounterMetric] + perType[samplers.GaugeMetric] + perType[samplers.SetMetric] +
 		perHisto*(perType[samplers.HistogramMetric]+perType[samplers.TimerMetric])
 	metrics := make([]samplers.InterMetric, 0, n)
+	var fwd []samplers.JSONMetric
 	ts := now.Unix()
 	secs := s.interval.Seconds()
 	for _, iv := range intervals {
 		for _, head := range iv.series {
 			for se := head; se != nil; se = se.next {
 				base := samplers.InterMetric{Series: se.meta, Timestamp: ts}
+				local, global := true, false
+				if forward {
+					local, global = forwardParts(se.Type, se.Scope)
+				}
 				switch se.Type {
 				case samplers.CounterMetric:
-					c := samplers.Counter{Value: se.value}
-					metrics = c.Flush(metrics, base, secs)
+					if global {
+						fwd = append(fwd, samplers.ExportCounter(se.meta, se.value))
+					} else {
+						c := samplers.Counter{Value: se.value}
+						metrics = c.Flush(metrics, base, secs)
+					}
 				case samplers.GaugeMetric:
 					g := samplers.Gauge{Value: se.value}
 					metrics = g.Flush(metrics, base)
 				case samplers.HistogramMetric, samplers.TimerMetric:
-					metrics = se.histo.Flush(metrics, base, s.aggs, s.pcts, true, true, secs)
+					if local {
+						// Percentiles are the global instance's to
+						// compute when the digest goes there.
+						metrics = se.histo.Flush(metrics, base, s.aggs, s.pcts, true, !global, secs)
+					}
+					if global {
+						if m, err := samplers.ExportHisto(se.meta, se.Type, se.histo); err == nil {
+							fwd = append(fwd, m)
+						}
+					}
 				case samplers.SetMetric:
-					metrics = se.set.Flush(metrics, base)
+					if global {
+						if m, err := samplers.ExportSet(se.meta, se.set); err == nil {
+							fwd = append(fwd, m)
+						}
+					} else {
+						metrics = se.set.Flush(metrics, base)
+					}
 				}
 			}
 		}
 	}
-	return metrics, perType
+	return metrics, fwd, perType
+}
+
+// forwardParts says, for an instance that forwards, whether a series is
+// flushed here (local) and whether its state goes to the global instance:
+//
+//   - counters: forwarded with veneurglobalonly, else local;
+//   - gauges: local;
+//   - histograms and timers: veneurlocalonly keeps all local; otherwise the
+//     digest is forwarded for global percentiles, and the aggregates of
+//     this instance's samples (min, max, count, ...) are flushed here,
+//     except with veneurglobalonly;
+//   - sets: local with veneurlocalonly, else forwarded.
+func forwardParts(t samplers.MetricType, scope samplers.MetricScope) (local, global bool) {
+	switch t {
+	case samplers.CounterMetric:
+		return scope != samplers.GlobalOnly, scope == samplers.GlobalOnly
+	case samplers.HistogramMetric, samplers.TimerMetric:
+		return scope != samplers.GlobalOnly, scope != samplers.LocalOnly
+	case samplers.SetMetric:
+		return scope == samplers.LocalOnly, scope != samplers.LocalOnly
+	}
+	return true, false
 }
 
 // reportIngest sends the ingestion counters accumulated since the last

@@ -85,6 +85,7 @@ type Server struct {
 	tcp      *tcpListener
 	tlsConf  *tls.Config
 	sentry   *sentry.Hub // nil without sentry_dsn
+	fwd      *forwarder  // nil at the root (no forward_address)
 	httpLn   net.Listener
 	httpSrv  *http.Server
 
@@ -195,8 +196,11 @@ func NewFromConfig(cfg Config, opts Options) (*Server, error) {
 		s.sinks = append(s.sinks, p)
 	}
 	if cfg.ForwardAddress != "" {
-		log.WithField("forward_address", cfg.ForwardAddress).Warn(
-			"forwarding to a global instance is not available in this version; this instance publishes all metrics itself")
+		client := opts.HTTPClient
+		if client == nil {
+			client = &http.Client{Timeout: interval}
+		}
+		s.fwd = newForwarder(cfg.ForwardAddress, client, log, s.stats)
 	}
 	return s, nil
 }

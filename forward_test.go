@@ -1,0 +1,114 @@
+package veneur
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/veneur/veneur/samplers"
+)
+
+func TestForwardParts(t *testing.T) {
+	const (
+		c, g, h, tm, st = samplers.CounterMetric, samplers.GaugeMetric, samplers.HistogramMetric, samplers.TimerMetric, samplers.SetMetric
+		mixed, lo, gl   = samplers.MixedScope, samplers.LocalOnly, samplers.GlobalOnly
+	)
+	for _, x := range []struct {
+		t             samplers.MetricType
+		scope         samplers.MetricScope
+		local, global bool
+	}{
+		{c, mixed, true, false}, {c, lo, true, false}, {c, gl, false, true},
+		{g, mixed, true, false}, {g, gl, true, false},
+		{h, mixed, true, true}, {h, lo, true, false}, {h, gl, false, true},
+		{tm, mixed, true, true},
+		{st, mixed, false, true}, {st, lo, true, false}, {st, gl, false, true},
+	} {
+		if l, gb := forwardParts(x.t, x.scope); l != x.local || gb != x.global {
+			t.Errorf("%v scope %d: local %v global %v, want %v %v", x.t, x.scope, l, gb, x.local, x.global)
+		}
+	}
+}
+
+// A local instance flushes host-level parts itself and forwards digests,
+// sketches and global counters; the global instance publishes percentiles,
+// set sizes and global counters. Nothing is published twice.
+func TestForwardLocalToGlobal(t *testing.T) {
+	gcfg := testConfig(t, "percentiles: [0.5]\naggregates: [min, max, count]\n")
+	gcfg.Hostname = "global"
+	global, gout := startServer(t, gcfg)
+	lcfg := testConfig(t, "percentiles: [0.5]\naggregates: [min, max, count]\nforward_address: http://"+global.HTTPAddr().String()+"\n")
+	lcfg.Hostname = "local"
+	local, lout := startServer(t, lcfg)
+	sendUDP(t, local.UDPAddr(),
+		"lat:10|ms|#svc:a\nlat:20|ms|#svc:a\nlat:30|ms|#svc:a",
+		"near:5|h|#veneurlocalonly",
+		"far:7|h|#veneurglobalonly",
+		"users:alice|s\nusers:bob|s",
+		"hits:2|c\nglobal.hits:3|c|#veneurglobalonly",
+		"temp:21|g",
+	)
+	waitProcessed(t, local, 10)
+	local.Flush(context.Background(), time.Unix(1000, 0))
+	// The forward runs in the background: wait until the global took it.
+	deadline := time.Now().Add(5 * time.Second)
+	for global.imports.requests.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the global instance received no import")
+		}
+		runtime.Gosched()
+	}
+	shutdown(t, local)
+	shutdown(t, global)
+	lo, gl := lout.String(), gout.String()
+
+	for _, want := range []string{
+		"lat.min gauge 10 host=local", "lat.max gauge 30 ", "lat.count rate ",
+		"near.min gauge 5 ", "near.50percentile gauge 5 ",
+		"hits rate ", "temp gauge 21 ",
+	} {
+		if !strings.Contains(lo, want) {
+			t.Errorf("local output lacks %q:\n%s", want, lo)
+		}
+	}
+	for _, unwanted := range []string{"lat.50percentile", "far", "users", "global.hits"} {
+		if strings.Contains(lo, unwanted) {
+			t.Errorf("local published %q, which is the global's:\n%s", unwanted, lo)
+		}
+	}
+	for _, want := range []string{
+		"lat.50percentile gauge 20 host=global tags=[svc:a]",
+		"far.50percentile gauge 7 ",
+		"users gauge 2 ",
+		"global.hits rate 0.0008333333333333334 ", // 3/3600
+	} {
+		if !strings.Contains(gl, want) {
+			t.Errorf("global output lacks %q:\n%s", want, gl)
+		}
+	}
+	for _, unwanted := range []string{"lat.min", "lat.count", "far.min", "near", "temp", " hits "} {
+		if strings.Contains(gl, unwanted) {
+			t.Errorf("global published %q, which is the local's:\n%s", unwanted, gl)
+		}
+	}
+}
+
+func TestForwardErrors(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "overloaded", http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	s := newServer(t, "forward_address: "+srv.URL+"\n")
+	m := []samplers.JSONMetric{samplers.ExportCounter(&samplers.Series{Name: "x"}, 1)}
+	if err := s.fwd.send(context.Background(), m); err == nil || err.cause != "response" || !strings.Contains(err.err.Error(), "overloaded") {
+		t.Errorf("send to a failing global = %+v, want cause response with its message", err)
+	}
+	srv.Close()
+	if err := s.fwd.send(context.Background(), m); err == nil || err.cause != "post" {
+		t.Errorf("send to a closed global = %+v, want cause post", err)
+	}
+}
