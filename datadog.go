@@ -36,8 +36,12 @@ type datadogSink struct {
 	// and the default host, escaped once instead of per series.
 	tagsJSON []byte
 	hostJSON []byte
-	bufs     sync.Pool // *bytes.Buffer, one per body being built
-	zws      sync.Pool // *zlib.Writer
+	// For events and service checks: the API base URL, key, default host
+	// and config tags.
+	apiBase, key, hostname string
+	tags                   []string
+	bufs                   sync.Pool // *bytes.Buffer, one per body being built
+	zws                    sync.Pool // *zlib.Writer
 }
 
 func newDatadogSink(cfg Config, interval time.Duration, client *http.Client, log *logrus.Logger, stats statsd.ClientInterface) *datadogSink {
@@ -56,6 +60,10 @@ func newDatadogSink(cfg Config, interval time.Duration, client *http.Client, log
 		tagsJSON:   tagsJSON,
 		hostJSON:   hostJSON,
 		url:        strings.TrimRight(cfg.APIHostname, "/") + "/api/v1/series?api_key=" + cfg.Key,
+		apiBase:    strings.TrimRight(cfg.APIHostname, "/"),
+		key:        cfg.Key,
+		hostname:   cfg.Hostname,
+		tags:       cfg.Tags,
 		client:     client,
 		intervalS:  secs,
 		maxPerBody: cfg.FlushMaxPerBody,

@@ -62,6 +62,7 @@ func (s *Server) flushIntervals(ctx context.Context, intervals []interval, now t
 	defer s.flushMu.Unlock()
 	s.reportIngest()
 	s.reportImports()
+	s.flushEvents(ctx)
 
 	metrics, fwd, perType := s.generateSplit(intervals, now, s.fwd != nil)
 	nseries := 0

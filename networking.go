@@ -41,8 +41,8 @@ var parseCauses = [...]struct {
 	{samplers.ErrTooLong, "too_long"},
 	{samplers.ErrTooManyTags, "too_many_tags"},
 	{errUnterminated, "unterminated"},
-	{samplers.ErrEventNotMetric, "event_unsupported"},
-	{samplers.ErrServiceCheck, "service_check_unsupported"},
+	{samplers.ErrBadEvent, "bad_event"},
+	{samplers.ErrBadServiceCheck, "bad_service_check"},
 }
 
 const numCauses = len(parseCauses)
@@ -91,6 +91,7 @@ type ingester struct {
 	line    samplers.Line
 	key     []byte
 	pending []*batch
+	events  *eventBuffer
 	counts  readerCounts
 	lastLog time.Time
 	// sendWait bounds how long a reader waits for a full worker queue
@@ -108,6 +109,7 @@ func (s *Server) newIngester() *ingester {
 		log:      s.log,
 		key:      make([]byte, 0, 512),
 		pending:  make([]*batch, len(s.workers)),
+		events:   &s.events,
 		sendWait: 100 * time.Millisecond,
 	}
 }
@@ -154,7 +156,28 @@ func (in *ingester) handleLine(line []byte) {
 	in.counts.lines++
 	in.counts.any = true
 	l := &in.line
-	if err := in.parser.ParseLine(line, l); err != nil {
+	err := in.parser.ParseLine(line, l)
+	switch err {
+	case samplers.ErrEventNotMetric:
+		var e samplers.Event
+		if e, err = samplers.ParseEvent(line); err == nil {
+			if e.Timestamp == 0 {
+				e.Timestamp = time.Now().Unix()
+			}
+			in.events.addEvent(e)
+			return
+		}
+	case samplers.ErrServiceCheck:
+		var c samplers.ServiceCheck
+		if c, err = samplers.ParseServiceCheck(line); err == nil {
+			if c.Timestamp == 0 {
+				c.Timestamp = time.Now().Unix()
+			}
+			in.events.addCheck(c)
+			return
+		}
+	}
+	if err != nil {
 		in.counts.parseErrs[causeIndex(err)]++
 		if in.log.IsLevelEnabled(logrus.DebugLevel) {
 			if now := time.Now(); now.Sub(in.lastLog) >= time.Second {

@@ -9,7 +9,8 @@ import (
 
 // FuzzHandlePacket feeds arbitrary datagrams through a reader and a worker:
 // nothing may panic, every sample must come from a line the parser accepts,
-// and every line is either a sample source or a counted error.
+// and every line is a sample source, an event or service check, or a
+// counted error.
 func FuzzHandlePacket(f *testing.F) {
 	for _, s := range []string{
 		"a:1|c\nb:2|g\n", "a:1|c\nbad\nc:u|s", "h:1:2:3|h|#x,y", "\n\n\n", "a:1|c|@0.5|#host:h,device:d\r\n",
@@ -27,7 +28,7 @@ func FuzzHandlePacket(f *testing.F) {
 		for _, n := range in.counts.parseErrs {
 			errs += n
 		}
-		good := in.counts.lines - errs
+		good := in.counts.lines - errs - s.events.nEvents - s.events.nChecks
 		samples := 0
 		for wi, b := range in.pending {
 			if b == nil {

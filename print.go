@@ -3,10 +3,12 @@ package veneur
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"math"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -85,6 +87,39 @@ func (p *printSink) Flush(_ context.Context, metrics []samplers.InterMetric) err
 		}
 		b = append(b, "]\n"...)
 		bw.Write(b)
+	}
+	return bw.Flush()
+}
+
+// FlushEvents prints lines such as
+//
+//	event 2026-11-25T03:40:00Z "Deploy" "v42 is out" host=web1 alert_type=success tags=[env:dev]
+//	check 2026-11-25T03:40:00Z db.up status=2 host=db1 message="primary down" tags=[env:dev]
+func (p *printSink) FlushEvents(_ context.Context, events []samplers.Event, checks []samplers.ServiceCheck) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	bw := bufio.NewWriter(p.w)
+	host := func(h string) string {
+		if h == "" {
+			return p.hostname
+		}
+		return h
+	}
+	tags := func(t []string) string {
+		return strings.Join(append(append([]string{}, t...), p.tags...), " ")
+	}
+	when := func(ts int64) string { return time.Unix(ts, 0).UTC().Format(time.RFC3339) }
+	for _, e := range events {
+		fmt.Fprintf(bw, "event %s %q %q host=%s", when(e.Timestamp), e.Title, e.Text, host(e.Host))
+		for _, f := range [][2]string{{"aggregation_key", e.AggregationKey}, {"priority", e.Priority}, {"source_type", e.SourceType}, {"alert_type", e.AlertType}} {
+			if f[1] != "" {
+				fmt.Fprintf(bw, " %s=%s", f[0], f[1])
+			}
+		}
+		fmt.Fprintf(bw, " tags=[%s]\n", tags(e.Tags))
+	}
+	for _, c := range checks {
+		fmt.Fprintf(bw, "check %s %s status=%d host=%s message=%q tags=[%s]\n", when(c.Timestamp), c.Name, c.Status, host(c.Host), c.Message, tags(c.Tags))
 	}
 	return bw.Flush()
 }

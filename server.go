@@ -90,6 +90,7 @@ type Server struct {
 	httpSrv  *http.Server
 
 	imports importStats
+	events  eventBuffer
 	// importMu guards importClosed: Shutdown sets it before it closes the
 	// worker queues, and /import hands batches over only while it is not.
 	importMu     sync.RWMutex

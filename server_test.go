@@ -525,3 +525,26 @@ func TestResolveVersion(t *testing.T) {
 		}
 	}
 }
+
+// Events and service checks print with the default host and config tags;
+// a malformed one is counted, its neighbours kept.
+func TestServerEventsAndChecks(t *testing.T) {
+	s, out := startServer(t, testConfig(t, "tags: [\"env:dev\"]\n"))
+	sendUDP(t, s.UDPAddr(), "_e{5,4}:title|text|d:1000|#a\n_sc|chk|1|d:1000|m:it broke\n_e{9,9}:cut|x\nok:1|c")
+	waitProcessed(t, s, 1)
+	if n := parseErrs(s, samplers.ErrBadEvent); n != 1 {
+		t.Errorf("%d malformed events counted, want 1", n)
+	}
+	s.Flush(context.Background(), time.Unix(1000, 0))
+	shutdown(t, s)
+	got := out.String()
+	for _, want := range []string{
+		`event 1970-01-01T00:16:40Z "title" "text" host=box tags=[a env:dev]`,
+		`check 1970-01-01T00:16:40Z chk status=1 host=box message="it broke" tags=[env:dev]`,
+		" ok rate ",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("output lacks %q:\n%s", want, got)
+		}
+	}
+}

@@ -703,3 +703,50 @@ func TestLocalForwardsToGlobal(t *testing.T) {
 	expectSeries(t, greqs, "fwd.users", want{Type: "gauge", Value: 2, Host: "global-veneur"})
 	expectSeries(t, greqs, "fwd.global", want{Type: "rate", Value: 4 / hour, Interval: hour, Host: "global-veneur"})
 }
+
+// Events and service checks sent with datadog-go reach Datadog's event
+// and check_run APIs with their fields, the default host and config tags.
+func TestEventsAndServiceChecks(t *testing.T) {
+	t.Parallel()
+	fake := newFakeDD(t)
+	d := startDaemon(t, fake, func(c config) { c["tags"] = []string{"env:e2e"} })
+	c := newClient(t, d)
+	must(t, c.Event(&statsd.Event{
+		Title: "Deploy", Text: "v42 is out\nall green", Timestamp: time.Unix(1700000000, 0),
+		AggregationKey: "deploys", Priority: statsd.Low, SourceTypeName: "ci", AlertType: statsd.Success,
+		Tags: []string{"svc:api"},
+	}))
+	must(t, c.ServiceCheck(&statsd.ServiceCheck{
+		Name: "db.up", Status: statsd.Critical, Timestamp: time.Unix(1700000001, 0), Hostname: "db1",
+		Message: "primary down", Tags: []string{"role:primary"},
+	}))
+	flushClient(t, c)
+	d.stopAndCollect(t)
+	events, checks := fake.eventsAndChecks()
+	if len(events) != 1 || len(checks) != 1 {
+		t.Fatalf("%d events and %d checks, want 1 and 1: %v %v", len(events), len(checks), events, checks)
+	}
+	e := events[0]
+	for k, want := range map[string]any{
+		"title": "Deploy", "text": "v42 is out\nall green", "date_happened": 1700000000.0, "host": hostName,
+		"aggregation_key": "deploys", "priority": "low", "source_type_name": "ci", "alert_type": "success",
+	} {
+		if e[k] != want {
+			t.Errorf("event %s = %v, want %v", k, e[k], want)
+		}
+	}
+	if fmt.Sprint(e["tags"]) != "[svc:api env:e2e]" {
+		t.Errorf("event tags %v, want [svc:api env:e2e]", e["tags"])
+	}
+	ch := checks[0]
+	for k, want := range map[string]any{
+		"check": "db.up", "status": 2.0, "timestamp": 1700000001.0, "host_name": "db1", "message": "primary down",
+	} {
+		if ch[k] != want {
+			t.Errorf("check %s = %v, want %v", k, ch[k], want)
+		}
+	}
+	if fmt.Sprint(ch["tags"]) != "[role:primary env:e2e]" {
+		t.Errorf("check tags %v, want [role:primary env:e2e]", ch["tags"])
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -68,8 +69,12 @@ type fakeDD struct {
 	srv     *httptest.Server
 	created time.Time
 
-	mu         sync.Mutex
-	requests   []apiRequest
+	mu       sync.Mutex
+	requests []apiRequest
+	// events and checks are the decoded bodies posted to /api/v1/events
+	// and /api/v1/check_run.
+	events     []map[string]any
+	checks     []map[string]any
 	violations []string
 	changed    chan struct{} // closed and replaced on every request
 	status     int           // status to answer with
@@ -159,6 +164,10 @@ func (f *fakeDD) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		f.violate("method %s, want POST", r.Method)
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	if r.URL.Path == "/api/v1/events" || r.URL.Path == "/api/v1/check_run" {
+		f.serveEventAPI(w, r)
 		return
 	}
 	if r.URL.Path != "/api/v1/series" {
@@ -422,4 +431,51 @@ func (s series) String() string {
 		dev = " device=" + s.Device
 	}
 	return fmt.Sprintf("%s %s value=%v tags=%q host=%s%s%s", s.Metric, s.Type, s.Value, s.Tags, s.Host, dev, iv)
+}
+
+// serveEventAPI takes an event (one JSON object) or service checks (a JSON
+// array) as the Datadog API does, and records them.
+func (f *fakeDD) serveEventAPI(w http.ResponseWriter, r *http.Request) {
+	if got := r.URL.Query().Get("api_key"); got != apiKey {
+		f.violate("%s: api_key query %q, want %q", r.URL.Path, got, apiKey)
+		http.Error(w, "forbidden", http.StatusForbidden)
+		return
+	}
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		f.violate("%s: Content-Type %q, want application/json", r.URL.Path, r.Header.Get("Content-Type"))
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	if err != nil {
+		f.violate("%s: reading body: %v", r.URL.Path, err)
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if r.URL.Path == "/api/v1/events" {
+		var e map[string]any
+		if err := json.Unmarshal(body, &e); err != nil {
+			f.violate("/api/v1/events: body %q is not one JSON object: %v", truncate(body), err)
+			http.Error(w, "bad body", http.StatusBadRequest)
+			return
+		}
+		f.events = append(f.events, e)
+	} else {
+		var cs []map[string]any
+		if err := json.Unmarshal(body, &cs); err != nil {
+			f.violate("/api/v1/check_run: body %q is not a JSON array: %v", truncate(body), err)
+			http.Error(w, "bad body", http.StatusBadRequest)
+			return
+		}
+		f.checks = append(f.checks, cs...)
+	}
+	f.notifyLocked()
+	w.WriteHeader(http.StatusAccepted)
+	w.Write([]byte(`{"status":"ok"}`))
+}
+
+// eventsAndChecks returns what serveEventAPI recorded.
+func (f *fakeDD) eventsAndChecks() (events, checks []map[string]any) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.events), slices.Clone(f.checks)
 }
