@@ -416,7 +416,10 @@ func (t *tcpListener) close() {
 // if not nil, runs before every read.
 func readLines(r io.Reader, in *ingester, maxLen int, beforeRead func()) error {
 	defer in.flush()
-	buf := make([]byte, max(64<<10, 2*(maxLen+1)))
+	// Room for a whole line and as much again: 8 KiB per connection with
+	// the default metric_max_length, so thousands of idle connections
+	// cost little.
+	buf := make([]byte, 2*(maxLen+1))
 	filled := 0
 	skipping := false // inside a line already counted as too long
 	for {
