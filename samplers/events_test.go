@@ -16,7 +16,7 @@ func TestParseEvent(t *testing.T) {
 			Event{Title: "Deploy!", Text: "line\nline2", Timestamp: 1700000000, Host: "web1", AggregationKey: "agg",
 				Priority: "low", SourceType: "jenkins", AlertType: "success", Tags: []string{"a:1", "b:2"}}},
 		{"_e{3,3}:a|b|c|d|t:error|c:ci-container", Event{Title: "a|b", Text: "c|d", AlertType: "error"}}, // pipes inside, unknown field
-		{"_e{6,4}:héllo|text", Event{Title: "héllo", Text: "text"}}, // lengths in bytes
+		{"_e{6,4}:héllo|text", Event{Title: "héllo", Text: "text"}},                                      // lengths in bytes
 	} {
 		got, err := ParseEvent([]byte(c.line))
 		if err != nil || !reflect.DeepEqual(got, c.want) {
