@@ -214,6 +214,9 @@ func (rb *recvBatch) handleOne(in *ingester, i int) {
 // from one per receive round to about one per millisecond.
 const (
 	readerHold = time.Millisecond
+	// readerQuiet is how many empty busy waits (of readerHold each) make a
+	// reader idle.
+	readerQuiet = 50
 	// readIdleTimeout bounds an idle reader's wait, a safety net behind
 	// wake for noticing the stop flag.
 	readIdleTimeout = 10 * time.Second
@@ -243,6 +246,7 @@ func readUDP(sock *udpSocket, in *ingester, size int, stopping func() bool) erro
 	fd := uintptr(sock.fd)
 	var heldSince time.Time
 	held, idle := false, true
+	quiet := 0 // consecutive busy waits that timed out holding nothing
 	for {
 		var n int
 		var errno syscall.Errno
@@ -261,6 +265,7 @@ func readUDP(sock *udpSocket, in *ingester, size int, stopping func() bool) erro
 				idle = false
 				sock.setTimeout(readerHold)
 			}
+			quiet = 0
 			rb.handle(in, n)
 			now := time.Now()
 			if !held {
@@ -270,11 +275,15 @@ func readUDP(sock *udpSocket, in *ingester, size int, stopping func() bool) erro
 				continue
 			}
 		case unix.EAGAIN:
-			// The receive timeout expired: hand over what is held; a
-			// reader that held nothing is idle.
+			// The receive timeout expired: hand over what is held. A
+			// reader that held nothing for readerQuiet waits in a row is
+			// idle: going idle and back costs a wake-up of the runtime's
+			// monitor, so a light but steady stream stays busy.
 			if !held && !idle {
-				idle = true
-				sock.setTimeout(readIdleTimeout)
+				if quiet++; quiet >= readerQuiet {
+					idle, quiet = true, 0
+					sock.setTimeout(readIdleTimeout)
+				}
 			}
 		case unix.EINTR:
 		case unix.ENOBUFS, unix.ENOMEM:
