@@ -24,9 +24,9 @@ import (
 // its P (scheduler slot). With an ordinary system call the runtime's
 // monitor would take the P away after 20µs of each wait and, doing so
 // again and again, wake every 20µs. These waits are bounded by a 1 ms
-// receive timeout. Once a wait
-// times out with nothing held, the reader is idle and waits with an
-// ordinary system call, which lets the runtime take the P back and the
+// receive timeout. Once readerQuiet
+// waits in a row time out with nothing held, the reader is idle and waits
+// with an ordinary system call, which lets the runtime take the P back and the
 // process sleep. reserveReaderProcs keeps one P beyond the readers' for the
 // workers, the flusher and the HTTP server.
 type udpSocket struct {
