@@ -9,7 +9,7 @@ PKGS          := ./...
 VERSION       := $(shell git describe --always --dirty 2>/dev/null)
 LDFLAGS       := $(if $(VERSION),-ldflags "-X github.com/veneur/veneur.VERSION=$(VERSION)")
 
-.PHONY: all build run test lint test-unit test-race bench bench-load deps clean
+.PHONY: all build run test lint test-unit test-race bench bench-load deps generate clean
 
 all: build
 
@@ -47,6 +47,14 @@ bench:
 
 bench-load:
 	$(GO) run ./cmd/veneur-loadgen
+
+# Regenerates ssf/ssf.pb.go from ssf/ssf.proto (the result is committed;
+# builds and tests do not need protoc). Needs Debian's protobuf-compiler.
+PROTOC_GEN_GO := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+generate:
+	command -v protoc >/dev/null || apt-get install -y protobuf-compiler
+	$(GO) install $(PROTOC_GEN_GO)
+	PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc --go_out=. --go_opt=paths=source_relative ssf/ssf.proto
 
 clean:
 	rm -rf bin

@@ -25,9 +25,7 @@ import (
 // The README's "Configuration" section documents every key, its default and
 // its validation rule.
 //
-// Keys for features that are not built yet (trace_*) are accepted and
-// checked; for those an empty
-// string means "off".
+// For the keys of optional features an empty string means "off".
 type Config struct {
 	// Aggregates lists the local aggregates flushed for every histogram and
 	// timer: any of min, max, median, avg, count, sum. Default: min, max,
@@ -114,13 +112,14 @@ type Config struct {
 	TLSCertificate string `yaml:"tls_certificate"`
 	// TLSKey is the PEM private key of the TLS listener.
 	TLSKey string `yaml:"tls_key"`
-	// TraceAddress is the host:port of the trace span listener. Not yet
-	// used.
+	// TraceAddress is the host:port of the SSF span listener (UDP, one
+	// protobuf span per datagram). Empty means none.
 	TraceAddress string `yaml:"trace_address"`
-	// TraceAPIAddress is the URL spans are posted to. Not yet used.
+	// TraceAPIAddress is the URL of the Datadog trace agent that trace spans
+	// are sent to (PUT /v0.3/traces). Empty keeps only the spans' metrics.
 	TraceAPIAddress string `yaml:"trace_api_address"`
-	// TraceMaxLengthBytes is the largest trace span packet accepted.
-	// Default 16384. Not yet used.
+	// TraceMaxLengthBytes is the largest SSF datagram accepted. Default
+	// 16384.
 	TraceMaxLengthBytes int `yaml:"trace_max_length_bytes"`
 	// UdpAddress is the host:port of the UDP DogStatsD listener.
 	UdpAddress string `yaml:"udp_address"`

@@ -63,6 +63,7 @@ func (s *Server) flushIntervals(ctx context.Context, intervals []interval, now t
 	s.reportIngest()
 	s.reportImports()
 	s.flushEvents(ctx)
+	s.flushSpans(ctx)
 
 	metrics, fwd, perType := s.generateSplit(intervals, now, s.fwd != nil)
 	nseries := 0

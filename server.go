@@ -91,6 +91,11 @@ type Server struct {
 
 	imports importStats
 	events  eventBuffer
+	// SSF trace spans: the listener, its counters, the interval's spans.
+	traceConn   *net.UDPConn
+	traces      traceStats
+	spans       spanBuffer
+	traceClient *http.Client
 	// importMu guards importClosed: Shutdown sets it before it closes the
 	// worker queues, and /import hands batches over only while it is not.
 	importMu     sync.RWMutex
@@ -196,6 +201,10 @@ func NewFromConfig(cfg Config, opts Options) (*Server, error) {
 		}
 		s.sinks = append(s.sinks, p)
 	}
+	s.traceClient = opts.HTTPClient
+	if s.traceClient == nil {
+		s.traceClient = &http.Client{Timeout: interval}
+	}
 	if cfg.ForwardAddress != "" {
 		client := opts.HTTPClient
 		if client == nil {
@@ -220,6 +229,14 @@ func (s *Server) TCPAddr() net.Addr {
 		return nil
 	}
 	return s.tcp.ln.Addr()
+}
+
+// TraceAddr returns the bound address of the SSF listener, or nil.
+func (s *Server) TraceAddr() net.Addr {
+	if s.traceConn == nil {
+		return nil
+	}
+	return s.traceConn.LocalAddr()
 }
 
 // HTTPAddr returns the bound address of the HTTP listener, or nil.
@@ -267,6 +284,15 @@ func (s *Server) Start() error {
 		s.readers.Add(1)
 		go s.tcp.accept()
 	}
+	if s.traceConn != nil {
+		in := s.newIngester()
+		s.readers.Add(1)
+		go func() {
+			defer s.readers.Done()
+			defer s.consumePanic()
+			s.readTraces(s.traceConn, in)
+		}()
+	}
 	if s.httpLn != nil {
 		s.httpSrv = &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
 		go func() {
@@ -313,6 +339,15 @@ func (s *Server) bind() error {
 		}
 		s.tcp = &tcpListener{ln: ln, tls: s.tlsConf, s: s, conns: map[net.Conn]struct{}{}}
 	}
+	if s.cfg.TraceAddress != "" {
+		ua, err := net.ResolveUDPAddr("udp", s.cfg.TraceAddress)
+		if err == nil {
+			s.traceConn, err = net.ListenUDP("udp", ua)
+		}
+		if err != nil {
+			return fmt.Errorf("trace_address %q: %w", s.cfg.TraceAddress, err)
+		}
+	}
 	if s.cfg.HTTPAddress != "" {
 		ln, err := listenHTTP(s.cfg.HTTPAddress)
 		if err != nil {
@@ -329,6 +364,9 @@ func (s *Server) closeListeners() {
 	}
 	if s.tcp != nil {
 		s.tcp.ln.Close()
+	}
+	if s.traceConn != nil {
+		s.traceConn.Close()
 	}
 	if s.httpLn != nil {
 		s.httpLn.Close()
@@ -360,7 +398,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.tcp != nil {
 		s.tcp.close()
 	}
+	if s.traceConn != nil {
+		s.traceConn.SetReadDeadline(time.Now())
+	}
 	s.readers.Wait()
+	if s.traceConn != nil {
+		s.traceConn.Close()
+	}
 	for _, c := range s.udpSocks {
 		c.Close()
 	}

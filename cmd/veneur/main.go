@@ -84,6 +84,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"version":  veneur.VERSION,
 		"udp":      addrString(srv.UDPAddr()),
 		"tcp":      addrString(srv.TCPAddr()),
+		"ssf":      addrString(srv.TraceAddr()),
 		"http":     addrString(srv.HTTPAddr()),
 		"interval": cfg.Interval,
 		"workers":  cfg.NumWorkers,
