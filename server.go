@@ -399,7 +399,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.tcp.close()
 	}
 	if s.traceConn != nil {
-		s.traceConn.SetReadDeadline(time.Now())
+		// Reads take what is already queued until the deadline passes.
+		s.traceConn.SetReadDeadline(time.Now().Add(tcpDrainIdle))
 	}
 	s.readers.Wait()
 	if s.traceConn != nil {

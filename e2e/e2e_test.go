@@ -2,8 +2,10 @@ package e2e
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +17,9 @@ import (
 	"time"
 
 	"github.com/DataDog/datadog-go/v5/statsd"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/veneur/veneur/ssf"
 )
 
 // waitLong bounds waits for something a 1s-interval daemon does within a few
@@ -748,5 +753,51 @@ func TestEventsAndServiceChecks(t *testing.T) {
 	}
 	if fmt.Sprint(ch["tags"]) != "[role:primary env:e2e]" {
 		t.Errorf("check tags %v, want [role:primary env:e2e]", ch["tags"])
+	}
+}
+
+// SSF over UDP to the real binary: the span's metric reaches the series
+// API and the span the trace agent.
+func TestSSFSpan(t *testing.T) {
+	t.Parallel()
+	fake := newFakeDD(t)
+	traces := make(chan []byte, 4)
+	agent := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		traces <- b
+	}))
+	defer agent.Close()
+	var traceAddr string
+	d := startDaemon(t, fake, func(c config) {
+		traceAddr = freeUDPAddr(t)
+		c["trace_address"] = traceAddr
+		c["trace_api_address"] = agent.URL
+	})
+	span := &ssf.SSFSpan{
+		TraceId: 1, Id: 2, StartTimestamp: 1700000000000000000, EndTimestamp: 1700000000000000500,
+		Service: "shop", Name: "checkout",
+		Metrics: []*ssf.SSFSample{{Metric: ssf.SSFSample_COUNTER, Name: "ssf.orders", Value: 2, Tags: map[string]string{"shop": "eu"}}},
+	}
+	b, err := proto.Marshal(span)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.Dial("udp", traceAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	reqs := d.stopAndCollect(t)
+	expectSeries(t, reqs, "ssf.orders", rate(2/hour, hour, "shop:eu"))
+	select {
+	case body := <-traces:
+		if !strings.Contains(string(body), `"service":"shop"`) || !strings.Contains(string(body), `"name":"checkout"`) || !strings.Contains(string(body), `"duration":500`) {
+			t.Errorf("trace agent got %s", body)
+		}
+	default:
+		t.Error("no spans reached the trace agent before the daemon exited")
 	}
 }
