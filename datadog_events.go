@@ -79,24 +79,30 @@ func (d *datadogSink) withTags(tags []string) []string {
 }
 
 func (d *datadogSink) postJSON(ctx context.Context, path string, v any) error {
+	return sendJSON(ctx, d.client, http.MethodPost, d.apiBase+path+"?api_key="+d.key, path, v)
+}
+
+// sendJSON sends v as a JSON body and returns an error unless the answer
+// is 2xx. Errors name the destination as what, and never carry the URL,
+// which may hold a key.
+func sendJSON(ctx context.Context, client *http.Client, method, url, what string, v any) error {
 	body, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	url := d.apiBase + path + "?api_key=" + d.key
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
 	if err != nil {
-		return redactKey(err)
+		return fmt.Errorf("%s: %w", what, redactKey(err))
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := d.client.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
-		return redactKey(err)
+		return fmt.Errorf("%s: %w", what, redactKey(err))
 	}
 	defer resp.Body.Close()
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("%s answered %s: %s", path, resp.Status, strings.TrimSpace(string(msg)))
+		return fmt.Errorf("%s answered %s: %s", what, resp.Status, strings.TrimSpace(string(msg)))
 	}
 	return nil
 }

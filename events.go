@@ -27,22 +27,24 @@ func (b *eventBuffer) addEvent(e samplers.Event) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.nEvents++
-	if len(b.events) >= maxEventsPerInterval {
-		b.droppedEvents++
-		return
-	}
-	b.events = append(b.events, e)
+	appendCapped(&b.events, e, &b.droppedEvents)
 }
 
 func (b *eventBuffer) addCheck(c samplers.ServiceCheck) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.nChecks++
-	if len(b.checks) >= maxEventsPerInterval {
-		b.droppedChecks++
+	appendCapped(&b.checks, c, &b.droppedChecks)
+}
+
+// appendCapped appends v to *list unless it holds maxEventsPerInterval
+// items already, in which case it counts a drop.
+func appendCapped[T any](list *[]T, v T, dropped *uint64) {
+	if len(*list) >= maxEventsPerInterval {
+		*dropped++
 		return
 	}
-	b.checks = append(b.checks, c)
+	*list = append(*list, v)
 }
 
 // eventInterval is what an eventBuffer held since the last swap.

@@ -1,12 +1,8 @@
 package veneur
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
-	"io"
 	"math"
 	"net"
 	"net/http"
@@ -281,24 +277,6 @@ func (s *Server) flushSpans(ctx context.Context) {
 }
 
 func (s *Server) putTraces(ctx context.Context, spans []*ssf.SSFSpan) error {
-	body, err := json.Marshal(datadogTraces(spans))
-	if err != nil {
-		return err
-	}
 	url := strings.TrimRight(s.cfg.TraceAPIAddress, "/") + "/v0.3/traces"
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, url, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := s.traceClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("%s answered %s: %s", url, resp.Status, bytes.TrimSpace(msg))
-	}
-	return nil
+	return sendJSON(ctx, s.traceClient, http.MethodPut, url, url, datadogTraces(spans))
 }
