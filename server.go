@@ -13,6 +13,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -82,12 +83,15 @@ type Server struct {
 	sinks     []MetricSink
 
 	udpSocks []*udpSocket
-	tcp      *tcpListener
-	tlsConf  *tls.Config
-	sentry   *sentry.Hub // nil without sentry_dsn
-	fwd      *forwarder  // nil at the root (no forward_address)
-	httpLn   net.Listener
-	httpSrv  *http.Server
+	// singleP selects the UDP readers' single-P mode (see udpSocket): set
+	// when GOMAXPROCS is 1 at NewFromConfig.
+	singleP bool
+	tcp     *tcpListener
+	tlsConf *tls.Config
+	sentry  *sentry.Hub // nil without sentry_dsn
+	fwd     *forwarder  // nil at the root (no forward_address)
+	httpLn  net.Listener
+	httpSrv *http.Server
 
 	imports importStats
 	events  eventBuffer
@@ -201,6 +205,7 @@ func NewFromConfig(cfg Config, opts Options) (*Server, error) {
 		}
 		s.sinks = append(s.sinks, p)
 	}
+	s.singleP = runtime.GOMAXPROCS(0) == 1
 	s.traceClient = opts.HTTPClient
 	if s.traceClient == nil {
 		s.traceClient = &http.Client{Timeout: interval}
@@ -263,7 +268,7 @@ func (s *Server) Start() error {
 		}()
 	}
 	size := s.cfg.MetricMaxLength + 1
-	if len(s.udpSocks) > 0 {
+	if len(s.udpSocks) > 0 && !s.singleP {
 		if before, after := reserveReaderProcs(len(s.udpSocks)); after != before {
 			s.log.WithFields(logrus.Fields{"from": before, "to": after}).Info(
 				"raised GOMAXPROCS: each UDP reader keeps a P while busy, and the workers need one more")
@@ -318,7 +323,7 @@ func (s *Server) bind() error {
 		addr := s.cfg.UdpAddress
 		reuse := s.cfg.NumReaders > 1
 		for i := 0; i < s.cfg.NumReaders; i++ {
-			sock, granted, err := listenUDP(addr, reuse, s.cfg.ReadBufferSizeBytes)
+			sock, granted, err := listenUDP(addr, reuse, s.cfg.ReadBufferSizeBytes, s.singleP)
 			if err != nil {
 				return fmt.Errorf("udp_address %q: %w", s.cfg.UdpAddress, err)
 			}

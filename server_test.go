@@ -165,7 +165,11 @@ func TestServerMultipleReaders(t *testing.T) {
 	if len(s.udpSocks) != 3 {
 		t.Fatalf("%d sockets, want 3", len(s.udpSocks))
 	}
-	if got, want := runtime.GOMAXPROCS(0), wantProcs(before, 3); got != want {
+	want := wantProcs(before, 3)
+	if s.singleP {
+		want = before // single-P mode leaves GOMAXPROCS alone
+	}
+	if got := runtime.GOMAXPROCS(0); got != want {
 		t.Errorf("GOMAXPROCS %d with 3 readers (was %d), want %d", got, before, want)
 	}
 	// Many senders from different source ports spread over the sockets.
@@ -178,66 +182,94 @@ func TestServerMultipleReaders(t *testing.T) {
 	}
 }
 
+// readModes are the UDP readers' modes: several Ps, and single P.
+var readModes = []struct {
+	name    string
+	singleP bool
+}{{"multiP", false}, {"singleP", true}}
+
 // A reader told to stop processes every datagram already queued in the
 // kernel, then returns.
 func TestReaderDrainsQueuedDatagrams(t *testing.T) {
-	s := newServer(t, "read_buffer_size_bytes: 8388608\n")
-	sock, _, err := listenUDP("127.0.0.1:0", false, 8<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sock.Close()
-	const n = 3000
-	d := make([]string, n)
-	for i := range d {
-		d[i] = "q:1|c\nr:2|c"
-	}
-	d[n/2] = "" // an empty datagram mid-queue ends nothing
-	sendUDP(t, sock.LocalAddr(), d...)
-	sock.wake()
-	for _, w := range s.workers {
-		go w.run()
-		defer close(w.in)
-	}
-	in := s.newIngester()
-	if err := readUDP(sock, in, s.cfg.MetricMaxLength+1, func() bool { return true }); err != nil {
-		t.Fatal(err)
-	}
-	if p, l := s.ingest.packets.Load(), s.ingest.lines.Load(); p != n || l != 2*(n-1) {
-		t.Errorf("%d datagrams and %d lines processed, want %d and %d", p, l, n, 2*(n-1))
+	for _, mode := range readModes {
+		t.Run(mode.name, func(t *testing.T) {
+			s := newServer(t, "read_buffer_size_bytes: 8388608\n")
+			sock, _, err := listenUDP("127.0.0.1:0", false, 8<<20, mode.singleP)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sock.Close()
+			const n = 3000
+			d := make([]string, n)
+			for i := range d {
+				d[i] = "q:1|c\nr:2|c"
+			}
+			d[n/2] = "" // an empty datagram mid-queue ends nothing
+			sendUDP(t, sock.LocalAddr(), d...)
+			sock.wake()
+			for _, w := range s.workers {
+				go w.run()
+				defer close(w.in)
+			}
+			in := s.newIngester()
+			if err := readUDP(sock, in, s.cfg.MetricMaxLength+1, func() bool { return true }); err != nil {
+				t.Fatal(err)
+			}
+			if p, l := s.ingest.packets.Load(), s.ingest.lines.Load(); p != n || l != 2*(n-1) {
+				t.Errorf("%d datagrams and %d lines processed, want %d and %d", p, l, n, 2*(n-1))
+			}
+		})
 	}
 }
 
-// wake ends an idle reader's wait before any receive timeout would.
+// wake ends an idle reader's wait before any receive timeout would, and a
+// reader that went idle after traffic wakes for the next datagram.
 func TestReaderWakes(t *testing.T) {
-	s := newServer(t, "")
-	sock, _, err := listenUDP("127.0.0.1:0", false, 1<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sock.Close()
-	var stop atomic.Bool
-	done := make(chan error, 1)
-	go func() { done <- readUDP(sock, s.newIngester(), 1024, stop.Load) }()
-	stop.Store(true)
-	sock.wake()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(wakeWithin):
-		t.Fatal("the reader did not return after wake")
+	for _, mode := range readModes {
+		t.Run(mode.name, func(t *testing.T) {
+			s := newServer(t, "")
+			for _, w := range s.workers {
+				go w.run()
+				defer close(w.in)
+			}
+			sock, _, err := listenUDP("127.0.0.1:0", false, 1<<20, mode.singleP)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sock.Close()
+			var stop atomic.Bool
+			done := make(chan error, 1)
+			go func() { done <- readUDP(sock, s.newIngester(), 1024, stop.Load) }()
+			sendUDP(t, sock.LocalAddr(), "a:1|c")
+			waitFor(t, "the first line", func() bool { return s.ingest.lines.Load() >= 1 })
+			// Once the reader has gone idle, one more datagram must
+			// still arrive.
+			waitFor(t, "the reader to go idle", sock.isIdle)
+			sendUDP(t, sock.LocalAddr(), "b:1|c")
+			waitFor(t, "the line sent to an idle reader", func() bool { return s.ingest.lines.Load() >= 2 })
+			waitFor(t, "the reader to go idle again", sock.isIdle)
+			stop.Store(true)
+			sock.wake()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(wakeWithin):
+				t.Fatal("the reader did not return after wake")
+			}
+		})
 	}
 }
 
-// With GOMAXPROCS 1 the server makes room for its reader: the workers, the
-// flusher and the HTTP server keep running while the reader waits.
-func TestServerReservesReaderProcs(t *testing.T) {
+// With GOMAXPROCS 1 the readers take single-P mode and leave GOMAXPROCS
+// alone: the workers, the flusher and the HTTP server keep running while
+// the reader waits, busy or idle.
+func TestServerSingleP(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	s, out := startServer(t, testConfig(t, ""))
-	if got, want := runtime.GOMAXPROCS(0), wantProcs(1, 1); got != want {
-		t.Errorf("GOMAXPROCS %d after Start, want %d", got, want)
+	if got := runtime.GOMAXPROCS(0); got != 1 || !s.singleP {
+		t.Errorf("GOMAXPROCS %d after Start (single-P mode %v), want 1", got, s.singleP)
 	}
 	sendUDP(t, s.UDPAddr(), "one:1|c")
 	waitProcessed(t, s, 1)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"runtime"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -14,30 +15,45 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// udpSocket is one bound UDP socket, kept out of the runtime's network
-// poller: its reader waits inside recvmmsg itself, so a wake-up costs one
-// system call where the poller costs an epoll round and a read. (A socket
-// left in the poller's epoll set would also wake an idle thread waiting in
-// epoll for every datagram.)
+// udpSocket is one bound UDP socket. Its reader waits inside recvmmsg
+// itself while datagrams flow, so a wake-up costs one system call where the
+// runtime's poller costs an epoll round and a read. These waits are raw
+// system calls that keep the reader's P (scheduler slot): with an ordinary
+// system call the runtime's monitor would take the P away after 20µs of
+// each wait and, doing so again and again, wake every 20µs. They are
+// bounded by a 1 ms receive timeout, after which the reader hands over what
+// it holds and yields.
 //
-// While datagrams flow, the reader waits with raw system calls that keep
-// its P (scheduler slot). With an ordinary system call the runtime's
-// monitor would take the P away after 20µs of each wait and, doing so
-// again and again, wake every 20µs. These waits are bounded by a 1 ms
-// receive timeout. Once readerQuiet
-// waits in a row time out with nothing held, the reader is idle and waits
-// with an ordinary system call, which lets the runtime take the P back and the
-// process sleep. reserveReaderProcs keeps one P beyond the readers' for the
-// workers, the flusher and the HTTP server.
+// Once readerQuiet waits in a row time out with nothing held, the reader is
+// idle, and how it then waits depends on the mode:
+//
+//   - With several Ps (the usual case) the socket is a duplicate kept out of
+//     the poller's epoll set (else an idle thread waiting in epoll would
+//     wake for every datagram), and an idle reader waits with an ordinary
+//     system call, which lets the runtime take the P back.
+//     reserveReaderProcs keeps one P beyond the readers' for the workers,
+//     the flusher and the HTTP server.
+//   - With a single P (GOMAXPROCS 1, e.g. a process pinned to one CPU) no
+//     other P exists to wake, and an extra one would only add thread
+//     hand-offs on that CPU. The socket stays in the poller, and an idle
+//     reader waits there like any Go network code. While it is busy, the
+//     1 ms bound and the yields leave the P to everything else.
 type udpSocket struct {
 	fd    int
 	laddr net.Addr
+	// conn is the runtime's socket in single-P mode, nil otherwise.
+	conn *net.UDPConn
+	// idle mirrors the reader's state, for tests.
+	idle atomic.Bool
 }
+
+// isIdle reports whether the socket's reader last went idle (see udpSocket).
+func (s *udpSocket) isIdle() bool { return s.idle.Load() }
 
 // listenUDP binds one UDP socket on addr; with reusePort several sockets
 // share the port and the kernel spreads datagrams across them. It returns
 // the receive buffer size the kernel granted.
-func listenUDP(addr string, reusePort bool, rcvbuf int) (*udpSocket, int, error) {
+func listenUDP(addr string, reusePort bool, rcvbuf int, singleP bool) (*udpSocket, int, error) {
 	lc := net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
 		var serr error
 		err := c.Control(func(fd uintptr) {
@@ -55,16 +71,48 @@ func listenUDP(addr string, reusePort bool, rcvbuf int) (*udpSocket, int, error)
 		return nil, 0, err
 	}
 	conn := pc.(*net.UDPConn)
-	defer conn.Close()
 	granted, err := setReadBuffer(conn, rcvbuf)
 	if err != nil {
+		conn.Close()
 		return nil, 0, err
 	}
-	sock, err := detach(conn)
+	var sock *udpSocket
+	if singleP {
+		sock, err = keepInPoller(conn)
+	} else {
+		sock, err = detach(conn)
+		conn.Close()
+	}
 	if err != nil {
+		conn.Close()
 		return nil, 0, err
 	}
 	return sock, granted, nil
+}
+
+// keepInPoller makes conn's socket blocking for the busy waits, with the
+// 1 ms receive timeout for good; the runtime still polls it for the idle
+// waits, which read with MSG_DONTWAIT. veneur never reads through conn.
+func keepInPoller(conn *net.UDPConn) (*udpSocket, error) {
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	s := &udpSocket{fd: -1, laddr: conn.LocalAddr(), conn: conn}
+	var serr error
+	err = rc.Control(func(f uintptr) {
+		s.fd = int(f)
+		if serr = unix.SetNonblock(s.fd, false); serr == nil {
+			serr = s.setTimeout(readerHold)
+		}
+	})
+	if err == nil {
+		err = serr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("preparing the UDP socket: %w", err)
+	}
+	return s, nil
 }
 
 // detach returns a blocking duplicate of conn's socket. Closing conn then
@@ -120,6 +168,10 @@ func (s *udpSocket) wake() {
 
 // Close releases the socket. The reader must have returned.
 func (s *udpSocket) Close() error {
+	if s.conn != nil {
+		s.fd = -1
+		return s.conn.Close()
+	}
 	if s.fd < 0 {
 		return nil
 	}
@@ -250,10 +302,13 @@ func readUDP(sock *udpSocket, in *ingester, size int, stopping func() bool) erro
 	for {
 		var n int
 		var errno syscall.Errno
-		if idle {
-			n, errno = rb.recvmmsgReleasing(fd, unix.MSG_WAITFORONE)
-		} else {
+		switch {
+		case !idle:
 			n, errno = rb.recvmmsg(fd, unix.MSG_WAITFORONE)
+		case sock.conn != nil:
+			n, errno = sock.pollWait(rb, stopping)
+		default:
+			n, errno = rb.recvmmsgReleasing(fd, unix.MSG_WAITFORONE)
 		}
 		if stopping() {
 			sock.drain(in, rb, n, errno)
@@ -263,7 +318,10 @@ func readUDP(sock *udpSocket, in *ingester, size int, stopping func() bool) erro
 		case 0:
 			if idle {
 				idle = false
-				sock.setTimeout(readerHold)
+				sock.idle.Store(false)
+				if sock.conn == nil {
+					sock.setTimeout(readerHold)
+				}
 			}
 			quiet = 0
 			rb.handle(in, n)
@@ -282,7 +340,10 @@ func readUDP(sock *udpSocket, in *ingester, size int, stopping func() bool) erro
 			if !held && !idle {
 				if quiet++; quiet >= readerQuiet {
 					idle, quiet = true, 0
-					sock.setTimeout(readIdleTimeout)
+					sock.idle.Store(true)
+					if sock.conn == nil {
+						sock.setTimeout(readIdleTimeout)
+					}
 				}
 			}
 		case unix.EINTR:
@@ -300,6 +361,26 @@ func readUDP(sock *udpSocket, in *ingester, size int, stopping func() bool) erro
 		// rather than after another thread has come to take it.
 		runtime.Gosched()
 	}
+}
+
+// pollWait is an idle wait in single-P mode: the reader parks in the
+// runtime's poller until the socket is readable, then reads without
+// blocking. wake's shutdown makes the socket readable, but a non-blocking
+// read of its empty queue still says EAGAIN, so the wait also ends when
+// stopping. A failed wait reads as EINTR (the loop just goes on).
+func (s *udpSocket) pollWait(rb *recvBatch, stopping func() bool) (n int, errno syscall.Errno) {
+	rc, err := s.conn.SyscallConn()
+	if err != nil {
+		return 0, unix.EINTR
+	}
+	err = rc.Read(func(fd uintptr) bool {
+		n, errno = rb.recvmmsg(fd, unix.MSG_DONTWAIT)
+		return errno != unix.EAGAIN || stopping()
+	})
+	if err != nil {
+		return 0, unix.EINTR
+	}
+	return n, errno
 }
 
 // drain processes the round that was in progress when the stop was seen

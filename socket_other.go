@@ -21,12 +21,15 @@ func (s *udpSocket) LocalAddr() net.Addr { return s.conn.LocalAddr() }
 // wake ends the reader's current wait so that it sees the stop flag.
 func (s *udpSocket) wake() { s.conn.SetReadDeadline(time.Now()) }
 
+// isIdle reports whether the reader waits for datagrams: always, here.
+func (s *udpSocket) isIdle() bool { return true }
+
 // Close releases the socket.
 func (s *udpSocket) Close() error { return s.conn.Close() }
 
 // listenUDP binds one UDP socket on addr. SO_REUSEPORT is Linux-only here,
 // so config validation keeps num_readers at 1 elsewhere.
-func listenUDP(addr string, reusePort bool, rcvbuf int) (*udpSocket, int, error) {
+func listenUDP(addr string, reusePort bool, rcvbuf int, _ bool) (*udpSocket, int, error) {
 	if reusePort {
 		return nil, 0, errors.New("num_readers > 1 needs SO_REUSEPORT, which veneur supports on Linux only; set num_readers: 1")
 	}
