@@ -8,6 +8,7 @@ import (
 	"hash/maphash"
 	"io"
 	"net/http"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -39,18 +40,12 @@ const (
 	importErrShutdown
 )
 
+// importMetricCauses are the causes of samplers.ImportCause, in the order
+// of importStats.metricErrs.
 var importMetricCauses = [4]string{"name", "type", "tags", "value"}
 
 func importMetricCause(err error) int {
-	switch samplers.ImportCause(err) {
-	case "name":
-		return 0
-	case "type":
-		return 1
-	case "tags":
-		return 2
-	}
-	return 3
+	return slices.Index(importMetricCauses[:], samplers.ImportCause(err))
 }
 
 // importResponse is the JSON answer to a well-formed /import request.
@@ -78,27 +73,25 @@ func (s *Server) handleImport(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var body io.Reader = r.Body
+	var decompress func(io.Reader) (io.ReadCloser, error)
 	switch enc := r.Header.Get("Content-Encoding"); enc {
 	case "", "identity":
 	case "deflate":
-		zr, err := zlib.NewReader(r.Body)
-		if err != nil {
-			fail(http.StatusBadRequest, importErrBody, "deflate body: "+err.Error())
-			return
-		}
-		defer zr.Close()
-		body = zr
+		decompress = zlib.NewReader
 	case "gzip":
-		zr, err := gzip.NewReader(r.Body)
-		if err != nil {
-			fail(http.StatusBadRequest, importErrBody, "gzip body: "+err.Error())
-			return
-		}
-		defer zr.Close()
-		body = zr
+		decompress = func(r io.Reader) (io.ReadCloser, error) { return gzip.NewReader(r) }
 	default:
 		fail(http.StatusUnsupportedMediaType, importErrEncoding, fmt.Sprintf("Content-Encoding %q: use deflate, gzip or none", enc))
 		return
+	}
+	if decompress != nil {
+		zr, err := decompress(r.Body)
+		if err != nil {
+			fail(http.StatusBadRequest, importErrBody, r.Header.Get("Content-Encoding")+" body: "+err.Error())
+			return
+		}
+		defer zr.Close()
+		body = zr
 	}
 	var metrics []samplers.JSONMetric
 	dec := json.NewDecoder(io.LimitReader(body, maxImportBody+1))

@@ -164,19 +164,21 @@ func appendSSFLine(b []byte, m *ssf.SSFSample) ([]byte, bool) {
 	return b, true
 }
 
+// ssfTagCleaner replaces the DogStatsD separators in SSF tags.
+var ssfTagCleaner = strings.NewReplacer(",", "_", "|", "_", "\n", "_")
+
 // ssfTags turns an SSF tag map into sorted DogStatsD tags: key:value, or
 // key alone when the value is empty.
 func ssfTags(tags map[string]string) []string {
 	out := make([]string, 0, len(tags))
-	clean := strings.NewReplacer(",", "_", "|", "_", "\n", "_")
 	for k, v := range tags {
 		if k == "" {
 			continue
 		}
 		if v == "" {
-			out = append(out, clean.Replace(k))
+			out = append(out, ssfTagCleaner.Replace(k))
 		} else {
-			out = append(out, clean.Replace(k)+":"+clean.Replace(v))
+			out = append(out, ssfTagCleaner.Replace(k)+":"+ssfTagCleaner.Replace(v))
 		}
 	}
 	slices.Sort(out)
