@@ -31,9 +31,13 @@ type JSONMetric struct {
 	Value []byte   `json:"value"`
 }
 
-// Imported is a decoded JSONMetric: exactly one of Counter (for counters),
-// Digest (histograms and timers) and Set is meaningful.
-type Imported struct {
+// Forwarded is the state of one series on its way from a local instance to
+// a global one: built by the local's flush, encoded by the forward client,
+// decoded by the global's importer and merged into its workers. Exactly one
+// of Counter (for counters), Digest (histograms and timers) and Set is
+// meaningful. Digest and Set are not copied: nobody may modify them once
+// they are in a Forwarded.
+type Forwarded struct {
 	Type    MetricType
 	Scope   MetricScope
 	Name    string
@@ -102,11 +106,11 @@ func tagsOrEmpty(t []string) []string {
 }
 
 // DecodeJSONMetric checks m and decodes its state. Tags are sorted (a
-// sender's order does not split series). Imported counters get the global
+// sender's order does not split series). Forwarded counters get the global
 // scope, which is how they were sent (veneurglobalonly); histograms, timers
 // and sets the mixed one, so that they merge with the receiver's own.
-func DecodeJSONMetric(m *JSONMetric) (Imported, error) {
-	im := Imported{Name: m.Name}
+func DecodeJSONMetric(m *JSONMetric) (Forwarded, error) {
+	im := Forwarded{Name: m.Name}
 	if m.Name == "" || len(m.Name) > maxImportName {
 		return im, ErrImportName
 	}
@@ -151,22 +155,6 @@ func DecodeJSONMetric(m *JSONMetric) (Imported, error) {
 		return im, ErrImportType
 	}
 	return im, nil
-}
-
-// AppendImportKey appends the metric key of im, as AppendKey builds keys.
-func AppendImportKey(dst []byte, im *Imported) []byte {
-	dst = append(dst, byte(im.Type), byte(im.Scope))
-	dst = binary.AppendUvarint(dst, uint64(len(im.Name)))
-	dst = append(dst, im.Name...)
-	dst = binary.AppendUvarint(dst, 0) // host
-	dst = binary.AppendUvarint(dst, 0) // device
-	for i, t := range im.Tags {
-		if i > 0 {
-			dst = append(dst, ',')
-		}
-		dst = append(dst, t...)
-	}
-	return dst
 }
 
 // decodeSketch decodes a HyperLogLog sketch that must merge into ours

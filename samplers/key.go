@@ -17,14 +17,26 @@ import (
 
 // AppendKey appends the key of l to dst.
 func AppendKey(dst []byte, l *Line) []byte {
-	dst = append(dst, byte(l.Type), byte(l.Scope))
-	dst = binary.AppendUvarint(dst, uint64(len(l.Name)))
-	dst = append(dst, l.Name...)
-	dst = binary.AppendUvarint(dst, uint64(len(l.Host)))
-	dst = append(dst, l.Host...)
-	dst = binary.AppendUvarint(dst, uint64(len(l.Device)))
-	dst = append(dst, l.Device...)
-	for i, t := range l.Tags {
+	return appendKey(dst, l.Type, l.Scope, l.Name, l.Host, l.Device, l.Tags)
+}
+
+// AppendForwardedKey appends the key of f to dst: the key a line of the
+// same series has (forwarded series carry no host or device).
+func AppendForwardedKey(dst []byte, f *Forwarded) []byte {
+	return appendKey(dst, f.Type, f.Scope, f.Name, "", "", f.Tags)
+}
+
+// appendKey is the one key layout, for lines (bytes) and decoded series
+// (strings) alike.
+func appendKey[S ~string | ~[]byte](dst []byte, typ MetricType, scope MetricScope, name, host, device S, tags []S) []byte {
+	dst = append(dst, byte(typ), byte(scope))
+	dst = binary.AppendUvarint(dst, uint64(len(name)))
+	dst = append(dst, name...)
+	dst = binary.AppendUvarint(dst, uint64(len(host)))
+	dst = append(dst, host...)
+	dst = binary.AppendUvarint(dst, uint64(len(device)))
+	dst = append(dst, device...)
+	for i, t := range tags {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
@@ -87,15 +99,4 @@ func lengthPrefixed(s string) (string, string, error) {
 		shift += 7
 	}
 	return "", "", errBadKey
-}
-
-// NewKey builds the key of a series from its parts; tags must already be
-// sorted. It is the slow path used by /import and tests.
-func NewKey(name string, typ MetricType, scope MetricScope, host, device string, tags []string) []byte {
-	l := Line{Name: []byte(name), Type: typ, Scope: scope, Host: []byte(host), Device: []byte(device)}
-	l.Tags = make([][]byte, len(tags))
-	for i, t := range tags {
-		l.Tags[i] = []byte(t)
-	}
-	return AppendKey(nil, &l)
 }

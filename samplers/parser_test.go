@@ -200,8 +200,14 @@ func TestKeyRoundTrip(t *testing.T) {
 	if !reflect.DeepEqual(k, want) {
 		t.Errorf("DecodeKey = %+v, want %+v", k, want)
 	}
-	if got := NewKey("n.a", HistogramMetric, LocalOnly, "h1", "d", []string{"a:2", "z:1"}); string(got) != string(key) {
-		t.Errorf("NewKey = %q, want %q", got, key)
+	// A forwarded series has the key of a line of the same series.
+	var g Line
+	if err := p.ParseLine([]byte("n.b:1|c|#veneurglobalonly,z:1,a:2"), &g); err != nil {
+		t.Fatal(err)
+	}
+	f := Forwarded{Name: "n.b", Type: CounterMetric, Scope: GlobalOnly, Tags: []string{"a:2", "z:1"}}
+	if got, want := AppendForwardedKey(nil, &f), AppendKey(nil, &g); string(got) != string(want) {
+		t.Errorf("AppendForwardedKey = %q, want %q", got, want)
 	}
 	// Same name and tags but another type, scope or host are other keys.
 	for _, other := range []string{"n.a:1|ms|#z:1,host:h1,veneurlocalonly,device:d,a:2", "n.a:1|h|#z:1,host:h1,device:d,a:2", "n.a:1|h|#z:1,host:h2,veneurlocalonly,device:d,a:2"} {

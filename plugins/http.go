@@ -1,0 +1,159 @@
+package plugins
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zlib"
+)
+
+// Poster sends the requests of HTTP sinks: the body as it is given
+// (compressed by Compress, or not), the status checked, and errors that
+// name the destination and quote the start of the answer, never the URL or
+// the secret it may carry.
+type Poster struct {
+	Client *http.Client
+	// Secret (an API key, say) is replaced in every error text.
+	Secret string
+}
+
+// Request is one HTTP request of a sink.
+type Request struct {
+	Method string
+	URL    string
+	// What names the destination in errors, e.g. "the Datadog API".
+	What string
+	Body []byte
+	// ContentType and ContentEncoding are sent when not empty.
+	ContentType, ContentEncoding string
+}
+
+// StatusError is an answer other than 2xx.
+type StatusError struct {
+	What string
+	Code int
+	// Status is the status line, e.g. "503 Service Unavailable".
+	Status string
+	// Snippet is the start of the answer's body.
+	Snippet string
+}
+
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("%s answered %s: %s", e.What, e.Status, e.Snippet)
+}
+
+// snippetBytes is how much of an error answer an error quotes.
+const snippetBytes = 512
+
+// Send sends r and returns nil for a 2xx answer, a *StatusError for
+// another answer, and otherwise the transport's error.
+func (p *Poster) Send(ctx context.Context, r Request) error {
+	req, err := http.NewRequestWithContext(ctx, r.Method, r.URL, bytes.NewReader(r.Body))
+	if err != nil {
+		return p.redact(fmt.Errorf("%s: %w", r.What, err))
+	}
+	if r.ContentType != "" {
+		req.Header.Set("Content-Type", r.ContentType)
+	}
+	if r.ContentEncoding != "" {
+		req.Header.Set("Content-Encoding", r.ContentEncoding)
+	}
+	resp, err := p.Client.Do(req)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = fmt.Errorf("%s: %w", ue.Op, ue.Err)
+		}
+		return p.redact(fmt.Errorf("%s: %w", r.What, err))
+	}
+	defer resp.Body.Close()
+	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, snippetBytes))
+	// Read a little more so that the connection can be reused.
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode/100 != 2 {
+		return &StatusError{What: r.What, Code: resp.StatusCode, Status: resp.Status,
+			Snippet: p.scrub(strings.TrimSpace(string(snippet)))}
+	}
+	return nil
+}
+
+// JSON sends v as an uncompressed JSON body.
+func (p *Poster) JSON(ctx context.Context, method, url, what string, v any) error {
+	body, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return p.Send(ctx, Request{Method: method, URL: url, What: what, Body: body, ContentType: "application/json"})
+}
+
+func (p *Poster) scrub(s string) string {
+	if p.Secret == "" {
+		return s
+	}
+	return strings.ReplaceAll(s, p.Secret, "REDACTED")
+}
+
+func (p *Poster) redact(err error) error {
+	if p.Secret == "" || !strings.Contains(err.Error(), p.Secret) {
+		return err
+	}
+	return errors.New(p.scrub(err.Error()))
+}
+
+// Encoding is a Content-Encoding that Compress writes.
+type Encoding string
+
+// Encodings Compress writes.
+const (
+	Deflate Encoding = "deflate" // zlib format, as HTTP's deflate is
+	Gzip    Encoding = "gzip"
+)
+
+var (
+	zlibWriters sync.Pool // *zlib.Writer at BestSpeed
+	gzipWriters sync.Pool // *gzip.Writer at BestSpeed
+)
+
+// Compress appends to dst what write writes, compressed with enc at the
+// fastest level, through a pooled compressor: the uncompressed body never
+// needs to sit in memory whole.
+func Compress(dst *bytes.Buffer, enc Encoding, write func(io.Writer) error) error {
+	var zw interface {
+		io.WriteCloser
+		Reset(io.Writer)
+	}
+	switch enc {
+	case Deflate:
+		w, _ := zlibWriters.Get().(*zlib.Writer)
+		if w == nil {
+			// The level is valid, so there is no error.
+			w, _ = zlib.NewWriterLevel(dst, zlib.BestSpeed)
+		}
+		defer zlibWriters.Put(w)
+		zw = w
+	case Gzip:
+		w, _ := gzipWriters.Get().(*gzip.Writer)
+		if w == nil {
+			w, _ = gzip.NewWriterLevel(dst, gzip.BestSpeed)
+		}
+		defer gzipWriters.Put(w)
+		zw = w
+	default:
+		return fmt.Errorf("unknown encoding %q", enc)
+	}
+	zw.Reset(dst)
+	if err := write(zw); err != nil {
+		zw.Close()
+		return err
+	}
+	return zw.Close()
+}
