@@ -5,15 +5,15 @@ import (
 	"math/bits"
 	"runtime"
 	"strconv"
+	"sync"
 	"time"
+
+	"github.com/DataDog/datadog-go/v5/statsd"
+	"github.com/sirupsen/logrus"
 
 	"github.com/veneur/veneur/plugins"
 	"github.com/veneur/veneur/samplers"
 )
-
-// MetricSink receives the flushed metrics of every interval: the Datadog
-// and stdout sinks, and the plugins. Implementations own their wire format.
-type MetricSink = plugins.Plugin
 
 // gcAfterSeries is the interval size from which a flush runs a GC cycle
 // once the values are generated and before the sinks start encoding. The
@@ -24,141 +24,161 @@ type MetricSink = plugins.Plugin
 // 122–146 MiB without it), for one extra cycle per interval.
 const gcAfterSeries = 10_000
 
-// runFlushLoop flushes every interval until ctx ends.
-func (s *Server) runFlushLoop(ctx context.Context) {
-	t := time.NewTicker(s.interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			s.Flush(ctx, now)
-		}
-	}
+// reporter is a part with self-metrics, which it sends at every flush.
+type reporter interface {
+	Report(stats statsd.ClientInterface)
 }
 
-// Flush collects the interval from every worker and hands the metrics to the
-// sinks. Sinks run in the background, so a slow destination delays neither
-// ingestion nor the next flush; Shutdown waits for them. The server flushes
-// itself every interval and once more in Shutdown; Flush does nothing once
-// Shutdown has begun.
-func (s *Server) Flush(ctx context.Context, now time.Time) {
-	if s.stopping.Load() {
-		return
-	}
-	intervals := make([]interval, len(s.workers))
-	for i, w := range s.workers {
-		start := time.Now()
-		intervals[i] = w.flush()
-		s.stats.TimeInMilliseconds("flush.worker_duration_ns", nanos(time.Since(start)), []string{"worker:" + strconv.Itoa(i)}, 1)
-	}
-	s.flushIntervals(ctx, intervals, now)
+// flusher turns the workers' intervals into the interval's output and hands
+// it to every sink in the background, so a slow destination delays neither
+// ingestion nor the next flush.
+type flusher struct {
+	interval time.Duration
+	aggs     samplers.Aggregates
+	pcts     []samplers.Percentile
+	// forwarding splits the global parts of series off for the forward
+	// sink instead of flushing them here.
+	forwarding bool
+	sinks      []plugins.Sink
+	ingest     *ingest
+	reporters  []reporter
+	log        *logrus.Logger
+	stats      statsd.ClientInterface
+	guard      func()
+	mu         sync.Mutex // one flush at a time
+	inFlight   sync.WaitGroup
 }
 
-// flushIntervals turns worker intervals into metrics and starts the sinks.
-func (s *Server) flushIntervals(ctx context.Context, intervals []interval, now time.Time) {
-	s.flushMu.Lock()
-	defer s.flushMu.Unlock()
-	s.reportIngest()
-	s.reportImports()
-	s.flushEvents(ctx)
-	s.flushSpans(ctx)
+// flush reports the self-metrics, builds the interval's batch from the
+// workers' intervals and starts the sinks. It returns without waiting for
+// them; wait does.
+func (f *flusher) flush(ctx context.Context, intervals []interval, now time.Time, wg *sync.WaitGroup) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, r := range f.reporters {
+		r.Report(f.stats)
+	}
+	b := &plugins.Batch{}
+	f.takeEvents(b)
 
-	metrics, fwd, perType := s.generateSplit(intervals, now, s.fwd != nil)
+	var perType [8]int
 	nseries := 0
 	for i, iv := range intervals {
 		nseries += len(iv.series)
-		s.stats.Count("worker.metrics_processed_total", int64(iv.processed), []string{"worker:" + strconv.Itoa(i)}, 1)
+		for t, n := range iv.perType {
+			perType[t] += n
+		}
+		tags := []string{"worker:" + strconv.Itoa(i)}
+		f.stats.Count("worker.metrics_processed_total", int64(iv.processed), tags, 1)
 		if iv.imported > 0 {
-			s.stats.Count("worker.metrics_imported_total", int64(iv.imported), []string{"worker:" + strconv.Itoa(i)}, 1)
+			f.stats.Count("worker.metrics_imported_total", int64(iv.imported), tags, 1)
 		}
 		if iv.badKeys > 0 {
-			s.log.WithField("count", iv.badKeys).Error("worker received malformed metric keys")
+			f.log.WithField("count", iv.badKeys).Error("worker received malformed metric keys")
 		}
 	}
 	for t, n := range perType {
 		if n > 0 {
-			s.stats.Count("worker.metrics_flushed_total", int64(n), []string{"metric_type:" + samplers.MetricType(t).String()}, 1)
+			f.stats.Count("worker.metrics_flushed_total", int64(n), []string{"metric_type:" + samplers.MetricType(t).String()}, 1)
 		}
 	}
+	b.Metrics, b.Forward = f.generate(intervals, perType, now)
 	// The caller's slice shares this array: drop the maps for the GC.
 	clear(intervals)
 	if nseries >= gcAfterSeries {
 		runtime.GC()
 	}
-	if len(fwd) > 0 {
-		s.background(ctx, func(fctx context.Context) { s.fwd.post(fctx, fwd) })
-	}
-	if len(metrics) == 0 {
+	if len(b.Metrics)+len(b.Forward)+len(b.Events)+len(b.Checks)+len(b.Spans) == 0 {
 		return
 	}
-	for _, sink := range s.sinks {
-		s.background(ctx, func(fctx context.Context) {
-			start := time.Now()
-			err := sink.Flush(fctx, metrics)
-			tags := []string{"sink:" + sink.Name()}
-			s.stats.TimeInMilliseconds("sink.duration_ns", nanos(time.Since(start)), tags, 1)
-			if err != nil {
-				s.stats.Count("sink.error_total", 1, tags, 1)
-				s.log.WithError(err).WithField("sink", sink.Name()).Error("flush failed")
-			}
-		})
+	for _, sink := range f.sinks {
+		f.inFlight.Add(1)
+		wg.Add(1)
+		go func() {
+			defer f.inFlight.Done()
+			defer wg.Done()
+			defer f.guard()
+			f.run(ctx, sink, b)
+		}()
 	}
 }
 
-// background runs one part of a flush (a sink, the forward) on its own
-// goroutine with at most one interval, not cancelled with ctx; Shutdown
-// waits for it.
-func (s *Server) background(ctx context.Context, f func(context.Context)) {
-	s.inFlight.Add(1)
-	go func() {
-		defer s.inFlight.Done()
-		defer s.consumePanic()
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.interval)
-		defer cancel()
-		f(fctx)
-	}()
+// run flushes one sink, with at most one interval and not cancelled with
+// ctx, and times and counts it.
+func (f *flusher) run(ctx context.Context, sink plugins.Sink, b *plugins.Batch) {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), f.interval)
+	defer cancel()
+	start := time.Now()
+	err := sink.Flush(sctx, b)
+	tags := []string{"sink:" + sink.Name()}
+	f.stats.TimeInMilliseconds("sink.duration_ns", nanos(time.Since(start)), tags, 1)
+	// A sink's error may cover several parts (series, events); each
+	// failed part is counted and logged by itself.
+	for _, pe := range plugins.Parts(err) {
+		l := f.log.WithError(pe.Err).WithField("sink", sink.Name())
+		t := tags
+		if pe.Part != "" {
+			t = append(t[:len(t):len(t)], "part:"+pe.Part)
+			l = l.WithField("part", pe.Part)
+		}
+		f.stats.Count("sink.error_total", 1, t, 1)
+		l.Error("flush failed")
+	}
 }
 
-// generate builds the flushed values of every series. It runs on the flush
-// goroutine, so the workers go on ingesting meanwhile.
-func (s *Server) generate(intervals []interval, now time.Time) ([]samplers.InterMetric, [8]int) {
-	metrics, _, perType := s.generateSplit(intervals, now, false)
-	return metrics, perType
-}
-
-// generateSplit is generate for an instance that may forward: with forward
-// set, the global parts of each series (see forwardParts) become
-// JSONMetrics instead of flushed values.
-func (s *Server) generateSplit(intervals []interval, now time.Time, forward bool) ([]samplers.InterMetric, []samplers.JSONMetric, [8]int) {
-	var perType [8]int
-	for _, iv := range intervals {
-		for t, n := range iv.perType {
-			perType[t] += n
+// takeEvents moves the interval's events, service checks and spans into b
+// and reports how many were received and dropped.
+func (f *flusher) takeEvents(b *plugins.Batch) {
+	iv := f.ingest.events.swap()
+	for _, c := range []struct {
+		typ               string
+		received, dropped uint64
+	}{{"event", iv.nEvents, iv.droppedEvents}, {"service_check", iv.nChecks, iv.droppedChecks}} {
+		if c.received > 0 {
+			f.stats.Count("events.received_total", int64(c.received), []string{"type:" + c.typ}, 1)
+		}
+		if c.dropped > 0 {
+			f.stats.Count("events.dropped_total", int64(c.dropped), []string{"type:" + c.typ}, 1)
+			f.log.WithField("type", c.typ).WithField("dropped", c.dropped).Warn("more events than one interval keeps; the rest were dropped")
 		}
 	}
+	b.Events, b.Checks = iv.events, iv.checks
+	spans, dropped := f.ingest.spans.swap()
+	if dropped > 0 {
+		f.stats.Count("ssf.spans_dropped_total", int64(dropped), nil, 1)
+		f.log.WithField("dropped", dropped).Warn("more trace spans than one interval keeps; the rest were dropped")
+	}
+	b.Spans = spans
+}
+
+// generate builds the flushed values of every series and, when the
+// instance forwards, the state of the series' global parts (see
+// forwardParts). It runs on the flush goroutine, so the workers go on
+// ingesting meanwhile.
+func (f *flusher) generate(intervals []interval, perType [8]int, now time.Time) ([]samplers.InterMetric, []samplers.Forwarded) {
 	// Size the slice exactly once: a flush of 100,000 series is hundreds
 	// of thousands of values, and regrowing doubles the peak memory.
-	perHisto := bits.OnesCount8(uint8(s.aggs)) + len(s.pcts)
+	perHisto := bits.OnesCount8(uint8(f.aggs)) + len(f.pcts)
 	n := perType[samplers.CounterMetric] + perType[samplers.GaugeMetric] + perType[samplers.SetMetric] +
 		perHisto*(perType[samplers.HistogramMetric]+perType[samplers.TimerMetric])
 	metrics := make([]samplers.InterMetric, 0, n)
-	var fwd []samplers.JSONMetric
+	var fwd []samplers.Forwarded
 	ts := now.Unix()
-	secs := s.interval.Seconds()
+	secs := f.interval.Seconds()
 	for _, iv := range intervals {
 		for _, head := range iv.series {
 			for se := head; se != nil; se = se.next {
 				base := samplers.InterMetric{Series: se.meta, Timestamp: ts}
 				local, global := true, false
-				if forward {
+				if f.forwarding {
 					local, global = forwardParts(se.Type, se.Scope)
 				}
+				out := samplers.Forwarded{Type: se.Type, Scope: se.Scope, Name: se.meta.Name, Tags: se.meta.Tags}
 				switch se.Type {
 				case samplers.CounterMetric:
 					if global {
-						fwd = append(fwd, samplers.ExportCounter(se.meta, se.value))
+						out.Counter = se.value
+						fwd = append(fwd, out)
 					} else {
 						c := samplers.Counter{Value: se.value}
 						metrics = c.Flush(metrics, base, secs)
@@ -170,18 +190,16 @@ func (s *Server) generateSplit(intervals []interval, now time.Time, forward bool
 					if local {
 						// Percentiles are the global instance's to
 						// compute when the digest goes there.
-						metrics = se.histo.Flush(metrics, base, s.aggs, s.pcts, true, !global, secs)
+						metrics = se.histo.Flush(metrics, base, f.aggs, f.pcts, true, !global, secs)
 					}
 					if global {
-						if m, err := samplers.ExportHisto(se.meta, se.Type, se.histo); err == nil {
-							fwd = append(fwd, m)
-						}
+						out.Digest = se.histo.Digest
+						fwd = append(fwd, out)
 					}
 				case samplers.SetMetric:
 					if global {
-						if m, err := samplers.ExportSet(se.meta, se.set); err == nil {
-							fwd = append(fwd, m)
-						}
+						out.Set = se.set.Sketch
+						fwd = append(fwd, out)
 					} else {
 						metrics = se.set.Flush(metrics, base)
 					}
@@ -189,7 +207,7 @@ func (s *Server) generateSplit(intervals []interval, now time.Time, forward bool
 			}
 		}
 	}
-	return metrics, fwd, perType
+	return metrics, fwd
 }
 
 // forwardParts says, for an instance that forwards, whether a series is
@@ -212,46 +230,6 @@ func forwardParts(t samplers.MetricType, scope samplers.MetricScope) (local, glo
 		return scope == samplers.LocalOnly, scope != samplers.LocalOnly
 	}
 	return true, false
-}
-
-// reportIngest sends the ingestion counters accumulated since the last
-// flush as self-metrics.
-func (s *Server) reportIngest() {
-	st := &s.ingest
-	s.stats.Count("packet.received_total", int64(st.packets.Swap(0)), nil, 1)
-	s.stats.Count("packet.lines_total", int64(st.lines.Swap(0)), nil, 1)
-	if n := st.truncated.Swap(0); n > 0 {
-		s.stats.Count("packet.truncated_total", int64(n), nil, 1)
-		s.log.WithField("count", n).Warn("datagrams longer than metric_max_length were cut; their last line was skipped")
-	}
-	var parseErrs uint64
-	for i := range st.parseErrs {
-		if n := st.parseErrs[i].Swap(0); n > 0 {
-			parseErrs += n
-			s.stats.Count("packet.error_total", int64(n), []string{"cause:" + parseCauses[i].cause}, 1)
-		}
-	}
-	if parseErrs > 0 {
-		s.log.WithField("count", parseErrs).Info("skipped malformed metric lines (debug logging shows them)")
-	}
-	if n := st.queueFull.Swap(0); n > 0 {
-		s.stats.Count("worker.queue_full_total", int64(n), nil, 1)
-	}
-	if n := st.dropped.Swap(0); n > 0 {
-		s.stats.Count("worker.dropped_total", int64(n), nil, 1)
-		s.log.WithField("count", n).Error("dropped samples: workers could not keep up; raise num_workers")
-	}
-	if n := st.readErrors.Swap(0); n > 0 {
-		s.stats.Count("packet.read_error_total", int64(n), nil, 1)
-	}
-	if n := st.tcpConns.Swap(0); n > 0 {
-		s.stats.Count("tcp.connections_total", int64(n), nil, 1)
-	}
-	for i := range st.tcpErrs {
-		if n := st.tcpErrs[i].Swap(0); n > 0 {
-			s.stats.Count("tcp.error_total", int64(n), []string{"cause:" + tcpErrCauses[i]}, 1)
-		}
-	}
 }
 
 // nanos gives a duration in nanoseconds for the *_duration_ns self-metrics,

@@ -1,21 +1,25 @@
 package veneur
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"os"
-	"strconv"
-	"strings"
+	"time"
 
-	"github.com/zenazn/goji/bind"
+	"github.com/DataDog/datadog-go/v5/statsd"
+	"github.com/sirupsen/logrus"
+
+	"github.com/veneur/veneur/forward"
+	"github.com/veneur/veneur/listen"
 )
 
-// Handler returns the HTTP routes: /healthcheck, /version, /import (metrics
+// handler returns the HTTP routes: /healthcheck, /version, /import (metrics
 // forwarded by other instances), and /debug/pprof/ when enable_profiling
 // is set.
-func (s *Server) Handler() http.Handler {
+func (s *Server) handler(imp *forward.Importer) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthcheck", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -25,7 +29,7 @@ func (s *Server) Handler() http.Handler {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Write([]byte(VERSION + "\n"))
 	})
-	mux.HandleFunc("/import", s.handleImport)
+	mux.Handle("/import", imp)
 	if s.cfg.EnableProfiling {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -36,27 +40,58 @@ func (s *Server) Handler() http.Handler {
 	return mux
 }
 
-// listenHTTP binds http_address: host:port, a unix socket path, fd@N (an
-// inherited descriptor, as systemd passes them) or einhorn@N (a socket
-// shared by einhorn across restarts).
-func listenHTTP(addr string) (net.Listener, error) {
-	switch {
-	case strings.HasPrefix(addr, "einhorn@"):
-		// Validation has checked the number; bind exits the process if
-		// einhorn did not pass that socket, as einhorn expects.
-		ln := bind.Socket(addr)
-		bind.Ready()
-		return ln, nil
-	case strings.HasPrefix(addr, "fd@"):
-		fd, err := strconv.Atoi(addr[3:])
-		if err != nil || fd < 0 {
-			return nil, fmt.Errorf("bad descriptor number; use fd@N such as fd@3")
-		}
-		f := os.NewFile(uintptr(fd), addr)
-		defer f.Close()
-		return net.FileListener(f)
-	case strings.HasPrefix(addr, "/") || strings.HasPrefix(addr, "."):
-		return net.Listen("unix", addr)
-	}
-	return net.Listen("tcp", addr)
+// webServer serves the HTTP routes on http_address. It is a listener like
+// the others, so the server starts and stops it with them; its
+// self-metrics are the importer's.
+type webServer struct {
+	addr    string
+	handler http.Handler
+	imp     *forward.Importer
+	guard   func()
+	log     *logrus.Logger
+	ln      net.Listener
+	srv     *http.Server
 }
+
+var _ listen.Listener = (*webServer)(nil)
+
+func newWebServer(addr string, h http.Handler, imp *forward.Importer, guard func(), log *logrus.Logger) *webServer {
+	return &webServer{addr: addr, handler: h, imp: imp, guard: guard, log: log}
+}
+
+// Start binds http_address (host:port, a unix socket path, fd@N or
+// einhorn@N) and serves it.
+func (w *webServer) Start() error {
+	ln, err := listen.Stream(w.addr)
+	if err != nil {
+		return fmt.Errorf("http_address %w", err)
+	}
+	w.ln = ln
+	w.srv = &http.Server{Handler: w.handler, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		defer w.guard()
+		if err := w.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			w.log.WithError(err).Error("HTTP server stopped")
+		}
+	}()
+	return nil
+}
+
+// Stop stops accepting and waits for the requests in progress, or ctx.
+func (w *webServer) Stop(ctx context.Context) error {
+	if w.srv == nil {
+		return nil
+	}
+	return w.srv.Shutdown(ctx)
+}
+
+// Addr is the bound address, nil before Start.
+func (w *webServer) Addr() net.Addr {
+	if w.ln == nil {
+		return nil
+	}
+	return w.ln.Addr()
+}
+
+// Report sends the importer's self-metrics.
+func (w *webServer) Report(stats statsd.ClientInterface) { w.imp.Report(stats) }

@@ -61,10 +61,12 @@ func (h sentryHook) Fire(e *logrus.Entry) error {
 	return nil
 }
 
-// consumePanic, deferred at the top of a goroutine, reports a panic to
-// Sentry (when configured), waits for it to be sent and panics again, so
-// that the process still crashes with the stack of the panic.
-func (s *Server) consumePanic() {
+// guard, deferred at the top of every goroutine the server's parts start,
+// reports a panic to Sentry (when configured), waits for it to be sent and
+// panics again, so that the process still crashes with the stack of the
+// panic. It must be deferred itself, not called from a deferred function:
+// recover only stops a panic when the deferred function calls it.
+func (s *Server) guard() {
 	if s.sentry == nil {
 		return
 	}

@@ -6,25 +6,22 @@ package veneur
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"io"
 	"net"
 	"net/http"
-	"runtime"
 	"runtime/debug"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/DataDog/datadog-go/v5/statsd"
 	"github.com/getsentry/sentry-go"
 	"github.com/sirupsen/logrus"
 
-	"github.com/veneur/veneur/plugins/influxdb"
-	"github.com/veneur/veneur/plugins/s3"
+	"github.com/veneur/veneur/forward"
+	"github.com/veneur/veneur/listen"
+	"github.com/veneur/veneur/plugins"
 	"github.com/veneur/veneur/samplers"
 )
 
@@ -65,55 +62,39 @@ func resolveVersion(linked string, info *debug.BuildInfo, ok bool) string {
 	return rev
 }
 
-// Server is one veneur instance. NewFromConfig builds it without starting
-// anything; Start binds its sockets and starts its goroutines; Shutdown
-// stops it, flushing what it holds.
+// Server is one veneur instance: it wires the parts (listeners, workers,
+// flusher, sinks, the HTTP server) and runs them. NewFromConfig builds the
+// parts without starting anything; Start starts them; Shutdown stops them
+// in order, flushing what they hold.
 type Server struct {
-	cfg      Config
-	log      *logrus.Logger
-	stats    statsd.ClientInterface
-	interval time.Duration
-	aggs     samplers.Aggregates
-	pcts     []samplers.Percentile
-	seed     maphash.Seed
+	cfg    Config
+	log    *logrus.Logger
+	stats  statsd.ClientInterface
+	sentry *sentry.Hub // nil without sentry_dsn
+	pool   *workerPool
+	ingest *ingest
+	// listeners in the order Shutdown stops them: the DogStatsD and SSF
+	// listeners first, the HTTP server (which takes imports) last.
+	listeners []namedListener
+	flusher   *flusher
+	cancel    context.CancelFunc
+	loop      sync.WaitGroup
+	mu        sync.Mutex // guards state
+	state     serverState
+}
 
-	workers   []*Worker
-	batchPool *sync.Pool
-	ingest    ingestStats
-	sinks     []MetricSink
+type serverState int
 
-	udpSocks []*udpSocket
-	// singleP selects the UDP readers' single-P mode (see udpSocket): set
-	// when GOMAXPROCS is 1 at NewFromConfig.
-	singleP bool
-	tcp     *tcpListener
-	tlsConf *tls.Config
-	sentry  *sentry.Hub // nil without sentry_dsn
-	fwd     *forwarder  // nil at the root (no forward_address)
-	httpLn  net.Listener
-	httpSrv *http.Server
+const (
+	built serverState = iota
+	started
+	stopped
+)
 
-	imports importStats
-	events  eventBuffer
-	// SSF trace spans: the listener, its counters, the interval's spans.
-	traceConn   *net.UDPConn
-	traces      traceStats
-	spans       spanBuffer
-	traceClient *http.Client
-	// importMu guards importClosed: Shutdown sets it before it closes the
-	// worker queues, and /import hands batches over only while it is not.
-	importMu     sync.RWMutex
-	importClosed bool
-
-	stopping   atomic.Bool
-	cancel     context.CancelFunc
-	readers    sync.WaitGroup
-	workerWG   sync.WaitGroup
-	flushLoop  sync.WaitGroup
-	inFlight   sync.WaitGroup
-	flushMu    sync.Mutex // one flush at a time
-	shutdownMu sync.Mutex
-	shutDown   bool
+// namedListener is a listener and the config key of its address.
+type namedListener struct {
+	key string
+	listen.Listener
 }
 
 // Options are the parts of a Server that are not in its Config.
@@ -123,13 +104,17 @@ type Options struct {
 	// Stdout receives printed flushes when api_hostname is empty; nil
 	// means os.Stdout.
 	Stdout io.Writer
-	// HTTPClient posts to Datadog; nil means a client with a timeout of
-	// one interval.
+	// HTTPClient makes the sinks' requests; nil means a client with a
+	// timeout of one interval.
 	HTTPClient *http.Client
+	// Stats receives the self-metrics instead of a client for
+	// stats_address.
+	Stats statsd.ClientInterface
 }
 
-// NewFromConfig builds a server from a validated config. It binds nothing
-// and starts no goroutine.
+// NewFromConfig builds a server from a config. It validates the config
+// (each sink validates its own keys), binds nothing and starts no
+// goroutine.
 func NewFromConfig(cfg Config, opts Options) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -146,25 +131,16 @@ func NewFromConfig(cfg Config, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("aggregates: %w", err)
 	}
-	s := &Server{
-		cfg:       cfg,
-		log:       log,
-		interval:  interval,
-		aggs:      aggs,
-		pcts:      samplers.NewPercentiles(cfg.Percentiles),
-		seed:      maphash.MakeSeed(),
-		batchPool: newBatchPool(),
-		stats:     &statsd.NoOpClient{},
-	}
-	if cfg.StatsAddress != "" {
-		c, err := statsd.New(cfg.StatsAddress, statsd.WithoutTelemetry(), statsd.WithNamespace("veneur."))
-		if err != nil {
-			return nil, fmt.Errorf("stats_address %q: %w", cfg.StatsAddress, err)
+	s := &Server{cfg: cfg, log: log, stats: opts.Stats}
+	if s.stats == nil {
+		s.stats = &statsd.NoOpClient{}
+		if cfg.StatsAddress != "" {
+			c, err := statsd.New(cfg.StatsAddress, statsd.WithoutTelemetry(), statsd.WithNamespace("veneur."))
+			if err != nil {
+				return nil, fmt.Errorf("stats_address %q: %w", cfg.StatsAddress, err)
+			}
+			s.stats = c
 		}
-		s.stats = c
-	}
-	if s.tlsConf, err = cfg.TLSConfig(); err != nil {
-		return nil, err
 	}
 	if s.sentry, err = newSentryHub(cfg.SentryDsn, cfg.Hostname); err != nil {
 		return nil, err
@@ -172,279 +148,221 @@ func NewFromConfig(cfg Config, opts Options) (*Server, error) {
 	if s.sentry != nil {
 		log.AddHook(sentryHook{hub: s.sentry})
 	}
-	for i := 0; i < cfg.NumWorkers; i++ {
-		s.workers = append(s.workers, newWorker(s.batchPool))
+	s.pool = newWorkerPool(cfg.NumWorkers)
+	s.ingest = newIngest(s.pool, cfg.MetricMaxLength, log)
+	if opts.HTTPClient == nil {
+		opts.HTTPClient = &http.Client{Timeout: interval}
 	}
-	if cfg.APIHostname == "" {
-		s.sinks = append(s.sinks, newPrintSink(opts.Stdout, cfg, interval))
-	} else {
-		client := opts.HTTPClient
-		if client == nil {
-			client = &http.Client{Timeout: interval}
-		}
-		s.sinks = append(s.sinks, newDatadogSink(cfg, interval, client, log, s.stats))
+	env := plugins.Env{
+		Common: plugins.Common{Hostname: cfg.Hostname, Tags: cfg.Tags, Interval: interval},
+		Log:    log, Stats: s.stats,
 	}
-	if cfg.InfluxAddress != "" {
-		p, err := influxdb.New(influxdb.Config{
-			Address: cfg.InfluxAddress, Database: cfg.InfluxDBName, Consistency: cfg.InfluxConsistency,
-			Hostname: cfg.Hostname, Tags: cfg.Tags, Client: &http.Client{Timeout: interval},
-		})
-		if err != nil {
-			return nil, err
-		}
-		s.sinks = append(s.sinks, p)
+	sinks, err := buildSinks(cfg, opts, env)
+	if err != nil {
+		return nil, err
 	}
-	if cfg.AwsS3Bucket != "" {
-		p, err := s3.New(context.Background(), s3.Config{
-			Bucket: cfg.AwsS3Bucket, Region: cfg.AwsRegion,
-			AccessKeyID: cfg.AwsAccessKeyID, SecretAccessKey: cfg.AwsSecretAccessKey,
-			Hostname: cfg.Hostname, Tags: cfg.Tags, Interval: interval, Timeout: interval,
-		})
-		if err != nil {
-			return nil, err
-		}
-		s.sinks = append(s.sinks, p)
+	if err := s.buildListeners(); err != nil {
+		return nil, err
 	}
-	s.singleP = runtime.GOMAXPROCS(0) == 1
-	s.traceClient = opts.HTTPClient
-	if s.traceClient == nil {
-		s.traceClient = &http.Client{Timeout: interval}
+	s.flusher = &flusher{
+		interval:   interval,
+		aggs:       aggs,
+		pcts:       samplers.NewPercentiles(cfg.Percentiles),
+		forwarding: cfg.ForwardAddress != "",
+		sinks:      sinks,
+		ingest:     s.ingest,
+		reporters:  []reporter{s.ingest},
+		log:        log,
+		stats:      s.stats,
+		guard:      s.guard,
 	}
-	if cfg.ForwardAddress != "" {
-		client := opts.HTTPClient
-		if client == nil {
-			client = &http.Client{Timeout: interval}
-		}
-		s.fwd = newForwarder(cfg.ForwardAddress, client, log, s.stats)
+	for _, l := range s.listeners {
+		s.flusher.reporters = append(s.flusher.reporters, l)
 	}
 	return s, nil
 }
 
-// UDPAddr returns the bound address of the UDP listener, or nil.
-func (s *Server) UDPAddr() net.Addr {
-	if len(s.udpSocks) == 0 {
+// buildListeners builds a listener for every address in the config, in
+// the order Shutdown stops them.
+func (s *Server) buildListeners() error {
+	cfg := s.cfg
+	opts := listen.Options{Log: s.log, Guard: s.guard}
+	add := func(key string, l listen.Listener, err error) error {
+		if err != nil {
+			return err
+		}
+		s.listeners = append(s.listeners, namedListener{key, l})
 		return nil
 	}
-	return s.udpSocks[0].LocalAddr()
-}
-
-// TCPAddr returns the bound address of the TCP listener, or nil.
-func (s *Server) TCPAddr() net.Addr {
-	if s.tcp == nil {
-		return nil
-	}
-	return s.tcp.ln.Addr()
-}
-
-// TraceAddr returns the bound address of the SSF listener, or nil.
-func (s *Server) TraceAddr() net.Addr {
-	if s.traceConn == nil {
-		return nil
-	}
-	return s.traceConn.LocalAddr()
-}
-
-// HTTPAddr returns the bound address of the HTTP listener, or nil.
-func (s *Server) HTTPAddr() net.Addr {
-	if s.httpLn == nil {
-		return nil
-	}
-	return s.httpLn.Addr()
-}
-
-// Start binds the listeners and starts readers, workers, the HTTP server
-// and the flush loop. An error leaves nothing running.
-func (s *Server) Start() error {
-	if err := s.bind(); err != nil {
-		s.closeListeners()
-		return err
-	}
-	for _, w := range s.workers {
-		s.workerWG.Add(1)
-		go func() {
-			defer s.workerWG.Done()
-			defer s.consumePanic()
-			w.run()
-		}()
-	}
-	size := s.cfg.MetricMaxLength + 1
-	if len(s.udpSocks) > 0 && !s.singleP {
-		if before, after := reserveReaderProcs(len(s.udpSocks)); after != before {
-			s.log.WithFields(logrus.Fields{"from": before, "to": after}).Info(
-				"raised GOMAXPROCS: each UDP reader keeps a P while busy, and the workers need one more")
+	if cfg.UdpAddress != "" {
+		l, err := listen.NewUDP(listen.UDPConfig{
+			Address: cfg.UdpAddress, Readers: cfg.NumReaders, ReadBuffer: cfg.ReadBufferSizeBytes, MaxLength: cfg.MetricMaxLength,
+		}, s.ingest.newIngester, opts)
+		if err := add("udp_address", l, err); err != nil {
+			return err
 		}
 	}
-	for _, sock := range s.udpSocks {
-		in := s.newIngester()
-		s.readers.Add(1)
-		go func() {
-			defer s.readers.Done()
-			defer s.consumePanic()
-			if err := readUDP(sock, in, size, s.stopping.Load); err != nil {
-				s.log.WithError(err).Error("UDP reader stopped")
+	if cfg.TcpAddress != "" {
+		tlsConf, err := cfg.TLSConfig()
+		if err != nil {
+			return err
+		}
+		l, err := listen.NewTCP(listen.TCPConfig{Address: cfg.TcpAddress, TLS: tlsConf, MaxLength: cfg.MetricMaxLength}, s.ingest.newIngester, opts)
+		if err := add("tcp_address", l, err); err != nil {
+			return err
+		}
+	}
+	if cfg.TraceAddress != "" {
+		l, err := listen.NewSSF(listen.SSFConfig{Address: cfg.TraceAddress, MaxLength: cfg.TraceMaxLengthBytes}, s.ingest.newIngester, opts)
+		if err := add("trace_address", l, err); err != nil {
+			return err
+		}
+	}
+	if cfg.HTTPAddress != "" {
+		imp := forward.NewImporter(s.pool)
+		add("http_address", newWebServer(cfg.HTTPAddress, s.handler(imp), imp, s.guard, s.log), nil)
+	}
+	return nil
+}
+
+// addr is the bound address of the listener on config key, or nil.
+func (s *Server) addr(key string) net.Addr {
+	for _, l := range s.listeners {
+		if l.key == key {
+			return l.Addr()
+		}
+	}
+	return nil
+}
+
+// UDPAddr returns the bound address of the UDP listener, or nil.
+func (s *Server) UDPAddr() net.Addr { return s.addr("udp_address") }
+
+// TCPAddr returns the bound address of the TCP listener, or nil.
+func (s *Server) TCPAddr() net.Addr { return s.addr("tcp_address") }
+
+// TraceAddr returns the bound address of the SSF listener, or nil.
+func (s *Server) TraceAddr() net.Addr { return s.addr("trace_address") }
+
+// HTTPAddr returns the bound address of the HTTP listener, or nil.
+func (s *Server) HTTPAddr() net.Addr { return s.addr("http_address") }
+
+// Start starts the workers, the listeners and the flush loop. An error
+// leaves nothing running.
+func (s *Server) Start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state != built {
+		return errors.New("veneur: Start called twice, or after Shutdown")
+	}
+	s.pool.start(s.guard)
+	for i, l := range s.listeners {
+		if err := l.Start(); err != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			for _, started := range s.listeners[:i] {
+				started.Stop(ctx)
 			}
-		}()
-	}
-	if s.tcp != nil {
-		s.readers.Add(1)
-		go s.tcp.accept()
-	}
-	if s.traceConn != nil {
-		in := s.newIngester()
-		s.readers.Add(1)
-		go func() {
-			defer s.readers.Done()
-			defer s.consumePanic()
-			s.readTraces(s.traceConn, in)
-		}()
-	}
-	if s.httpLn != nil {
-		s.httpSrv = &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
-		go func() {
-			defer s.consumePanic()
-			if err := s.httpSrv.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				s.log.WithError(err).Error("HTTP server stopped")
-			}
-		}()
+			s.pool.stop()
+			s.state = stopped
+			return err
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	s.flushLoop.Add(1)
+	s.loop.Add(1)
 	go func() {
-		defer s.flushLoop.Done()
-		defer s.consumePanic()
+		defer s.loop.Done()
+		defer s.guard()
 		s.runFlushLoop(ctx)
 	}()
+	s.state = started
 	return nil
 }
 
-func (s *Server) bind() error {
-	if s.cfg.UdpAddress != "" {
-		addr := s.cfg.UdpAddress
-		reuse := s.cfg.NumReaders > 1
-		for i := 0; i < s.cfg.NumReaders; i++ {
-			sock, granted, err := listenUDP(addr, reuse, s.cfg.ReadBufferSizeBytes, s.singleP)
-			if err != nil {
-				return fmt.Errorf("udp_address %q: %w", s.cfg.UdpAddress, err)
-			}
-			if granted < s.cfg.ReadBufferSizeBytes && i == 0 {
-				s.log.WithFields(logrus.Fields{"requested": s.cfg.ReadBufferSizeBytes, "granted": granted}).Warn(
-					"the kernel granted a smaller UDP receive buffer than read_buffer_size_bytes; raise net.core.rmem_max to avoid drops")
-			}
-			s.udpSocks = append(s.udpSocks, sock)
-			// Later sockets join the port the first one got (which
-			// matters when the config asked for port 0).
-			addr = sock.LocalAddr().String()
+// runFlushLoop flushes every interval until ctx ends. It does not wait for
+// the sinks: a slow one must not delay the next flush.
+func (s *Server) runFlushLoop(ctx context.Context) {
+	t := time.NewTicker(s.flusher.interval)
+	defer t.Stop()
+	var sinks sync.WaitGroup
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			s.flush(ctx, now, &sinks)
 		}
-	}
-	if s.cfg.TcpAddress != "" {
-		ln, err := net.Listen("tcp", s.cfg.TcpAddress)
-		if err != nil {
-			return fmt.Errorf("tcp_address %q: %w", s.cfg.TcpAddress, err)
-		}
-		s.tcp = &tcpListener{ln: ln, tls: s.tlsConf, s: s, conns: map[net.Conn]struct{}{}}
-	}
-	if s.cfg.TraceAddress != "" {
-		ua, err := net.ResolveUDPAddr("udp", s.cfg.TraceAddress)
-		if err == nil {
-			s.traceConn, err = net.ListenUDP("udp", ua)
-		}
-		if err != nil {
-			return fmt.Errorf("trace_address %q: %w", s.cfg.TraceAddress, err)
-		}
-	}
-	if s.cfg.HTTPAddress != "" {
-		ln, err := listenHTTP(s.cfg.HTTPAddress)
-		if err != nil {
-			return fmt.Errorf("http_address %q: %w", s.cfg.HTTPAddress, err)
-		}
-		s.httpLn = ln
-	}
-	return nil
-}
-
-func (s *Server) closeListeners() {
-	for _, c := range s.udpSocks {
-		c.Close()
-	}
-	if s.tcp != nil {
-		s.tcp.ln.Close()
-	}
-	if s.traceConn != nil {
-		s.traceConn.Close()
-	}
-	if s.httpLn != nil {
-		s.httpLn.Close()
 	}
 }
 
-// Shutdown stops the listeners, processes everything already received
-// (including datagrams queued in the kernel), flushes once more and waits
-// for in-flight flushes, or until ctx ends.
-func (s *Server) Shutdown(ctx context.Context) error {
-	s.shutdownMu.Lock()
-	defer s.shutdownMu.Unlock()
-	if s.shutDown {
-		return nil
+// Flush flushes now: it collects the interval from every worker, hands
+// the output to the sinks and waits for them, or for ctx. The server
+// flushes itself every interval and once more in Shutdown; after Shutdown
+// has stopped the workers, Flush does nothing and says so.
+func (s *Server) Flush(ctx context.Context, now time.Time) error {
+	var sinks sync.WaitGroup
+	if !s.flush(ctx, now, &sinks) {
+		return errPoolStopped
 	}
-	s.shutDown = true
+	return waitCtx(ctx, &sinks)
+}
 
-	// Stop the ticker first so that the final flush is the last one.
-	if s.cancel != nil {
-		s.cancel()
+func (s *Server) flush(ctx context.Context, now time.Time, sinks *sync.WaitGroup) bool {
+	intervals, ok := s.pool.collect(func(i int, took time.Duration) {
+		s.stats.TimeInMilliseconds("flush.worker_duration_ns", nanos(took), []string{"worker:" + fmt.Sprint(i)}, 1)
+	})
+	if !ok {
+		return false
 	}
-	s.flushLoop.Wait()
+	s.flusher.flush(ctx, intervals, now, sinks)
+	return true
+}
 
-	// Wake the readers: they drain their sockets and return.
-	s.stopping.Store(true)
-	for _, c := range s.udpSocks {
-		c.wake()
-	}
-	if s.tcp != nil {
-		s.tcp.close()
-	}
-	if s.traceConn != nil {
-		// Reads take what is already queued until the deadline passes.
-		s.traceConn.SetReadDeadline(time.Now().Add(tcpDrainIdle))
-	}
-	s.readers.Wait()
-	if s.traceConn != nil {
-		s.traceConn.Close()
-	}
-	for _, c := range s.udpSocks {
-		c.Close()
-	}
-	var httpErr error
-	if s.httpSrv != nil {
-		httpErr = s.httpSrv.Shutdown(ctx)
-	} else if s.httpLn != nil {
-		s.httpLn.Close()
-	}
-
-	// Workers process what is queued, then exit.
-	s.importMu.Lock()
-	s.importClosed = true
-	s.importMu.Unlock()
-	for _, w := range s.workers {
-		close(w.in)
-	}
-	s.workerWG.Wait()
-	intervals := make([]interval, len(s.workers))
-	for i, w := range s.workers {
-		intervals[i] = w.swap()
-	}
-	s.flushIntervals(ctx, intervals, time.Now())
-
+// waitCtx waits for wg, or until ctx ends.
+func waitCtx(ctx context.Context, wg *sync.WaitGroup) error {
 	done := make(chan struct{})
 	go func() {
-		s.inFlight.Wait()
+		wg.Wait()
 		close(done)
 	}()
-	var err error
 	select {
 	case <-done:
+		return nil
 	case <-ctx.Done():
-		err = fmt.Errorf("waiting for in-flight flushes: %w", ctx.Err())
+		return ctx.Err()
+	}
+}
+
+// Shutdown stops the listeners (which process everything already received,
+// including datagrams queued in the kernel), stops the workers, flushes
+// once more and waits for every flush in flight, or until ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state == stopped {
+		return nil
+	}
+	wasStarted := s.state == started
+	s.state = stopped
+	if !wasStarted {
+		return nil
+	}
+
+	// Stop the ticker first so that the final flush is the last one.
+	s.cancel()
+	s.loop.Wait()
+
+	var errs []error
+	for _, l := range s.listeners {
+		if err := l.Stop(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("stopping %s: %w", l.key, err))
+		}
+	}
+	var sinks sync.WaitGroup
+	s.flusher.flush(ctx, s.pool.stop(), time.Now(), &sinks)
+	if err := waitCtx(ctx, &s.flusher.inFlight); err != nil {
+		errs = append(errs, fmt.Errorf("waiting for in-flight flushes: %w", err))
 	}
 	if c, ok := s.stats.(io.Closer); ok {
 		c.Close()
@@ -456,5 +374,5 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		s.sentry.Flush(wait)
 	}
-	return errors.Join(httpErr, err)
+	return errors.Join(errs...)
 }

@@ -1,10 +1,12 @@
 package veneur
 
 import (
+	"errors"
+	"hash/maphash"
 	"sync"
-	"sync/atomic"
 	"time"
 
+	"github.com/veneur/veneur/forward"
 	"github.com/veneur/veneur/samplers"
 )
 
@@ -39,7 +41,7 @@ type batch struct {
 type importItem struct {
 	hash uint64
 	key  []byte
-	im   samplers.Imported
+	f    samplers.Forwarded
 }
 
 const (
@@ -97,9 +99,6 @@ type Worker struct {
 	pool    *sync.Pool
 	cur     interval
 	lastLen int
-	// processedTotal mirrors the processed counts for observers outside
-	// the worker goroutine.
-	processedTotal atomic.Uint64
 }
 
 func newWorker(pool *sync.Pool) *Worker {
@@ -183,7 +182,6 @@ func (w *Worker) process(b *batch) {
 		}
 	}
 	w.cur.processed += uint64(len(b.samples))
-	w.processedTotal.Add(uint64(len(b.samples)))
 	b.reset()
 	w.pool.Put(b)
 }
@@ -200,11 +198,11 @@ func (w *Worker) merge(items []importItem) {
 		}
 		switch se.Type {
 		case samplers.CounterMetric:
-			se.value += it.im.Counter
+			se.value += it.f.Counter
 		case samplers.HistogramMetric, samplers.TimerMetric:
-			se.histo.Merge(it.im.Digest)
+			se.histo.Merge(it.f.Digest)
 		case samplers.SetMetric:
-			if se.set.Merge(it.im.Set) != nil {
+			if se.set.Merge(it.f.Set) != nil {
 				w.cur.badKeys++
 				continue
 			}
@@ -242,6 +240,108 @@ func (w *Worker) lookup(hash uint64, key []byte) *series {
 	return se
 }
 
-// peekProcessed reports how many samples the worker has processed since it
-// started. It is safe to call while the worker runs.
-func (w *Worker) peekProcessed() uint64 { return w.processedTotal.Load() }
+// workerPool is the fixed set of workers and the one rule that routes a
+// series key to its worker, for ingested lines and imported series alike.
+type workerPool struct {
+	workers []*Worker
+	batches *sync.Pool
+	seed    maphash.Seed
+	// mu guards closed. Flush requests and imports hand over under the
+	// read lock, so none reaches a queue that stop has closed. Readers
+	// hand over without it: they are stopped before the pool is.
+	mu     sync.RWMutex
+	closed bool
+	wg     sync.WaitGroup
+}
+
+func newWorkerPool(n int) *workerPool {
+	p := &workerPool{batches: newBatchPool(), seed: maphash.MakeSeed()}
+	for range n {
+		p.workers = append(p.workers, newWorker(p.batches))
+	}
+	return p
+}
+
+// route hashes a series key and picks its worker.
+func (p *workerPool) route(key []byte) (hash uint64, worker int) {
+	h := maphash.Bytes(p.seed, key)
+	return h, int((h >> 32) * uint64(len(p.workers)) >> 32)
+}
+
+// start runs every worker on a goroutine of its own; guard is deferred at
+// the top of each.
+func (p *workerPool) start(guard func()) {
+	for _, w := range p.workers {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			defer guard()
+			w.run()
+		}()
+	}
+}
+
+// collect takes the current interval of every worker, after what is queued
+// before the request. It reports false once the pool is stopped.
+func (p *workerPool) collect(each func(i int, took time.Duration)) ([]interval, bool) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		return nil, false
+	}
+	out := make([]interval, len(p.workers))
+	for i, w := range p.workers {
+		start := time.Now()
+		out[i] = w.flush()
+		each(i, time.Since(start))
+	}
+	return out, true
+}
+
+// stop lets the workers process what is queued, stops them and returns
+// their last intervals. Readers must have stopped.
+func (p *workerPool) stop() []interval {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	for _, w := range p.workers {
+		close(w.in)
+	}
+	p.mu.Unlock()
+	p.wg.Wait()
+	out := make([]interval, len(p.workers))
+	for i, w := range p.workers {
+		out[i] = w.swap()
+	}
+	return out
+}
+
+// Merge hands imported series to the workers that own their keys. It is
+// the importer's forward.Merger.
+func (p *workerPool) Merge(metrics []samplers.Forwarded) error {
+	perWorker := make([][]importItem, len(p.workers))
+	for _, f := range metrics {
+		key := samplers.AppendForwardedKey(nil, &f)
+		h, wi := p.route(key)
+		perWorker[wi] = append(perWorker[wi], importItem{hash: h, key: key, f: f})
+	}
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		return forward.ErrClosed
+	}
+	for wi, items := range perWorker {
+		if len(items) > 0 {
+			p.workers[wi].in <- &batch{imports: items}
+		}
+	}
+	return nil
+}
+
+var _ forward.Merger = (*workerPool)(nil)
+
+// errPoolStopped is what Flush reports after Shutdown stopped the workers.
+var errPoolStopped = errors.New("the server is shut down")

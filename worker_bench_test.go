@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/veneur/veneur/samplers"
 )
 
 // mixedDatagrams builds datagrams of 25 lines in the load benchmark's mix
@@ -37,25 +39,21 @@ func mixedDatagrams(nSeries, nDatagrams int) [][]byte {
 	return out
 }
 
-func benchServer(b testing.TB, workers int) *Server {
-	return newServer(b, fmt.Sprintf("num_workers: %d\n", workers))
-}
-
 // BenchmarkIngestProcess measures a line from datagram to sampler: parse,
 // key, hash, batch, and the worker's map lookup and sample, all on one
 // goroutine so the figure is CPU per line without scheduling noise.
 func BenchmarkIngestProcess(b *testing.B) {
 	for _, nSeries := range []int{1000, 100000} {
 		b.Run(fmt.Sprintf("series=%d", nSeries), func(b *testing.B) {
-			s := benchServer(b, 1)
-			w := s.workers[0]
-			in := s.newIngester()
+			p, g := testIngest(b, 1, 4096)
+			w := p.workers[0]
+			in := g.newIngester()
 			dgs := mixedDatagrams(nSeries, 4096)
 			b.ReportAllocs()
 			b.ResetTimer()
 			lines := 0
 			for i := 0; i < b.N; i++ {
-				in.handlePacket(dgs[i%len(dgs)], false)
+				in.Packet(dgs[i%len(dgs)], false)
 				lines += 25
 				drain(w)
 				if i%4096 == 4095 && nSeries <= 1000 {
@@ -69,31 +67,27 @@ func BenchmarkIngestProcess(b *testing.B) {
 }
 
 // BenchmarkFlushGenerate measures turning a worker interval of 100,000
-// series into flushed values and encoding them as Datadog JSON.
+// series into flushed values. (plugins/datadog benchmarks their encoding.)
 func BenchmarkFlushGenerate(b *testing.B) {
-	s := benchServer(b, 1)
-	w := s.workers[0]
-	in := s.newIngester()
-	dgs := mixedDatagrams(100000, 4000*2)
-	sink := testSink("http://x", 5000)
-	for _, d := range dgs {
-		in.handlePacket(d, false)
+	p, g := testIngest(b, 1, 4096)
+	w := p.workers[0]
+	in := g.newIngester()
+	for _, d := range mixedDatagrams(100000, 4000*2) {
+		in.Packet(d, false)
 		drain(w)
 	}
-	in.flush()
+	in.Flush()
 	drain(w)
 	iv := w.swap()
 	if len(iv.series) < 90000 {
 		b.Fatalf("interval holds %d series, want about 100000", len(iv.series))
 	}
+	f := &flusher{interval: 10 * time.Second, aggs: samplers.AggMin | samplers.AggMax | samplers.AggCount,
+		pcts: samplers.NewPercentiles(DefaultPercentiles())}
 	b.ReportAllocs()
 	b.ResetTimer()
-	var body []byte
 	for i := 0; i < b.N; i++ {
-		metrics, _ := s.generate([]interval{iv}, time.Unix(1700000000, 0))
-		for lo := 0; lo < len(metrics); lo += 5000 {
-			body = sink.appendSeries(body[:0], metrics[lo:min(lo+5000, len(metrics))])
-		}
+		f.generate([]interval{iv}, iv.perType, time.Unix(1700000000, 0))
 	}
 }
 

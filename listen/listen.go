@@ -6,9 +6,12 @@ package listen
 
 import (
 	"context"
+	"fmt"
 	"net"
+	"sync"
 
 	"github.com/DataDog/datadog-go/v5/statsd"
+	"github.com/sirupsen/logrus"
 
 	"github.com/veneur/veneur/samplers"
 	"github.com/veneur/veneur/ssf"
@@ -52,3 +55,85 @@ type Ingester interface {
 
 // NewIngester returns a new Ingester for one reader goroutine.
 type NewIngester func() Ingester
+
+// Options are what every listener takes besides its settings.
+type Options struct {
+	// Log receives the listener's logs; nil means a new logrus logger.
+	Log *logrus.Logger
+	// Guard, when not nil, is deferred at the top of every goroutine a
+	// listener starts. It must call recover() itself (a deferred function
+	// recovers only when it calls recover directly) and, having reported
+	// the panic, should panic again so that the process still crashes.
+	Guard func()
+}
+
+// logger is o.Log, or a new logger when it is nil.
+func (o Options) logger() *logrus.Logger {
+	if o.Log == nil {
+		return logrus.New()
+	}
+	return o.Log
+}
+
+// guard returns the function to defer at the top of a goroutine: Guard, or
+// a no-op when it is nil (deferring a nil func panics). Guard is returned
+// as is, not wrapped, so that its recover() runs in the deferred call
+// itself and so stops the panic.
+func (o Options) guard() func() {
+	if o.Guard == nil {
+		return func() {}
+	}
+	return o.Guard
+}
+
+// stopper tracks a listener's life: Start once, then Stop any number of
+// times, every Stop waiting for the same end.
+type stopper struct {
+	mu      sync.Mutex
+	started bool
+	stopped bool
+	// done is closed once the listener's goroutines have returned and its
+	// sockets are closed.
+	done chan struct{}
+}
+
+// start runs run, which binds and starts the listener, unless it was
+// started before. The listener counts as started only if run succeeds; a
+// concurrent stop waits until run has returned.
+func (s *stopper) start(name string, run func() error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started {
+		return fmt.Errorf("%s listener: already started", name)
+	}
+	if err := run(); err != nil {
+		return err
+	}
+	s.started = true
+	s.done = make(chan struct{})
+	return nil
+}
+
+// stop runs begin on the first call after a successful start; begin starts
+// the drain and must see to it that done is closed once the listener's
+// goroutines have returned and its sockets are closed. Every call then
+// waits until done is closed or ctx ends. Before Start it returns nil.
+func (s *stopper) stop(ctx context.Context, name string, begin func(done chan<- struct{})) error {
+	s.mu.Lock()
+	if !s.started {
+		s.mu.Unlock()
+		return nil
+	}
+	done := s.done
+	if !s.stopped {
+		s.stopped = true
+		begin(done)
+	}
+	s.mu.Unlock()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for the %s listener's readers: %w", name, ctx.Err())
+	}
+}

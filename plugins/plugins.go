@@ -5,7 +5,10 @@ package plugins
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"math"
+	"net/url"
 	"time"
 
 	"github.com/DataDog/datadog-go/v5/statsd"
@@ -74,4 +77,84 @@ func (c Common) WithTags(tags []string) []string {
 // interval of rate values.
 func (c Common) IntervalSeconds() int64 {
 	return max(1, int64(math.Round(c.Interval.Seconds())))
+}
+
+// PartError is the failure of one part of what a sink publishes, such as
+// "events" for a sink that publishes series and events, so that the error
+// of each part is counted and logged apart (sink.error_total carries the
+// tag part:PART) from the failures of the sink's metrics.
+type PartError struct {
+	Part string
+	Err  error
+}
+
+func (e *PartError) Error() string { return e.Err.Error() }
+
+func (e *PartError) Unwrap() error { return e.Err }
+
+// Part marks err as the failure of part; a nil err stays nil.
+func Part(part string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &PartError{Part: part, Err: err}
+}
+
+// Parts splits the error a Flush returned by part: one PartError per part
+// that failed, in the order of first appearance, with Part "" for the
+// failures not marked with Part. An error that wraps a mark belongs to the
+// marked part, whole; errors joined (errors.Join, or fmt.Errorf with
+// several %w) are looked into when some of them are marked. The errors of
+// one part are joined. A nil error has no parts.
+func Parts(err error) []PartError {
+	var out []PartError
+	add := func(part string, err error) {
+		for i := range out {
+			if out[i].Part == part {
+				out[i].Err = errors.Join(out[i].Err, err)
+				return
+			}
+		}
+		out = append(out, PartError{Part: part, Err: err})
+	}
+	var walk func(error)
+	walk = func(err error) {
+		if err == nil {
+			return
+		}
+		var pe *PartError
+		if !errors.As(err, &pe) {
+			add("", err)
+			return
+		}
+		if err == error(pe) {
+			add(pe.Part, pe.Err)
+			return
+		}
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			for _, e := range j.Unwrap() {
+				walk(e)
+			}
+			return
+		}
+		add(pe.Part, err)
+	}
+	walk(err)
+	return out
+}
+
+// CheckURL checks the value of the config key key: an absolute http(s)
+// URL with a host. The error names the key and gives example as the fix.
+func CheckURL(key, value, example string) error {
+	if value == "" {
+		return fmt.Errorf("%s is empty; use a URL such as %s", key, example)
+	}
+	u, err := url.Parse(value)
+	if err != nil {
+		return fmt.Errorf("%s: %w; use an absolute URL such as %s", key, err, example)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%s %q: not an absolute http(s) URL; use a URL such as %s", key, value, example)
+	}
+	return nil
 }

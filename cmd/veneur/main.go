@@ -58,20 +58,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "veneur: invalid config: %v\n", err)
 		return 1
 	}
-	if *validate {
-		fmt.Fprintf(stdout, "%s: valid\n", *path)
-		return 0
-	}
-
 	log := logrus.New()
 	log.SetOutput(stderr)
 	if cfg.Debug {
 		log.SetLevel(logrus.DebugLevel)
 	}
+	// Building the server validates what the config file alone cannot
+	// show: each sink checks its own keys. It binds and starts nothing.
 	srv, err := veneur.NewFromConfig(cfg, veneur.Options{Log: log, Stdout: stdout})
 	if err != nil {
-		fmt.Fprintf(stderr, "veneur: %v\n", err)
+		fmt.Fprintf(stderr, "veneur: invalid config: %v\n", err)
 		return 1
+	}
+	if *validate {
+		fmt.Fprintf(stdout, "%s: valid\n", *path)
+		return 0
 	}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)

@@ -1,5 +1,7 @@
 // Package influxdb publishes flushed metrics to an InfluxDB 1.x server
-// through its HTTP /write endpoint, in line protocol.
+// through its HTTP /write endpoint, in line protocol: gzip-compressed POSTs
+// to /write with the query db=DATABASE, precision=s and, when configured,
+// consistency, of at most Config.Batch points each, one after the other.
 //
 // Each value is one point: the measurement is the metric name, the field is
 // value (a float), the timestamp is the flush time in seconds. A DogStatsD
@@ -22,8 +24,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/klauspost/compress/gzip"
-
 	"github.com/veneur/veneur/plugins"
 	"github.com/veneur/veneur/samplers"
 )
@@ -31,42 +31,51 @@ import (
 // DefaultBatch is how many points one write request carries at most.
 const DefaultBatch = 5000
 
-// Config sets up a Plugin.
+// Config sets up a Sink. The hostname and the configured tags come from
+// plugins.Env.
 type Config struct {
-	// Address is the server's base URL, e.g. http://influx:8086.
+	// Address is the server's base URL (influx_address), e.g.
+	// http://influx:8086.
 	Address string
-	// Database is the database written to; it must exist.
+	// Database is the database written to (influx_db_name); it must
+	// exist.
 	Database string
 	// Consistency is any, one, quorum or all, or empty for the server's
-	// default.
+	// default (influx_consistency).
 	Consistency string
-	// Hostname tags series that carry no host of their own.
-	Hostname string
-	// Tags are added to every point, as DogStatsD tags.
-	Tags []string
 	// Batch is the most points per request; 0 means DefaultBatch.
 	Batch int
-	// Client posts the requests; nil means http.DefaultClient.
+	// Client posts the requests; nil means http.DefaultClient. Flush's
+	// context bounds each request either way.
 	Client *http.Client
 }
 
-// Plugin writes to one InfluxDB database.
-type Plugin struct {
-	cfg   Config
-	url   string
-	extra []tag // the configured tags, parsed
+// Sink writes to one InfluxDB database.
+type Sink struct {
+	url      string
+	batch    int
+	hostname string
+	extra    []tag // the configured tags, parsed
+	poster   plugins.Poster
+	what     string // names the server in errors
 }
 
-var _ plugins.Plugin = (*Plugin)(nil)
+var _ plugins.Sink = (*Sink)(nil)
 
-// New returns a Plugin for cfg.
-func New(cfg Config) (*Plugin, error) {
-	u, err := url.Parse(cfg.Address)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("influx_address %q: want an http(s) URL such as http://influx:8086", cfg.Address)
-	}
+// New returns a Sink for cfg, or an error naming each config key at fault
+// and its fix.
+func New(cfg Config, env plugins.Env) (*Sink, error) {
+	errs := []error{plugins.CheckURL("influx_address", cfg.Address, "http://influxdb:8086")}
 	if cfg.Database == "" {
-		return nil, errors.New("influx_db_name is empty; name the database to write to")
+		errs = append(errs, errors.New("influx_address is set but influx_db_name is empty; name the database to write to"))
+	}
+	switch cfg.Consistency {
+	case "", "any", "one", "quorum", "all":
+	default:
+		errs = append(errs, fmt.Errorf("influx_consistency %q: must be one of any, one, quorum, all, or empty for the server's default", cfg.Consistency))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
 	}
 	q := url.Values{"db": {cfg.Database}, "precision": {"s"}}
 	if cfg.Consistency != "" {
@@ -78,25 +87,34 @@ func New(cfg Config) (*Plugin, error) {
 	if cfg.Client == nil {
 		cfg.Client = http.DefaultClient
 	}
-	return &Plugin{
-		cfg:   cfg,
-		url:   strings.TrimRight(cfg.Address, "/") + "/write?" + q.Encode(),
-		extra: parseTags(nil, cfg.Tags),
+	// Errors name the server by its address without the password it may
+	// carry, and the password is replaced wherever else it shows.
+	u, _ := url.Parse(cfg.Address) // checked above
+	password, _ := u.User.Password()
+	return &Sink{
+		url:      strings.TrimRight(cfg.Address, "/") + "/write?" + q.Encode(),
+		batch:    cfg.Batch,
+		hostname: env.Hostname,
+		extra:    parseTags(nil, env.Tags),
+		poster:   plugins.Poster{Client: cfg.Client, Secret: password},
+		what:     "InfluxDB at " + u.Redacted(),
 	}, nil
 }
 
-// Name names the plugin in logs and self-metrics.
-func (p *Plugin) Name() string { return "influxdb" }
+// Name tags the sink's self-metrics.
+func (p *Sink) Name() string { return "influxdb" }
 
-// Flush writes metrics in requests of at most Batch points, one after the
-// other, and returns the errors of the requests that failed.
-func (p *Plugin) Flush(ctx context.Context, metrics []samplers.InterMetric) error {
+// Flush writes the batch's metrics in requests of at most Batch points,
+// one after the other, and returns the errors of the requests that failed.
+func (p *Sink) Flush(ctx context.Context, b *plugins.Batch) error {
+	metrics := b.Metrics
 	var errs []error
 	var e encoder
-	for start := 0; start < len(metrics); start += p.cfg.Batch {
-		end := min(start+p.cfg.Batch, len(metrics))
-		body := e.encode(metrics[start:end], p.cfg.Hostname, p.extra)
-		if err := p.post(ctx, body); err != nil {
+	var body bytes.Buffer
+	for start := 0; start < len(metrics); start += p.batch {
+		end := min(start+p.batch, len(metrics))
+		lines := e.encode(metrics[start:end], p.hostname, p.extra)
+		if err := p.post(ctx, &body, lines); err != nil {
 			errs = append(errs, fmt.Errorf("points %d-%d of %d: %w", start+1, end, len(metrics), err))
 			if ctx.Err() != nil {
 				break
@@ -106,30 +124,20 @@ func (p *Plugin) Flush(ctx context.Context, metrics []samplers.InterMetric) erro
 	return errors.Join(errs...)
 }
 
-func (p *Plugin) post(ctx context.Context, lines []byte) error {
-	var zb bytes.Buffer
-	zw := gzip.NewWriter(&zb)
-	zw.Write(lines)
-	if err := zw.Close(); err != nil {
+// post writes lines gzip-compressed, through body.
+func (p *Sink) post(ctx context.Context, body *bytes.Buffer, lines []byte) error {
+	body.Reset()
+	err := plugins.Compress(body, plugins.Gzip, func(w io.Writer) error {
+		_, err := w.Write(lines)
 		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.url, &zb)
+	})
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Content-Type", "text/plain; charset=utf-8")
-	req.Header.Set("Content-Encoding", "gzip")
-	resp, err := p.cfg.Client.Do(req)
-	if err != nil {
-		return fmt.Errorf("writing to InfluxDB at %s: %w", p.cfg.Address, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode/100 == 2 {
-		io.Copy(io.Discard, resp.Body)
-		return nil
-	}
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-	return fmt.Errorf("InfluxDB at %s answered %s: %s", p.cfg.Address, resp.Status, bytes.TrimSpace(msg))
+	return p.poster.Send(ctx, plugins.Request{
+		Method: http.MethodPost, URL: p.url, What: p.what, Body: body.Bytes(),
+		ContentType: "text/plain; charset=utf-8", ContentEncoding: string(plugins.Gzip),
+	})
 }
 
 // tag is one InfluxDB tag, escaped.

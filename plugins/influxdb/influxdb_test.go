@@ -1,26 +1,31 @@
 package influxdb
 
 import (
+	"bufio"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"maps"
-	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/veneur/veneur/plugins"
 	"github.com/veneur/veneur/samplers"
 )
 
-// influxd runs a real InfluxDB 1.x server for the test on free loopback
-// ports. Without the influxd binary the test is skipped, unless
+// influxd runs a real InfluxDB 1.x server for the test on loopback ports
+// the kernel picks. Without the influxd binary the test is skipped, unless
 // VENEUR_REQUIRE_INFLUXD is set (make test sets it, after installing the
 // Debian package influxdb), which makes its absence a failure.
 func influxd(t *testing.T) string {
@@ -33,9 +38,10 @@ func influxd(t *testing.T) string {
 		t.Skip("influxd is not installed; apt-get install -y influxdb, or run make test")
 	}
 	dir := t.TempDir()
-	httpAddr, rpcAddr := freePort(t), freePort(t)
+	// Port 0 everywhere: influxd logs the HTTP address it bound, at level
+	// info, as soon as it listens.
 	conf := fmt.Sprintf(`reporting-disabled = true
-bind-address = %q
+bind-address = "127.0.0.1:0"
 [meta]
   dir = %q
 [data]
@@ -43,66 +49,85 @@ bind-address = %q
   wal-dir = %q
   query-log-enabled = false
 [http]
-  bind-address = %q
+  bind-address = "127.0.0.1:0"
   log-enabled = false
 [monitor]
   store-enabled = false
 [continuous_queries]
   enabled = false
 [logging]
-  level = "error"
-`, rpcAddr, filepath.Join(dir, "meta"), filepath.Join(dir, "data"), filepath.Join(dir, "wal"), httpAddr)
+  level = "info"
+`, filepath.Join(dir, "meta"), filepath.Join(dir, "data"), filepath.Join(dir, "wal"))
 	cfgPath := filepath.Join(dir, "influxdb.conf")
 	if err := os.WriteFile(cfgPath, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "-config", cfgPath)
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
+	pr, pw := io.Pipe()
+	cmd.Stdout, cmd.Stderr = pw, pw
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	// The log is kept for failures; the HTTP address goes to addr.
+	var mu sync.Mutex
+	var out strings.Builder
+	output := func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return out.String()
+	}
+	addr := make(chan string, 1)
+	scanned := make(chan struct{})
+	go func() {
+		defer close(scanned)
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			line := sc.Text()
+			mu.Lock()
+			out.WriteString(line + "\n")
+			mu.Unlock()
+			if strings.Contains(line, `msg="Listening on HTTP"`) {
+				if _, a, ok := strings.Cut(line, " addr="); ok {
+					a, _, _ = strings.Cut(a, " ")
+					select {
+					case addr <- a:
+					default:
+					}
+				}
+			}
+		}
+		io.Copy(io.Discard, pr)
+	}()
 	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
+	go func() { cmd.Wait(); pw.Close(); close(done) }()
 	t.Cleanup(func() {
 		cmd.Process.Kill()
 		<-done
+		<-scanned
 		if t.Failed() {
-			t.Logf("influxd output:\n%s", out.String())
+			t.Logf("influxd output:\n%s", output())
 		}
 	})
-	base := "http://" + httpAddr
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(base + "/ping")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusNoContent {
-				break
-			}
-		}
-		select {
-		case <-done:
-			t.Fatalf("influxd exited:\n%s", out.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("influxd did not answer /ping within 30s:\n%s", out.String())
-		}
-		time.Sleep(20 * time.Millisecond)
+	var base string
+	select {
+	case a := <-addr:
+		base = "http://" + a
+	case <-done:
+		<-scanned
+		t.Fatalf("influxd exited:\n%s", output())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("influxd did not listen within 30s:\n%s", output())
 	}
-	query(t, base, "", "CREATE DATABASE veneur")
-	return base
-}
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	resp, err := http.Get(base + "/ping")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("influxd answered /ping with %s", resp.Status)
+	}
+	query(t, base, "", "CREATE DATABASE veneur")
+	return base
 }
 
 // result is one series of an InfluxQL answer.
@@ -169,14 +194,120 @@ func TestEncode(t *testing.T) {
 }
 
 func TestNewChecksConfig(t *testing.T) {
-	for _, c := range []Config{
-		{Address: "influx:8086", Database: "d"},
-		{Address: "ftp://influx", Database: "d"},
-		{Address: "http://influx:8086"},
+	for _, c := range []struct {
+		cfg  Config
+		want []string // nil means accepted
+	}{
+		{Config{Address: "http://influx:8086", Database: "d"}, nil},
+		{Config{Address: "https://u:p@influx/", Database: "d", Consistency: "quorum"}, nil},
+		{Config{Address: "http://influx:8086", Database: "d", Consistency: "any"}, nil},
+		{Config{Address: "http://influx:8086", Database: "d", Consistency: "one"}, nil},
+		{Config{Address: "http://influx:8086", Database: "d", Consistency: "all"}, nil},
+		{Config{Database: "d"}, []string{"influx_address is empty; use a URL such as http://influxdb:8086"}},
+		{Config{Address: "influx:8086", Database: "d"}, []string{`influx_address "influx:8086": not an absolute http(s) URL; use a URL such as http://influxdb:8086`}},
+		{Config{Address: "ftp://influx", Database: "d"}, []string{`influx_address "ftp://influx": not an absolute http(s) URL`}},
+		{Config{Address: "http://influx:8086"}, []string{"influx_db_name is empty; name the database to write to"}},
+		{Config{Address: "http://influx:8086", Database: "d", Consistency: "most"}, []string{
+			`influx_consistency "most": must be one of any, one, quorum, all, or empty for the server's default`}},
+		// Every problem at once.
+		{Config{Address: "x", Consistency: "ONE"}, []string{"influx_address", "influx_db_name", "influx_consistency"}},
 	} {
-		if _, err := New(c); err == nil {
-			t.Errorf("New(%+v) accepted", c)
+		_, err := New(c.cfg, plugins.Env{})
+		if c.want == nil {
+			if err != nil {
+				t.Errorf("New(%+v) = %v, want it accepted", c.cfg, err)
+			}
+			continue
 		}
+		if err == nil {
+			t.Errorf("New(%+v) accepted, want %q", c.cfg, c.want)
+			continue
+		}
+		for _, w := range c.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("New(%+v) = %v, want an error with %q", c.cfg, err, w)
+			}
+		}
+	}
+}
+
+// A write request as a stand-in server receives it: the query, headers
+// and decompressed line protocol.
+func TestFlushRequest(t *testing.T) {
+	type write struct{ method, query, contentType, body string }
+	writes := make(chan write, 10)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Content-Encoding") != "gzip" {
+			t.Errorf("Content-Encoding %q", r.Header.Get("Content-Encoding"))
+		}
+		zr, err := gzip.NewReader(r.Body)
+		if err != nil {
+			t.Errorf("write body: %v", err)
+			return
+		}
+		b, _ := io.ReadAll(zr)
+		writes <- write{r.Method, r.URL.Path + "?" + r.URL.RawQuery, r.Header.Get("Content-Type"), string(b)}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer srv.Close()
+	env := plugins.Env{Common: plugins.Common{Hostname: "box", Tags: []string{"region:eu"}, Interval: time.Hour}}
+	p, err := New(Config{Address: srv.URL + "/", Database: "metrics", Consistency: "one", Batch: 2}, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Name() != "influxdb" {
+		t.Errorf("Name() = %q", p.Name())
+	}
+	err = p.Flush(context.Background(), &plugins.Batch{Metrics: []samplers.InterMetric{
+		{Series: &samplers.Series{Name: "hits", Tags: []string{"code:200"}}, Value: 3.0 / 3600, Timestamp: 1700000000, Kind: samplers.RateKind},
+		metric("a", "", 1, 1700000000, "", ""),
+		metric("b", "", 2, 1700000000, "h", ""),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []write{
+		{"POST", "/write?consistency=one&db=metrics&precision=s", "text/plain; charset=utf-8",
+			"hits,code=200,host=box,region=eu value=0.0008333333333333334 1700000000\n" +
+				"a,host=box,region=eu value=1 1700000000\n"},
+		{"POST", "/write?consistency=one&db=metrics&precision=s", "text/plain; charset=utf-8",
+			"b,host=h,region=eu value=2 1700000000\n"},
+	}
+	for i, w := range want {
+		if got := <-writes; got != w {
+			t.Errorf("write %d = %q, want %q", i, got, w)
+		}
+	}
+	// An empty batch writes nothing.
+	if err := p.Flush(context.Background(), &plugins.Batch{}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case w := <-writes:
+		t.Errorf("an empty batch wrote %q", w)
+	default:
+	}
+}
+
+// Errors name the server, never its password, even when the answer
+// quotes it.
+func TestFlushErrorHidesPassword(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The answer quotes the password the request carried.
+		_, pass, _ := r.BasicAuth()
+		http.Error(w, `{"error":"authorization failed for `+pass+`"}`, http.StatusUnauthorized)
+	}))
+	defer srv.Close()
+	u, _ := url.Parse(srv.URL)
+	u.User = url.UserPassword("veneur", "hunter2")
+	p, err := New(Config{Address: u.String(), Database: "d"}, plugins.Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = p.Flush(context.Background(), &plugins.Batch{Metrics: []samplers.InterMetric{metric("x", "", 1, 1, "", "")}})
+	if err == nil || !strings.Contains(err.Error(), "401") || !strings.Contains(err.Error(), "authorization failed for REDACTED") ||
+		!strings.Contains(err.Error(), "InfluxDB at http://veneur:xxxxx@") || strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("err = %v, want the 401 naming the server without the password", err)
 	}
 }
 
@@ -184,18 +315,19 @@ func TestNewChecksConfig(t *testing.T) {
 // escaped tags, values and timestamps, over several write requests.
 func TestFlushToInfluxDB(t *testing.T) {
 	base := influxd(t)
-	p, err := New(Config{Address: base, Database: "veneur", Consistency: "one", Hostname: "box", Tags: []string{"region:eu"}, Batch: 2})
+	env := plugins.Env{Common: plugins.Common{Hostname: "box", Tags: []string{"region:eu"}}}
+	p, err := New(Config{Address: base, Database: "veneur", Consistency: "one", Batch: 2}, env)
 	if err != nil {
 		t.Fatal(err)
 	}
 	const ts = 1700000000
-	err = p.Flush(context.Background(), []samplers.InterMetric{
+	err = p.Flush(context.Background(), &plugins.Batch{Metrics: []samplers.InterMetric{
 		metric("req", "", 0.5, ts, "", "", "code:200"),
 		metric("req", "", 1.5, ts, "", "", "code:500"),
 		metric("lat", ".max", 99.25, ts, "web 1", "", "path:/a,b"),
 		metric("lat", ".min", 0.001, ts, "", "sda", "bare"),
 		metric("set size", "", 42, ts, "", ""),
-	})
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,11 +365,11 @@ func TestFlushToInfluxDB(t *testing.T) {
 // A refused write is an error naming the server's answer.
 func TestFlushErrorFromInfluxDB(t *testing.T) {
 	base := influxd(t)
-	p, err := New(Config{Address: base, Database: "missing"})
+	p, err := New(Config{Address: base, Database: "missing"}, plugins.Env{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = p.Flush(context.Background(), []samplers.InterMetric{metric("x", "", 1, 1700000000, "", "")})
+	err = p.Flush(context.Background(), &plugins.Batch{Metrics: []samplers.InterMetric{metric("x", "", 1, 1700000000, "", "")}})
 	if err == nil || !strings.Contains(err.Error(), "database not found") || !strings.Contains(err.Error(), "404") {
 		t.Errorf("err = %v, want the server's 404 database not found", err)
 	}

@@ -1,5 +1,6 @@
-// Package s3 writes every flush to Amazon S3 (or any S3-compatible store) as
-// one gzip-compressed TSV object.
+// Package s3 publishes the metrics of every flush to Amazon S3 (or any
+// S3-compatible store) as one gzip-compressed TSV object (PutObject,
+// Content-Type application/gzip).
 //
 // The object key is YYYY/MM/DD/HOSTNAME/UNIXTIME.tsv.gz (UTC date and time
 // of the flush). Each line is one flushed value with the tab-separated
@@ -21,6 +22,7 @@ import (
 	"encoding/csv"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -30,32 +32,28 @@ import (
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"github.com/klauspost/compress/gzip"
 
 	"github.com/veneur/veneur/plugins"
 	"github.com/veneur/veneur/samplers"
 )
 
 // Header names the columns, as the first line of every object.
-var Header = []string{"name", "tags", "type", "host", "device", "interval", "timestamp", "value"}
+func Header() []string {
+	return []string{"name", "tags", "type", "host", "device", "interval", "timestamp", "value"}
+}
 
-// Config sets up a Plugin.
+// Config sets up a Sink. The hostname, the configured tags and the
+// interval come from plugins.Env.
 type Config struct {
-	// Bucket receives the objects.
+	// Bucket receives the objects (aws_s3_bucket).
 	Bucket string
-	// Region is the bucket's region.
+	// Region is the bucket's region (aws_region).
 	Region string
-	// AccessKeyID and SecretAccessKey sign the requests; when both are
-	// empty the SDK's default chain is used (environment, shared files,
-	// instance role).
+	// AccessKeyID and SecretAccessKey (aws_access_key_id,
+	// aws_secret_access_key) sign the requests; when both are empty the
+	// SDK's default chain is used (environment, shared files, instance
+	// role).
 	AccessKeyID, SecretAccessKey string
-	// Hostname names the objects and fills the host column of series with
-	// no host of their own.
-	Hostname string
-	// Tags are appended to every metric's tags.
-	Tags []string
-	// Interval is the flush interval, for the interval column.
-	Interval time.Duration
 	// Endpoint, when set, replaces AWS's (an S3-compatible store); the
 	// bucket is then addressed by path.
 	Endpoint string
@@ -63,27 +61,34 @@ type Config struct {
 	Timeout time.Duration
 }
 
-// Plugin writes to one bucket.
-type Plugin struct {
-	cfg    Config
-	client *s3.Client
-	secs   string
+// Sink writes to one bucket.
+type Sink struct {
+	bucket   string
+	hostname string
+	tags     []string
+	client   *s3.Client
+	secs     string
 }
 
-var _ plugins.Plugin = (*Plugin)(nil)
+var _ plugins.Sink = (*Sink)(nil)
 
-// New returns a Plugin for cfg. It loads the SDK's configuration (the
-// environment and shared files: with no static keys, its credential chain;
+// New returns a Sink for cfg, or an error naming each config key at fault
+// and its fix. It loads the SDK's configuration (the environment and
+// shared files: with no static keys, its credential chain;
 // AWS_ENDPOINT_URL_S3 for an S3-compatible store) but makes no request.
-func New(ctx context.Context, cfg Config) (*Plugin, error) {
+func New(ctx context.Context, cfg Config, env plugins.Env) (*Sink, error) {
+	var errs []error
 	if cfg.Bucket == "" {
-		return nil, errors.New("aws_s3_bucket is empty")
+		errs = append(errs, errors.New("aws_s3_bucket is empty; name the bucket to write to"))
 	}
 	if cfg.Region == "" {
-		return nil, errors.New("aws_region is empty; give the bucket's region, e.g. us-west-2")
+		errs = append(errs, errors.New("aws_s3_bucket is set but aws_region is empty; give the bucket's region, e.g. us-west-2"))
 	}
 	if (cfg.AccessKeyID == "") != (cfg.SecretAccessKey == "") {
-		return nil, errors.New("aws_access_key_id and aws_secret_access_key are set together or not at all")
+		errs = append(errs, errors.New("aws_access_key_id and aws_secret_access_key are set together or not at all (neither uses the AWS SDK's default credentials)"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
 	}
 	load := []func(*awsconfig.LoadOptions) error{awsconfig.WithRegion(cfg.Region)}
 	if cfg.AccessKeyID != "" {
@@ -108,12 +113,17 @@ func New(ctx context.Context, cfg Config) (*Plugin, error) {
 			o.UsePathStyle = true
 		}
 	})
-	secs := max(int64(cfg.Interval.Round(time.Second)/time.Second), 1)
-	return &Plugin{cfg: cfg, client: client, secs: strconv.FormatInt(secs, 10)}, nil
+	return &Sink{
+		bucket:   cfg.Bucket,
+		hostname: env.Hostname,
+		tags:     env.Tags,
+		client:   client,
+		secs:     strconv.FormatInt(env.IntervalSeconds(), 10),
+	}, nil
 }
 
-// Name names the plugin in logs and self-metrics.
-func (p *Plugin) Name() string { return "s3" }
+// Name tags the sink's self-metrics.
+func (p *Sink) Name() string { return "s3" }
 
 // Key is the object key of a flush at t by hostname.
 func Key(hostname string, t time.Time) string {
@@ -121,8 +131,10 @@ func Key(hostname string, t time.Time) string {
 	return fmt.Sprintf("%04d/%02d/%02d/%s/%d.tsv.gz", t.Year(), t.Month(), t.Day(), hostname, t.Unix())
 }
 
-// Flush writes metrics as one object.
-func (p *Plugin) Flush(ctx context.Context, metrics []samplers.InterMetric) error {
+// Flush writes the batch's metrics as one object; with none it writes
+// nothing.
+func (p *Sink) Flush(ctx context.Context, b *plugins.Batch) error {
+	metrics := b.Metrics
 	if len(metrics) == 0 {
 		return nil
 	}
@@ -130,32 +142,44 @@ func (p *Plugin) Flush(ctx context.Context, metrics []samplers.InterMetric) erro
 	if err != nil {
 		return err
 	}
-	key := Key(p.cfg.Hostname, time.Unix(metrics[0].Timestamp, 0))
+	key := Key(p.hostname, time.Unix(metrics[0].Timestamp, 0))
 	_, err = p.client.PutObject(ctx, &s3.PutObjectInput{
-		Bucket:        aws.String(p.cfg.Bucket),
+		Bucket:        aws.String(p.bucket),
 		Key:           aws.String(key),
 		Body:          bytes.NewReader(body),
 		ContentLength: aws.Int64(int64(len(body))),
 		ContentType:   aws.String("application/gzip"),
 	})
 	if err != nil {
-		return fmt.Errorf("writing s3://%s/%s: %w", p.cfg.Bucket, key, err)
+		return fmt.Errorf("writing s3://%s/%s: %w", p.bucket, key, err)
 	}
 	return nil
 }
 
-func (p *Plugin) encode(metrics []samplers.InterMetric) ([]byte, error) {
+// encode renders metrics as the gzip-compressed TSV of one object.
+func (p *Sink) encode(metrics []samplers.InterMetric) ([]byte, error) {
 	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
+	err := plugins.Compress(&buf, plugins.Gzip, func(zw io.Writer) error {
+		return p.writeTSV(zw, metrics)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// writeTSV writes the header line and one line per metric to zw.
+func (p *Sink) writeTSV(zw io.Writer, metrics []samplers.InterMetric) error {
 	w := csv.NewWriter(zw)
 	w.Comma = '\t'
-	w.Write(Header)
-	row := make([]string, len(Header))
+	header := Header()
+	w.Write(header)
+	row := make([]string, len(header))
 	var tags strings.Builder
 	for i := range metrics {
 		m := &metrics[i]
 		tags.Reset()
-		for _, list := range [2][]string{m.Tags, p.cfg.Tags} {
+		for _, list := range [2][]string{m.Tags, p.tags} {
 			for _, t := range list {
 				if tags.Len() > 0 {
 					tags.WriteByte(',')
@@ -165,7 +189,7 @@ func (p *Plugin) encode(metrics []samplers.InterMetric) ([]byte, error) {
 		}
 		host := m.Host
 		if host == "" {
-			host = p.cfg.Hostname
+			host = p.hostname
 		}
 		row[0] = m.Name + m.Suffix
 		row[1] = tags.String()
@@ -178,11 +202,5 @@ func (p *Plugin) encode(metrics []samplers.InterMetric) ([]byte, error) {
 		w.Write(row)
 	}
 	w.Flush()
-	if err := w.Error(); err != nil {
-		return nil, err
-	}
-	if err := zw.Close(); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
+	return w.Error()
 }

@@ -1,6 +1,6 @@
 //go:build linux
 
-package veneur
+package listen
 
 import (
 	"context"
@@ -32,7 +32,8 @@ import (
 //     wake for every datagram), and an idle reader waits with an ordinary
 //     system call, which lets the runtime take the P back.
 //     reserveReaderProcs keeps one P beyond the readers' for the workers,
-//     the flusher and the HTTP server.
+//     the flusher and the HTTP server (unless GOMAXPROCS is set in the
+//     environment).
 //   - With a single P (GOMAXPROCS 1, e.g. a process pinned to one CPU) no
 //     other P exists to wake, and an extra one would only add thread
 //     hand-offs on that CPU. The socket stays in the poller, and an idle
@@ -249,21 +250,22 @@ func (rb *recvBatch) recvmmsgReleasing(fd uintptr, flags int) (int, syscall.Errn
 }
 
 // handle processes the first n datagrams of the last call.
-func (rb *recvBatch) handle(in *ingester, n int) {
+func (rb *recvBatch) handle(in Ingester, n int) {
 	for i := 0; i < n; i++ {
 		rb.handleOne(in, i)
 	}
 }
 
-func (rb *recvBatch) handleOne(in *ingester, i int) {
+func (rb *recvBatch) handleOne(in Ingester, i int) {
 	h := &rb.hdrs[i]
-	in.handlePacket(rb.bufs[i][:h.Len], h.Hdr.Flags&unix.MSG_TRUNC != 0)
+	in.Packet(rb.bufs[i][:h.Len], h.Hdr.Flags&unix.MSG_TRUNC != 0)
 }
 
-// A reader holds the batches it fills for up to readerHold before handing
-// them to the workers (full batches go at once). Each hand-off wakes a
-// worker goroutine, so at steady moderate rates this cuts worker wake-ups
-// from one per receive round to about one per millisecond.
+// A reader holds what its ingester gathers for up to readerHold before it
+// calls Flush, which hands it to the workers (the ingester sends full
+// batches at once). Each hand-off wakes a worker goroutine, so at steady
+// moderate rates this cuts worker wake-ups from one per receive round to
+// about one per millisecond.
 const (
 	readerHold = time.Millisecond
 	// readerQuiet is how many empty busy waits (of readerHold each) make a
@@ -274,22 +276,14 @@ const (
 	readIdleTimeout = 10 * time.Second
 )
 
-// reserveReaderProcs makes GOMAXPROCS at least readers+1, since each busy
-// reader keeps a P while it waits (see udpSocket). It returns the previous
-// and the new value.
-func reserveReaderProcs(readers int) (before, after int) {
-	before = runtime.GOMAXPROCS(0)
-	if before >= readers+1 {
-		return before, before
-	}
-	runtime.GOMAXPROCS(readers + 1)
-	return before, readers + 1
-}
+// readersKeepP says that a busy reader keeps its P while it waits, so
+// Start reserves one P per reader (see reserveReaderProcs).
+const readersKeepP = true
 
-// readUDP reads datagrams until stop is set and the socket woken, handing
-// them to the ingester; it then drains what the kernel still holds and
-// returns.
-func readUDP(sock *udpSocket, in *ingester, size int, stopping func() bool) error {
+// readUDP reads datagrams of up to size bytes until stopping says so and
+// the socket is woken, handing them to the ingester; it then drains what
+// the kernel still holds and returns. Failed reads are counted in readErrs.
+func readUDP(sock *udpSocket, in Ingester, size int, stopping func() bool, readErrs *atomic.Uint64) error {
 	vlen := 32
 	if size > 64<<10 {
 		vlen = 8
@@ -349,13 +343,13 @@ func readUDP(sock *udpSocket, in *ingester, size int, stopping func() bool) erro
 		case unix.EINTR:
 		case unix.ENOBUFS, unix.ENOMEM:
 			// Transient: count it and go on.
-			in.stats.readErrors.Add(1)
+			readErrs.Add(1)
 		default:
-			in.stats.readErrors.Add(1)
-			in.flush()
+			readErrs.Add(1)
+			in.Flush()
 			return fmt.Errorf("recvmmsg: %w", errno)
 		}
-		in.flush()
+		in.Flush()
 		held = false
 		// Yield, so that the worker just woken runs on this P at once
 		// rather than after another thread has come to take it.
@@ -391,8 +385,8 @@ func (s *udpSocket) pollWait(rb *recvBatch, stopping func() bool) (n int, errno 
 // read when the stop was seen has no addresses, so its zero-length results
 // are skipped: an empty datagram carries no lines either way.) The drain
 // reads at most 4096 rounds, so a flood cannot keep it going.
-func (s *udpSocket) drain(in *ingester, rb *recvBatch, n int, errno syscall.Errno) {
-	defer in.flush()
+func (s *udpSocket) drain(in Ingester, rb *recvBatch, n int, errno syscall.Errno) {
+	defer in.Flush()
 	if errno == 0 {
 		for i := 0; i < n; i++ {
 			if rb.hdrs[i].Len > 0 {

@@ -1,11 +1,11 @@
 //go:build !linux
 
-package veneur
+package listen
 
 import (
 	"errors"
 	"net"
-	"runtime"
+	"sync/atomic"
 	"time"
 )
 
@@ -28,7 +28,8 @@ func (s *udpSocket) isIdle() bool { return true }
 func (s *udpSocket) Close() error { return s.conn.Close() }
 
 // listenUDP binds one UDP socket on addr. SO_REUSEPORT is Linux-only here,
-// so config validation keeps num_readers at 1 elsewhere.
+// so config validation keeps num_readers at 1 elsewhere. It returns the
+// receive buffer size asked for, as the granted one is not known here.
 func listenUDP(addr string, reusePort bool, rcvbuf int, _ bool) (*udpSocket, int, error) {
 	if reusePort {
 		return nil, 0, errors.New("num_readers > 1 needs SO_REUSEPORT, which veneur supports on Linux only; set num_readers: 1")
@@ -48,15 +49,15 @@ func listenUDP(addr string, reusePort bool, rcvbuf int, _ bool) (*udpSocket, int
 	return &udpSocket{conn: conn}, rcvbuf, nil
 }
 
-// reserveReaderProcs does nothing here: readers wait in the runtime's
-// poller and keep no P while they wait.
-func reserveReaderProcs(int) (before, after int) {
-	n := runtime.GOMAXPROCS(0)
-	return n, n
-}
+// readersKeepP is false here: readers wait in the runtime's poller and
+// keep no P while they wait, so Start reserves none.
+const readersKeepP = false
 
-// readUDP reads one datagram at a time until the socket is closed.
-func readUDP(sock *udpSocket, in *ingester, size int, stopping func() bool) error {
+// readUDP reads one datagram of up to size bytes at a time until woken
+// (wake's deadline) or the socket is closed. Unlike the Linux reader it
+// does not drain the kernel's queue on stop. Failed reads are counted in
+// readErrs.
+func readUDP(sock *udpSocket, in Ingester, size int, stopping func() bool, readErrs *atomic.Uint64) error {
 	conn := sock.conn
 	buf := make([]byte, size)
 	for {
@@ -69,10 +70,10 @@ func readUDP(sock *udpSocket, in *ingester, size int, stopping func() bool) erro
 			if errors.As(err, &ne) && ne.Timeout() {
 				return nil
 			}
-			in.stats.readErrors.Add(1)
+			readErrs.Add(1)
 			continue
 		}
-		in.handlePacket(buf[:n], false)
-		in.flush()
+		in.Packet(buf[:n], false)
+		in.Flush()
 	}
 }

@@ -1,0 +1,167 @@
+package veneur
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/veneur/veneur/internal/statstest"
+	"github.com/veneur/veneur/samplers"
+)
+
+// testIngest is a worker pool of n running workers and its ingest part,
+// with metric_max_length maxLen.
+func testIngest(t testing.TB, n, maxLen int) (*workerPool, *ingest) {
+	t.Helper()
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	p := newWorkerPool(n)
+	return p, newIngest(p, maxLen, log)
+}
+
+// collectNames runs the pool's workers until they have processed what is
+// queued, stops them, and returns the series names each worker held.
+func collectNames(p *workerPool) [][]string {
+	p.start(func() {})
+	ivs := p.stop()
+	out := make([][]string, len(ivs))
+	for i, iv := range ivs {
+		for _, head := range iv.series {
+			for se := head; se != nil; se = se.next {
+				out[i] = append(out[i], se.meta.Name)
+			}
+		}
+		slices.Sort(out[i])
+	}
+	return out
+}
+
+func TestIngesterTruncatedDatagram(t *testing.T) {
+	p, g := testIngest(t, 1, 20)
+	in := g.newIngester()
+	// "a:1|c\nb:2|c\n" is complete inside 20 bytes; "ccc..." is cut.
+	in.Packet([]byte("a:1|c\nb:2|c\nccccccc:3|c"), true)
+	in.Packet([]byte("no-newline-at-all-and-too-long:1|c"), false)
+	in.Flush()
+	rec := &statstest.Recorder{}
+	g.Report(rec)
+	if tr, l := rec.Sum("packet.truncated_total"), rec.Sum("packet.lines_total"); tr != 2 || l != 2 {
+		t.Fatalf("truncated=%d lines=%d, want 2 and 2", tr, l)
+	}
+	if got := collectNames(p)[0]; strings.Join(got, ",") != "a,b" {
+		t.Errorf("series %v, want a and b only", got)
+	}
+}
+
+func TestIngesterSameKeySameWorker(t *testing.T) {
+	p, g := testIngest(t, 8, 4096)
+	in := g.newIngester()
+	in.Packet([]byte("k:1|c|#x,y\nk:1|c|#y,x\nk:1|c|#x,y"), false)
+	for i := 0; i < 200; i++ {
+		in.Line([]byte(fmt.Sprintf("k%d:1|c", i)))
+	}
+	in.Flush()
+	p.start(func() {})
+	ivs := p.stop()
+	used, withK := 0, 0
+	for _, iv := range ivs {
+		if len(iv.series) > 0 {
+			used++
+		}
+		for _, head := range iv.series {
+			for se := head; se != nil; se = se.next {
+				if se.meta.Name == "k" {
+					withK++
+					if se.value != 3 {
+						t.Errorf("k = %v on one worker, want all 3 samples there", se.value)
+					}
+				}
+			}
+		}
+	}
+	if withK != 1 {
+		t.Errorf("one key is a series on %d workers", withK)
+	}
+	// Different keys spread over the workers.
+	if used < 6 {
+		t.Errorf("201 keys landed on only %d of 8 workers", used)
+	}
+}
+
+func TestIngesterDropsWhenWorkerStuck(t *testing.T) {
+	p, g := testIngest(t, 1, 4096)
+	in := g.newIngester().(*ingester)
+	in.sendWait = time.Millisecond
+	// No worker goroutine runs: the queue fills, then batches are dropped
+	// and counted instead of blocking the reader.
+	for i := 0; i < workerQueueLen+2; i++ {
+		in.Line([]byte("a:1|c"))
+		in.Flush()
+	}
+	rec := &statstest.Recorder{}
+	g.Report(rec)
+	if got := rec.Sum("worker.dropped_total"); got != 2 {
+		t.Errorf("dropped = %d, want 2", got)
+	}
+	if got := rec.Sum("worker.queue_full_total"); got != 2 {
+		t.Errorf("queue_full = %d, want 2", got)
+	}
+	p.start(func() {})
+	if ivs := p.stop(); ivs[0].processed != workerQueueLen {
+		t.Errorf("processed %d, want the %d queued", ivs[0].processed, workerQueueLen)
+	}
+}
+
+// An error no parse cause lists is counted as other, never under another
+// cause's name.
+func TestIngesterUnlistedErrorIsOther(t *testing.T) {
+	_, g := testIngest(t, 1, 4096)
+	in := g.newIngester()
+	in.Skip(fmt.Errorf("something nobody listed"))
+	in.Skip(samplers.ErrTooLong)
+	in.Flush()
+	rec := &statstest.Recorder{}
+	g.Report(rec)
+	if n := rec.Sum("packet.error_total", "cause:other"); n != 1 {
+		t.Errorf("other = %d, want 1", n)
+	}
+	if n := rec.Sum("packet.error_total", "cause:too_long"); n != 1 {
+		t.Errorf("too_long = %d, want 1", n)
+	}
+	if n := rec.Sum("packet.error_total"); n != 2 {
+		t.Errorf("%d errors in all, want 2", n)
+	}
+}
+
+// TestKnownKeysDoNotAllocate checks the hot-path promise: once a worker
+// knows a key, a line of it costs no heap allocation from datagram to
+// sampler. The worker's loop body runs on the test's goroutine, so that
+// AllocsPerRun sees all of it.
+func TestKnownKeysDoNotAllocate(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector makes sync.Pool drop items, which allocates")
+	}
+	p, g := testIngest(t, 2, 4096)
+	in := g.newIngester()
+	packet := []byte("c:1|c|#a,b\ng:2|g|#host:h\nh:3|h|@0.5\nt:4|ms|#x:y,device:d\ns:member|s\np:1:2:3|h\n")
+	run := func() {
+		in.Packet(packet, false)
+		in.Flush()
+		for _, w := range p.workers {
+			for len(w.in) > 0 {
+				w.process(<-w.in)
+			}
+		}
+	}
+	for i := 0; i < 100; i++ {
+		run() // create the series and warm the pools and digests
+	}
+	if allocs := testing.AllocsPerRun(200, run); allocs != 0 {
+		t.Errorf("%v allocations per datagram of known keys, want 0", allocs)
+	}
+}

@@ -1,0 +1,325 @@
+package listen
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/DataDog/datadog-go/v5/statsd"
+	"github.com/sirupsen/logrus"
+
+	"github.com/veneur/veneur/internal/counter"
+	"github.com/veneur/veneur/samplers"
+)
+
+// ErrUnterminated is a TCP stream that ended inside a line: DogStatsD over
+// TCP ends every line with a newline, and a cut line may carry a cut value.
+// The TCP listener passes it to Ingester.Skip.
+var ErrUnterminated = errors.New("TCP stream ended without a newline after its last line")
+
+// TCP listener errors, by the cause tag of tcp.error_total: the indexes of
+// the causes in TCP.errs.
+const (
+	tcpErrAccept = iota
+	tcpErrHandshake
+	tcpErrRead
+)
+
+// tcpErrCauses names the causes, in the order of the indexes above.
+var tcpErrCauses = [...]string{tcpErrAccept: "accept", tcpErrHandshake: "tls_handshake", tcpErrRead: "read"}
+
+const (
+	// tcpHandshakeTimeout bounds a TLS handshake, so that a client that
+	// connects and says nothing holds no goroutine for long.
+	tcpHandshakeTimeout = 10 * time.Second
+	// Once Stop begins, a connection is read until it has been quiet for
+	// tcpDrainIdle, or for at most tcpDrainMax in all. The SSF listener
+	// drains its socket for tcpDrainIdle too.
+	tcpDrainIdle = 50 * time.Millisecond
+	tcpDrainMax  = 2 * time.Second
+)
+
+// TCPConfig are the settings of the DogStatsD TCP listener.
+type TCPConfig struct {
+	// Address is tcp_address, host:port.
+	Address string
+	// TLS, when not nil, makes every connection TLS with this config
+	// (client certificates are checked as it says); nil means plain TCP.
+	TLS *tls.Config
+	// MaxLength is metric_max_length: longer lines are skipped.
+	MaxLength int
+}
+
+// TCP accepts DogStatsD connections, with TLS when the config has one.
+// Each connection has its own goroutine and Ingester.
+type TCP struct {
+	cfg         TCPConfig
+	newIngester NewIngester
+	opts        Options
+	log         *logrus.Logger
+
+	life  stopper
+	ln    net.Listener
+	addr  atomic.Pointer[net.Addr]
+	wg    sync.WaitGroup // the accept loop and every connection
+	mu    sync.Mutex
+	conns map[net.Conn]struct{} // open connections, for Stop
+	done  bool                  // Stop has ended accepting: take no more
+	// drainEnd is when draining must end (unix nanoseconds), 0 before
+	// Stop.
+	drainEnd atomic.Int64
+	// lastLog rate-limits the logs of failed connections.
+	lastLog atomic.Int64
+
+	accepted atomic.Uint64
+	errs     *counter.ByCause
+}
+
+var _ Listener = (*TCP)(nil)
+
+// NewTCP returns a TCP listener on cfg. It binds nothing.
+func NewTCP(cfg TCPConfig, newIngester NewIngester, opts Options) (*TCP, error) {
+	switch {
+	case cfg.Address == "":
+		return nil, errors.New("tcp listener: no address")
+	case cfg.MaxLength < 1:
+		return nil, fmt.Errorf("tcp listener: maximum length %d, want at least 1", cfg.MaxLength)
+	case newIngester == nil:
+		return nil, errors.New("tcp listener: no ingester")
+	}
+	return &TCP{
+		cfg:         cfg,
+		newIngester: newIngester,
+		opts:        opts,
+		log:         opts.logger(),
+		conns:       map[net.Conn]struct{}{},
+		errs:        counter.New(tcpErrCauses[:]...),
+	}, nil
+}
+
+// Start binds the address and starts accepting connections.
+func (t *TCP) Start() error {
+	return t.life.start("tcp", func() error {
+		ln, err := net.Listen("tcp", t.cfg.Address)
+		if err != nil {
+			return fmt.Errorf("tcp_address %q: %w", t.cfg.Address, err)
+		}
+		t.ln = ln
+		a := ln.Addr()
+		t.addr.Store(&a)
+		t.wg.Add(1)
+		go t.accept()
+		return nil
+	})
+}
+
+// Stop starts the drain (see startDrain) and waits until every connection
+// has been read to its end, or been quiet for tcpDrainIdle, or tcpDrainMax
+// has passed; or until ctx ends.
+func (t *TCP) Stop(ctx context.Context) error {
+	return t.life.stop(ctx, "tcp", func(done chan<- struct{}) {
+		t.startDrain()
+		go func() {
+			defer close(done)
+			defer t.opts.guard()()
+			t.wg.Wait()
+		}()
+	})
+}
+
+// Addr is the bound address, nil before Start.
+func (t *TCP) Addr() net.Addr {
+	if a := t.addr.Load(); a != nil {
+		return *a
+	}
+	return nil
+}
+
+// Report sends tcp.connections_total, the connections accepted, and
+// tcp.error_total by cause.
+func (t *TCP) Report(stats statsd.ClientInterface) {
+	if n := t.accepted.Swap(0); n > 0 {
+		stats.Count("tcp.connections_total", int64(n), nil, 1)
+	}
+	t.errs.Report(stats, "tcp.error_total")
+}
+
+// accept runs until the drain's accept deadline passes or the listener is
+// closed. Each accepted connection is counted in t.wg, so Stop waits for
+// it.
+func (t *TCP) accept() {
+	defer t.wg.Done()
+	defer t.opts.guard()()
+	var backoff time.Duration
+	for {
+		c, err := t.ln.Accept()
+		if err != nil {
+			if t.drainEnd.Load() != 0 || errors.Is(err, net.ErrClosed) {
+				// Stop's accept deadline passed.
+				t.mu.Lock()
+				t.done = true
+				t.mu.Unlock()
+				t.ln.Close()
+				return
+			}
+			// Out of descriptors, say: wait a little and go on.
+			t.fail(tcpErrAccept, nil, err)
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		t.mu.Lock()
+		if t.done {
+			t.mu.Unlock()
+			c.Close()
+			return
+		}
+		t.conns[c] = struct{}{}
+		t.wg.Add(1)
+		t.mu.Unlock()
+		t.accepted.Add(1)
+		go t.serve(c)
+	}
+}
+
+// fail counts a connection error and logs it, at most once a second.
+func (t *TCP) fail(cause int, c net.Conn, err error) {
+	t.errs.Add(cause, 1)
+	now := time.Now().UnixNano()
+	last := t.lastLog.Load()
+	if now-last < int64(time.Second) || !t.lastLog.CompareAndSwap(last, now) {
+		return
+	}
+	l := t.log.WithError(err).WithField("cause", tcpErrCauses[cause])
+	if c != nil {
+		l = l.WithField("remote", c.RemoteAddr().String())
+	}
+	l.Warn("TCP listener: connection failed (veneur.tcp.error_total counts them all)")
+}
+
+// serve reads one connection's lines, after its TLS handshake when the
+// listener has TLS, until it ends or the drain does.
+func (t *TCP) serve(c net.Conn) {
+	defer t.wg.Done()
+	defer t.opts.guard()()
+	defer func() {
+		t.mu.Lock()
+		delete(t.conns, c)
+		t.mu.Unlock()
+		c.Close()
+	}()
+	var r io.Reader = c
+	if t.cfg.TLS != nil {
+		tc := tls.Server(c, t.cfg.TLS)
+		c.SetDeadline(time.Now().Add(tcpHandshakeTimeout))
+		if err := tc.Handshake(); err != nil {
+			t.fail(tcpErrHandshake, c, err)
+			return
+		}
+		c.SetDeadline(time.Time{})
+		r = tc
+	}
+	in := t.newIngester()
+	if err := readLines(r, in, t.cfg.MaxLength, func() { t.drainDeadline(c) }); err != nil {
+		if t.drainEnd.Load() != 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+			return // drained
+		}
+		t.fail(tcpErrRead, c, err)
+	}
+}
+
+// drainDeadline, once Stop has begun, lets the next read wait at most
+// tcpDrainIdle, and never past the end of the drain.
+func (t *TCP) drainDeadline(c net.Conn) {
+	end := t.drainEnd.Load()
+	if end == 0 {
+		return
+	}
+	c.SetReadDeadline(time.Unix(0, min(time.Now().Add(tcpDrainIdle).UnixNano(), end)))
+}
+
+// startDrain starts the drain: the listener takes the connections already
+// waiting in its backlog for tcpDrainIdle and then closes, and every
+// connection goes on reading while data keeps coming (see drainDeadline).
+func (t *TCP) startDrain() {
+	t.drainEnd.Store(time.Now().Add(tcpDrainMax).UnixNano())
+	if tl, ok := t.ln.(*net.TCPListener); ok {
+		tl.SetDeadline(time.Now().Add(tcpDrainIdle))
+	} else {
+		t.ln.Close()
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for c := range t.conns {
+		t.drainDeadline(c)
+	}
+}
+
+// readLines processes the newline-terminated lines of a stream until it
+// ends. A line longer than maxLen is skipped and passed to Skip as
+// samplers.ErrTooLong; a stream that ends inside a line has that line
+// passed to Skip as ErrUnterminated. The ingester is flushed after every
+// read. It returns the read error, or nil at the end of the stream.
+// beforeRead, if not nil, runs before every read.
+func readLines(r io.Reader, in Ingester, maxLen int, beforeRead func()) error {
+	defer in.Flush()
+	// Room for a whole line and as much again: 8 KiB per connection with
+	// the default metric_max_length, so thousands of idle connections
+	// cost little.
+	buf := make([]byte, 2*(maxLen+1))
+	filled := 0
+	skipping := false // inside a line already counted as too long
+	for {
+		if beforeRead != nil {
+			beforeRead()
+		}
+		n, err := r.Read(buf[filled:])
+		filled += n
+		start := 0
+		for {
+			i := bytes.IndexByte(buf[start:filled], '\n')
+			if i < 0 {
+				break
+			}
+			line := buf[start : start+i]
+			start += i + 1
+			switch {
+			case skipping:
+				skipping = false
+			case len(line) > maxLen:
+				in.Skip(samplers.ErrTooLong)
+			case len(line) > 0:
+				in.Line(line)
+			}
+		}
+		filled = copy(buf, buf[start:filled])
+		if filled > maxLen {
+			// No newline within maxLen bytes: the line is too long.
+			if !skipping {
+				in.Skip(samplers.ErrTooLong)
+				skipping = true
+			}
+			filled = 0
+		}
+		in.Flush()
+		if err != nil {
+			if filled > 0 && !skipping {
+				in.Skip(ErrUnterminated)
+				in.Flush()
+			}
+			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+	}
+}

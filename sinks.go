@@ -1,0 +1,95 @@
+package veneur
+
+import (
+	"context"
+
+	"github.com/veneur/veneur/forward"
+	"github.com/veneur/veneur/plugins"
+	"github.com/veneur/veneur/plugins/datadog"
+	"github.com/veneur/veneur/plugins/influxdb"
+	"github.com/veneur/veneur/plugins/s3"
+	"github.com/veneur/veneur/plugins/stdout"
+)
+
+// sinkBuilder builds one sink from the config, or returns nil when the
+// config does not ask for it. The sink validates its own keys.
+type sinkBuilder func(cfg Config, opts Options, env plugins.Env) (plugins.Sink, error)
+
+// sinkBuilders are the sinks veneur publishes to. Adding a sink is a
+// package under plugins/ and one line here.
+var sinkBuilders = []sinkBuilder{
+	datadogSink,
+	stdoutSink,
+	traceSink,
+	influxSink,
+	s3Sink,
+	forwardSink,
+}
+
+func buildSinks(cfg Config, opts Options, env plugins.Env) ([]plugins.Sink, error) {
+	var sinks []plugins.Sink
+	for _, build := range sinkBuilders {
+		s, err := build(cfg, opts, env)
+		if err != nil {
+			return nil, err
+		}
+		if s != nil {
+			sinks = append(sinks, s)
+		}
+	}
+	return sinks, nil
+}
+
+// datadogSink publishes series, events and service checks to api_hostname.
+func datadogSink(cfg Config, opts Options, env plugins.Env) (plugins.Sink, error) {
+	if cfg.APIHostname == "" {
+		return nil, nil
+	}
+	return datadog.New(datadog.Config{
+		APIHostname: cfg.APIHostname, APIKey: cfg.Key, MaxPerBody: cfg.FlushMaxPerBody, Client: opts.HTTPClient,
+	}, env)
+}
+
+// stdoutSink prints every flush when there is no api_hostname, so that a
+// development instance shows what it would send.
+func stdoutSink(cfg Config, opts Options, env plugins.Env) (plugins.Sink, error) {
+	if cfg.APIHostname != "" {
+		return nil, nil
+	}
+	return stdout.New(opts.Stdout, env), nil
+}
+
+// traceSink sends SSF spans to the trace agent at trace_api_address.
+func traceSink(cfg Config, opts Options, env plugins.Env) (plugins.Sink, error) {
+	if cfg.TraceAPIAddress == "" {
+		return nil, nil
+	}
+	return datadog.NewTraces(datadog.TraceConfig{Address: cfg.TraceAPIAddress, Client: opts.HTTPClient}, env)
+}
+
+func influxSink(cfg Config, opts Options, env plugins.Env) (plugins.Sink, error) {
+	if cfg.InfluxAddress == "" {
+		return nil, nil
+	}
+	return influxdb.New(influxdb.Config{
+		Address: cfg.InfluxAddress, Database: cfg.InfluxDBName, Consistency: cfg.InfluxConsistency, Client: opts.HTTPClient,
+	}, env)
+}
+
+func s3Sink(cfg Config, opts Options, env plugins.Env) (plugins.Sink, error) {
+	if cfg.AwsS3Bucket == "" {
+		return nil, nil
+	}
+	return s3.New(context.Background(), s3.Config{
+		Bucket: cfg.AwsS3Bucket, Region: cfg.AwsRegion,
+		AccessKeyID: cfg.AwsAccessKeyID, SecretAccessKey: cfg.AwsSecretAccessKey, Timeout: env.Interval,
+	}, env)
+}
+
+// forwardSink forwards the global parts of every flush to forward_address.
+func forwardSink(cfg Config, opts Options, env plugins.Env) (plugins.Sink, error) {
+	if cfg.ForwardAddress == "" {
+		return nil, nil
+	}
+	return forward.NewClient(forward.ClientConfig{Address: cfg.ForwardAddress, Client: opts.HTTPClient}, env)
+}
