@@ -2,8 +2,10 @@ package veneur
 
 import (
 	"context"
+	"math"
 	"math/bits"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -82,7 +84,12 @@ func (f *flusher) flush(ctx context.Context, intervals []interval, now time.Time
 			f.stats.Count("worker.metrics_flushed_total", int64(n), []string{"metric_type:" + samplers.MetricType(t).String()}, 1)
 		}
 	}
-	b.Metrics, b.Forward = f.generate(intervals, perType, now)
+	var invalid invalidCounts
+	for _, iv := range intervals {
+		invalid[invalidWeight] += iv.badWeights
+	}
+	b.Metrics, b.Forward = f.generate(intervals, perType, now, &invalid)
+	f.reportInvalid(&invalid)
 	// The caller's slice shares this array: drop the maps for the GC.
 	clear(intervals)
 	if nseries >= gcAfterSeries {
@@ -155,7 +162,7 @@ func (f *flusher) takeEvents(b *plugins.Batch) {
 // instance forwards, the state of the series' global parts (see
 // forwardParts). It runs on the flush goroutine, so the workers go on
 // ingesting meanwhile.
-func (f *flusher) generate(intervals []interval, perType [8]int, now time.Time) ([]samplers.InterMetric, []samplers.Forwarded) {
+func (f *flusher) generate(intervals []interval, perType [8]int, now time.Time, invalid *invalidCounts) ([]samplers.InterMetric, []samplers.Forwarded) {
 	// Size the slice exactly once: a flush of 100,000 series is hundreds
 	// of thousands of values, and regrowing doubles the peak memory.
 	perHisto := bits.OnesCount8(uint8(f.aggs)) + len(f.pcts)
@@ -177,6 +184,10 @@ func (f *flusher) generate(intervals []interval, perType [8]int, now time.Time) 
 				switch se.Type {
 				case samplers.CounterMetric:
 					if global {
+						if math.IsInf(se.value, 0) || math.IsNaN(se.value) {
+							invalid[invalidCounter]++
+							continue
+						}
 						out.Counter = se.value
 						fwd = append(fwd, out)
 					} else {
@@ -207,7 +218,66 @@ func (f *flusher) generate(intervals []interval, perType [8]int, now time.Time) 
 			}
 		}
 	}
-	return metrics, fwd
+	return dropNonFinite(metrics, invalid), fwd
+}
+
+// Causes of veneur.flush.invalid_value_total: values that no sink can
+// publish, dropped while the rest of their series is flushed.
+const (
+	// invalidCounter: a counter whose sum overflowed to ±Inf.
+	invalidCounter = iota
+	// invalidWeight: a histogram or timer sample whose weight (1/sample
+	// rate, e.g. @1e-300) the digest refuses; counted when sampled.
+	invalidWeight
+	// invalidSum, invalidAvg, invalidCount: a histogram aggregate that
+	// overflowed.
+	invalidSum
+	invalidAvg
+	invalidCount
+	// invalidOther: any other value that is not finite.
+	invalidOther
+	numInvalid
+)
+
+var invalidCauses = [numInvalid]string{"counter_overflow", "sample_weight", "sum_overflow", "avg_overflow", "count_overflow", "other"}
+
+type invalidCounts [numInvalid]uint64
+
+// dropNonFinite removes the values that are NaN or ±Inf from metrics, in
+// place, and counts them by cause.
+func dropNonFinite(metrics []samplers.InterMetric, invalid *invalidCounts) []samplers.InterMetric {
+	return slices.DeleteFunc(metrics, func(m samplers.InterMetric) bool {
+		if !math.IsInf(m.Value, 0) && !math.IsNaN(m.Value) {
+			return false
+		}
+		switch m.Suffix {
+		case "":
+			invalid[invalidCounter]++
+		case ".sum":
+			invalid[invalidSum]++
+		case ".avg":
+			invalid[invalidAvg]++
+		case ".count":
+			invalid[invalidCount]++
+		default:
+			invalid[invalidOther]++
+		}
+		return true
+	})
+}
+
+// reportInvalid counts and logs the values dropped as invalid.
+func (f *flusher) reportInvalid(invalid *invalidCounts) {
+	var total uint64
+	for i, n := range invalid {
+		if n > 0 {
+			total += n
+			f.stats.Count("flush.invalid_value_total", int64(n), []string{"cause:" + invalidCauses[i]}, 1)
+		}
+	}
+	if total > 0 {
+		f.log.WithField("count", total).Warn("dropped values that are not finite (veneur.flush.invalid_value_total counts them by cause); the rest of their series was flushed")
+	}
 }
 
 // forwardParts says, for an instance that forwards, whether a series is

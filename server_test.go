@@ -450,3 +450,32 @@ func write(t *testing.T, c net.Conn, parts ...string) {
 		}
 	}
 }
+
+// Values no sink can publish are dropped and counted by cause, and the rest
+// of their series is flushed.
+func TestServerCountsInvalidValues(t *testing.T) {
+	rec := &statstest.Recorder{}
+	s, out := startServerOpts(t, testConfig(t, "aggregates: [max, sum, avg, count]\npercentiles: []\n"), Options{Stats: rec})
+	sendUDP(t, s.UDPAddr(),
+		"big:1e308|c|@0.5\nok:1|c",
+		"w:5|h|@1e-300\nw:7|h",
+		"s:1e308|h\ns:1e308|h",
+	)
+	shutdown(t, s)
+	got := out.String()
+	for _, want := range []string{" ok rate ", " w.max gauge 7 ", " w.sum gauge 7 ", " s.max gauge 1e+308 ", " s.count rate "} {
+		if !strings.Contains(got, want) {
+			t.Errorf("output lacks %q:\n%s", want, got)
+		}
+	}
+	for _, absent := range []string{" big ", " s.sum ", " s.avg "} {
+		if strings.Contains(got, absent) {
+			t.Errorf("output has the invalid %q:\n%s", absent, got)
+		}
+	}
+	for cause, want := range map[string]int64{"counter_overflow": 1, "sample_weight": 1, "sum_overflow": 1, "avg_overflow": 1, "other": 0} {
+		if n := rec.Sum("flush.invalid_value_total", "cause:"+cause); n != want {
+			t.Errorf("invalid_value_total{cause:%s} = %d, want %d", cause, n, want)
+		}
+	}
+}

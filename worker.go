@@ -87,6 +87,9 @@ type interval struct {
 	processed uint64
 	imported  uint64 // metrics merged from /import
 	badKeys   uint64
+	// badWeights counts histogram samples the digest refused: their
+	// weight (1/sample rate) is beyond what it takes.
+	badWeights uint64
 	// perType counts the series of each samplers.MetricType.
 	perType [8]int
 }
@@ -175,7 +178,9 @@ func (w *Worker) process(b *batch) {
 		case samplers.GaugeMetric:
 			se.value = s.value
 		case samplers.HistogramMetric, samplers.TimerMetric:
-			se.histo.Sample(s.value, s.rate)
+			if se.histo.Sample(s.value, s.rate) != nil {
+				w.cur.badWeights++
+			}
 		case samplers.SetMetric:
 			end := s.keyOff + s.keyLen
 			se.set.Sample(b.buf[end : end+s.memLen])

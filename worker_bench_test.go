@@ -87,7 +87,7 @@ func BenchmarkFlushGenerate(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		f.generate([]interval{iv}, iv.perType, time.Unix(1700000000, 0))
+		f.generate([]interval{iv}, iv.perType, time.Unix(1700000000, 0), &invalidCounts{})
 	}
 }
 

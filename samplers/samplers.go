@@ -174,16 +174,19 @@ func NewHisto() *Histo {
 	return &Histo{Digest: tdigest.New(), LocalMin: math.Inf(1), LocalMax: math.Inf(-1)}
 }
 
-// Sample adds v with weight 1/rate.
-func (h *Histo) Sample(v, rate float64) {
+// Sample adds v with weight 1/rate. It returns the digest's error when it
+// refuses the sample: the parser has already refused non-finite values, so
+// that is a weight beyond tdigest.MaxWeight (a rate such as @1e-300).
+func (h *Histo) Sample(v, rate float64) error {
 	w := 1 / rate
-	if h.Digest.Add(v, w) != nil {
-		return // the parser has already refused non-finite values
+	if err := h.Digest.Add(v, w); err != nil {
+		return err
 	}
 	h.LocalMin = math.Min(h.LocalMin, v)
 	h.LocalMax = math.Max(h.LocalMax, v)
 	h.LocalSum += v * w
 	h.LocalWeight += w
+	return nil
 }
 
 // Merge folds a digest from another instance into this one. It does not
