@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"gopkg.in/yaml.v2"
+	"gopkg.in/yaml.v3"
 )
 
 // minimal is the smallest valid config: something to listen on.
@@ -92,13 +92,17 @@ func TestExampleListsEveryKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var items yaml.MapSlice
-	if err := yaml.Unmarshal(data, &items); err != nil {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
 		t.Fatal(err)
 	}
+	root := documentRoot(&doc)
+	if root == nil || root.Kind != yaml.MappingNode {
+		t.Fatalf("example.yaml is not a mapping")
+	}
 	var got, want []string
-	for _, it := range items {
-		got = append(got, it.Key.(string))
+	for i := 0; i < len(root.Content); i += 2 {
+		got = append(got, root.Content[i].Value)
 	}
 	for _, f := range configFields() {
 		want = append(want, f.key)
@@ -398,20 +402,198 @@ func TestTypeMismatchNamesKey(t *testing.T) {
 	for _, tc := range []struct {
 		doc, want string
 	}{
-		{"num_workers: abc", `config key "num_workers": got "abc", want a whole number`},
-		{"num_workers: 1.5", `config key "num_workers": got 1.5, want a whole number`},
-		{"num_readers: 1e30", `config key "num_readers": got 1e+30, want a whole number`},
-		{"debug: maybe", `config key "debug": got "maybe", want true or false`},
-		{"percentiles: 0.5", `config key "percentiles": got 0.5, want a list of numbers`},
-		{"percentiles: [0.5, high]", `config key "percentiles": got a list [0.5 high], want a list of numbers`},
-		{"tags: {env: prod}", `config key "tags": got a mapping, want a list of strings`},
-		{"hostname: [a, b]", `config key "hostname": got a list [a b], want a string`},
+		{"num_workers: abc", `line 2: config key "num_workers": got "abc", want a whole number`},
+		{"num_workers: 1.5", `line 2: config key "num_workers": got 1.5, want a whole number`},
+		{"num_readers: 1e30", `line 2: config key "num_readers": got 1e+30, want a whole number`},
+		{"debug: maybe", `line 2: config key "debug": got "maybe", want true or false`},
+		{"percentiles: 0.5", `line 2: config key "percentiles": got 0.5, want a list of numbers`},
+		{"percentiles: [0.5, high]", `line 2: config key "percentiles": got a list [0.5 high], want a list of numbers`},
+		{"tags: {env: prod}", `line 2: config key "tags": got a mapping, want a list of strings`},
+		{"hostname: [a, b]", `line 2: config key "hostname": got a list [a b], want a string`},
+		{"num_workers: -.inf", `line 2: config key "num_workers": got -Inf, want a whole number`},
+		{"num_workers: 9223372036854775808", `line 2: config key "num_workers": got 9223372036854775808, want a whole number`},
+		{"debug: 1", `line 2: config key "debug": got 1, want true or false`},
+		{"interval: {s: 10}", `line 2: config key "interval": got a mapping, want a string`},
+		{`percentiles: ["0.5"]`, `line 2: config key "percentiles": got a list [0.5], want a list of numbers, such as [0.5, 0.99]; percentiles[0] (line 2) is "0.5"`},
 	} {
 		_, err := ParseConfig([]byte(minimal + tc.doc + "\n"))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("ParseConfig(%q) = %v, want an error containing %q", tc.doc, err, tc.want)
 		}
 	}
+}
+
+// wantErrors parses doc and checks that the error contains every one of
+// want and joins exactly len(want) problems.
+func wantErrors(t *testing.T, doc string, want ...string) {
+	t.Helper()
+	_, err := ParseConfig([]byte(doc))
+	if err == nil {
+		t.Fatalf("ParseConfig(%q) succeeded", doc)
+	}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("ParseConfig(%q) error\n%v\ndoes not contain %q", doc, err, w)
+		}
+	}
+	if n := joinedCount(err); n != len(want) {
+		t.Errorf("ParseConfig(%q) error joins %d problems, want %d:\n%v", doc, n, len(want), err)
+	}
+}
+
+func TestUnknownKeyReportsItsLine(t *testing.T) {
+	wantErrors(t, `# veneur
+udp_address: 127.0.0.1:8126
+tags:
+  - env:prod
+
+intervall: 10s
+colour: blue
+`,
+		`line 6: unknown config key "intervall"; did you mean "interval"?`,
+		`line 7: unknown config key "colour"; see the Configuration section`)
+}
+
+func TestTypeErrorReportsKeyAndLine(t *testing.T) {
+	wantErrors(t, `udp_address: 127.0.0.1:8126
+num_workers: 4
+num_readers: many
+debug: true
+omit_empty_hostname: perhaps
+percentiles:
+  - 0.5
+  - p99
+`,
+		`line 3: config key "num_readers": got "many", want a whole number`,
+		`line 5: config key "omit_empty_hostname": got "perhaps", want true or false`,
+		`line 6: config key "percentiles": got a list [0.5 p99], want a list of numbers, such as [0.5, 0.99]; percentiles[1] (line 8) is "p99"`)
+}
+
+func TestDuplicateKeyReportsBothLines(t *testing.T) {
+	wantErrors(t, "udp_address: 127.0.0.1:8126\ninterval: 5s\nhostname: h\ninterval: 6s\n",
+		`line 4: config key "interval" is set more than once (first on line 2); keep one`)
+	// A repeated unknown key is reported as unknown once, then as repeated.
+	wantErrors(t, minimal+"colour: a\ncolour: b\n",
+		`line 2: unknown config key "colour"`,
+		`line 3: config key "colour" is set more than once (first on line 2)`)
+	// A repeated key whose values are mistyped is reported for each.
+	wantErrors(t, minimal+"num_workers: x\nnum_workers: y\n",
+		`line 2: config key "num_workers": got "x"`,
+		`line 3: config key "num_workers" is set more than once (first on line 2)`,
+		`line 3: config key "num_workers": got "y"`)
+}
+
+func TestNestedWrongShapeIsNamed(t *testing.T) {
+	for _, tc := range []struct{ doc, want string }{
+		{"hostname:\n  - a\n  - b", `line 2: config key "hostname": got a list [a b], want a string`},
+		{"tags:\n  - a\n  - [b, c]", `line 2: config key "tags": got a list [a [b c]], want a list of strings, such as ["a", "b"]; tags[1] (line 4) is a list [b c]`},
+		{"tags: [a, {b: c}]", `line 2: config key "tags": got a list [a {...}], want a list of strings, such as ["a", "b"]; tags[1] (line 2) is a mapping`},
+		{"percentiles: [[0.5]]", `line 2: config key "percentiles": got a list [[0.5]], want a list of numbers, such as [0.5, 0.99]; percentiles[0] (line 2) is a list [0.5]`},
+		{"aggregates: [[min, max]]", `aggregates[0] (line 2) is a list [min max]`},
+		{"debug: [true]", `line 2: config key "debug": got a list [true], want true or false`},
+		{"num_workers: {n: 1}", `line 2: config key "num_workers": got a mapping, want a whole number`},
+		{"? [a, b]\n: 1", `line 2: a config key must be a name, not a list [a b]`},
+		{"tags: &t [a, *t]", `tags[1] (line 2) is a list [a [a [a`},
+	} {
+		wantErrors(t, minimal+tc.doc+"\n", tc.want)
+	}
+}
+
+func TestLongValueIsShortenedInErrors(t *testing.T) {
+	long := strings.Repeat("x", 100)
+	_, err := ParseConfig([]byte(minimal + "num_workers: " + long + "\n"))
+	want := `got "` + strings.Repeat("x", 59) + "...,"
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("error %v does not contain %q", err, want)
+	}
+}
+
+// TestYAML11Scalars checks the YAML 1.1 spellings that yaml.v2 decoded and
+// that existing configs may use, which yaml.v3 must decode the same way.
+func TestYAML11Scalars(t *testing.T) {
+	for _, tc := range []struct {
+		doc  string
+		want bool
+	}{
+		{"yes", true}, {"Yes", true}, {"YES", true}, {"on", true}, {"On", true}, {"ON", true}, {"y", true}, {"Y", true},
+		{"true", true}, {"True", true}, {"TRUE", true},
+		{"no", false}, {"No", false}, {"NO", false}, {"off", false}, {"Off", false}, {"OFF", false}, {"n", false}, {"N", false},
+		{"false", false}, {"False", false}, {"~", false}, {"", false},
+	} {
+		c := mustParse(t, minimal+"debug: "+tc.doc+"\nomit_empty_hostname: "+tc.doc+"\nhostname: h\n")
+		if c.Debug != tc.want || c.OmitEmptyHostname != tc.want {
+			t.Errorf("debug: %s gave %v and %v, want %v", tc.doc, c.Debug, c.OmitEmptyHostname, tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		doc  string
+		want int
+	}{
+		{"12", 12}, {"+12", 12}, {"0x10", 16}, {"0o17", 15}, {"017", 15}, {"0b101", 5}, {"1_000", 1000}, {"1e3", 1000}, {"2.0", 2},
+	} {
+		c := mustParse(t, minimal+"num_workers: "+tc.doc+"\n")
+		if c.NumWorkers != tc.want {
+			t.Errorf("num_workers: %s gave %d, want %d", tc.doc, c.NumWorkers, tc.want)
+		}
+	}
+	c := mustParse(t, minimal+"percentiles: [.5, 0.75, 1e-1, 9.9e-1, !!float '0.25']\nhostname: yes\nkey: 1e3\ninterval: 2.5m\ntags: [on, 0x1F, 1.50, ~x]\n")
+	if want := []float64{0.5, 0.75, 0.1, 0.99, 0.25}; !reflect.DeepEqual(c.Percentiles, want) {
+		t.Errorf("percentiles = %v, want %v", c.Percentiles, want)
+	}
+	if c.Hostname != "yes" || c.Key != "1e3" || c.Interval != "2.5m" {
+		t.Errorf("hostname %q key %q interval %q", c.Hostname, c.Key, c.Interval)
+	}
+	if want := []string{"on", "0x1F", "1.50", "~x"}; !reflect.DeepEqual(c.Tags, want) {
+		t.Errorf("tags = %q, want %q", c.Tags, want)
+	}
+}
+
+// TestNullListItemsKept checks that a null list item decodes as the zero
+// item, as yaml.v2 did, rather than being dropped.
+func TestNullListItemsKept(t *testing.T) {
+	c := mustParse(t, minimal+"tags:\n  - a\n  -\n  - ~\n  - b\n")
+	if want := []string{"a", "", "", "b"}; !reflect.DeepEqual(c.Tags, want) {
+		t.Errorf("tags = %q, want %q", c.Tags, want)
+	}
+	wantErrors(t, minimal+"percentiles: [0.5, ~]\n", "percentiles[1] = 0: must be strictly between 0 and 1")
+	wantErrors(t, minimal+"aggregates: [min, null]\n", `aggregates[1] "": unknown aggregate`)
+	// A list shared through an alias gets the zero of each key's item type.
+	c, err := decodeConfig([]byte("tags: &l [~, 1]\npercentiles: *l\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(c.Tags, []string{"", "1"}) || !reflect.DeepEqual(c.Percentiles, []float64{0, 1}) {
+		t.Errorf("tags %q percentiles %v, want [\"\" \"1\"] and [0 1]", c.Tags, c.Percentiles)
+	}
+}
+
+func TestAliasesAndMergeKeys(t *testing.T) {
+	c := mustParse(t, "udp_address: &addr 127.0.0.1:8126\nstats_address: *addr\ntags: &t [a, b]\n")
+	if c.StatsAddress != "127.0.0.1:8126" || !reflect.DeepEqual(c.Tags, []string{"a", "b"}) {
+		t.Errorf("stats_address %q tags %q", c.StatsAddress, c.Tags)
+	}
+
+	// A key set in place wins over the same key merged in.
+	c = mustParse(t, minimal+"<<: [{num_workers: 2, interval: 5s}, {num_readers: 3, interval: 7s}]\ninterval: 1s\n")
+	if c.NumWorkers != 2 || c.NumReaders != 3 || c.Interval != "1s" {
+		t.Errorf("num_workers %d num_readers %d interval %q, want 2, 3 and 1s", c.NumWorkers, c.NumReaders, c.Interval)
+	}
+
+	wantErrors(t, minimal+"<<:\n  num_workrs: 2\n  debug: maybe\n",
+		`line 3: unknown config key "num_workrs"; did you mean "num_workers"?`,
+		`line 4: config key "debug": got "maybe", want true or false`)
+	wantErrors(t, minimal+"<<: {interval: 5s, interval: 6s}\n",
+		`line 2: config key "interval" is set more than once (first on line 2)`)
+	wantErrors(t, minimal+"<<: {debug: true}\n<<: {num_workers: 2}\n",
+		`line 3: merge key << is used more than once in a mapping (first on line 2); merge a list instead`)
+	wantErrors(t, minimal+"<<: [{debug: true}, 5]\n", `line 2: merge key <<: item 2 (line 2) is 5; only mappings can be merged`)
+	wantErrors(t, minimal+"<<: text\n", `line 2: merge key << is given "text"; give a mapping or a list of mappings`)
+	wantErrors(t, "&root\nudp_address: 127.0.0.1:8126\n<<: *root\n", `line 3: merge key << merges a mapping into itself (the mapping on line 1)`)
+	wantErrors(t, minimal+"'<<': x\n", `line 2: unknown config key "<<"`)
+	wantErrors(t, minimal+"hostname: &k <<\n*k : {debug: true}\n", `line 3: unknown config key "<<"`)
+	wantErrors(t, minimal+"tags: &l [{debug: true}]\n<<: *l\n",
+		`line 2: config key "tags": got a list [{...}]`,
+		`line 3: merge key << is given an alias of a list; write the list in place`)
 }
 
 func TestScalarsDecodeIntoStrings(t *testing.T) {
@@ -426,7 +608,8 @@ func TestDecodeErrorsReportedTogether(t *testing.T) {
 	if err == nil {
 		t.Fatal("ParseConfig succeeded")
 	}
-	for _, w := range []string{`"num_workers"`, `"num_readers"`, `"flush_max_per_bdy"`, `config key "interval" is set more than once`} {
+	for _, w := range []string{`line 2: config key "num_workers"`, `line 3: config key "num_readers"`, `line 4: unknown config key "flush_max_per_bdy"`,
+		`line 6: config key "interval" is set more than once (first on line 5)`} {
 		if !strings.Contains(err.Error(), w) {
 			t.Errorf("error %q does not contain %q", err, w)
 		}
@@ -456,7 +639,7 @@ func TestReadConfigReportsAllProblems(t *testing.T) {
 func TestReadConfigMisspeltKey(t *testing.T) {
 	path := filepath.Join("testdata", "config", "misspelt.yaml")
 	_, err := ReadConfig(path)
-	want := `unknown config key "flush_max_per_bdy"; did you mean "flush_max_per_body"?`
+	want := `line 2: unknown config key "flush_max_per_bdy"; did you mean "flush_max_per_body"?`
 	if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), path) {
 		t.Errorf("ReadConfig(%s) = %v, want an error naming the path and containing %q", path, err, want)
 	}
