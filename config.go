@@ -8,7 +8,6 @@ import (
 	"io"
 	"math"
 	"net"
-	"net/url"
 	"os"
 	"runtime"
 	"strconv"
@@ -16,6 +15,8 @@ import (
 	"time"
 
 	"github.com/getsentry/sentry-go"
+
+	"github.com/veneur/veneur/plugins/datadog"
 )
 
 // Config is veneur's configuration, read from a YAML file. The YAML keys are
@@ -128,7 +129,7 @@ const (
 	DefaultInterval            = "10s"
 	DefaultNumReaders          = 1
 	DefaultMetricMaxLength     = 4096
-	DefaultFlushMaxPerBody     = 5000
+	DefaultFlushMaxPerBody     = datadog.DefaultMaxPerBody
 	DefaultReadBufferSizeBytes = 2 << 20
 	DefaultTraceMaxLengthBytes = 16384
 )
@@ -281,7 +282,6 @@ func (c Config) Validate() error {
 	add(atLeastOne("num_workers", c.NumWorkers, "leave it unset for one worker per CPU"))
 	add(atLeastOne("num_readers", c.NumReaders, "leave it unset for one reader"))
 	add(positive("metric_max_length", c.MetricMaxLength, DefaultMetricMaxLength))
-	add(positive("flush_max_per_body", c.FlushMaxPerBody, DefaultFlushMaxPerBody))
 	add(positive("read_buffer_size_bytes", c.ReadBufferSizeBytes, DefaultReadBufferSizeBytes))
 	if c.ReadBufferSizeBytes > math.MaxInt32 {
 		add(fmt.Errorf("read_buffer_size_bytes = %d: larger than the kernel accepts (%d); use at most a few hundred MiB", c.ReadBufferSizeBytes, math.MaxInt32))
@@ -293,9 +293,6 @@ func (c Config) Validate() error {
 	add(checkHostPort("stats_address", c.StatsAddress, "127.0.0.1:8125"))
 	add(checkHostPort("trace_address", c.TraceAddress, "127.0.0.1:8128"))
 	add(checkHTTPAddress(c.HTTPAddress))
-	add(checkURL("api_hostname", c.APIHostname, "https://app.datadoghq.com"))
-	add(checkURL("forward_address", c.ForwardAddress, "http://veneur-global.example.com:8127"))
-	add(checkURL("trace_api_address", c.TraceAPIAddress, "http://localhost:8126"))
 
 	if c.UdpAddress == "" && c.TcpAddress == "" {
 		add(errors.New("nothing to listen on: set udp_address, e.g. 127.0.0.1:8126"))
@@ -331,22 +328,6 @@ func (c Config) Validate() error {
 		if _, err := sentry.NewDsn(c.SentryDsn); err != nil {
 			add(fmt.Errorf("sentry_dsn: %w; use the project's DSN, like https://PUBLIC_KEY@sentry.example.com/PROJECT_ID", err))
 		}
-	}
-
-	if c.AwsS3Bucket != "" && c.AwsRegion == "" {
-		add(errors.New("aws_s3_bucket is set but aws_region is empty; give the bucket's region, e.g. us-west-2"))
-	}
-	if (c.AwsAccessKeyID == "") != (c.AwsSecretAccessKey == "") {
-		add(errors.New("aws_access_key_id and aws_secret_access_key are set together or not at all (neither uses the AWS SDK's default credentials)"))
-	}
-	add(checkURL("influx_address", c.InfluxAddress, "http://influxdb:8086"))
-	if c.InfluxAddress != "" && c.InfluxDBName == "" {
-		add(errors.New("influx_address is set but influx_db_name is empty; name the database to write to"))
-	}
-	switch c.InfluxConsistency {
-	case "", "any", "one", "quorum", "all":
-	default:
-		add(fmt.Errorf("influx_consistency %q: must be one of any, one, quorum, all, or empty for the server's default", c.InfluxConsistency))
 	}
 
 	return errors.Join(errs...)
@@ -457,21 +438,6 @@ func checkHTTPAddress(value string) error {
 		}
 	}
 	return fmt.Errorf("%s %q: not an address; %s", key, value, forms)
-}
-
-// checkURL accepts an empty value ("off") or an absolute http or https URL.
-func checkURL(key, value, example string) error {
-	if value == "" {
-		return nil
-	}
-	u, err := url.Parse(value)
-	if err != nil {
-		return fmt.Errorf("%s: %w; use an absolute URL such as %s", key, err, example)
-	}
-	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("%s %q: not an absolute http(s) URL; use a URL such as %s", key, value, example)
-	}
-	return nil
 }
 
 // TLSConfig builds the TLS settings of the TCP listener from tls_certificate

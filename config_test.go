@@ -297,11 +297,6 @@ func TestValidateRejects(t *testing.T) {
 		{"http_address einhorn without number", "http_address: einhorn@", []string{"http_address", "einhorn@0"}},
 		{"http_address fd negative", "http_address: fd@-1", []string{"http_address", "fd@0"}},
 		{"http_address systemd", "http_address: systemd", []string{"http_address", "fd@N"}},
-		{"api_hostname without scheme", "api_hostname: app.datadoghq.com", []string{"api_hostname", "https://app.datadoghq.com"}},
-		{"api_hostname ftp", "api_hostname: ftp://app.datadoghq.com", []string{"api_hostname", "http(s)"}},
-		{"api_hostname unparseable", "api_hostname: 'http://[::1'", []string{"api_hostname", "absolute URL"}},
-		{"forward_address host:port", "forward_address: veneur:8127", []string{"forward_address", "http(s)"}},
-		{"trace_api_address no host", "trace_api_address: 'http://'", []string{"trace_api_address", "http(s)"}},
 		{"percentile one", "percentiles: [0.5, 1]", []string{"percentiles[1]", "between 0 and 1"}},
 		{"percentile zero", "percentiles: [0]", []string{"percentiles[0]"}},
 		{"percentile as percent", "percentiles: [99]", []string{"percentiles[0] = 99", "0.99"}},
@@ -313,7 +308,6 @@ func TestValidateRejects(t *testing.T) {
 		{"num_workers negative", "num_workers: -1", []string{"num_workers = -1", "at least 1"}},
 		{"num_readers negative", "num_readers: -3", []string{"num_readers = -3", "at least 1"}},
 		{"metric_max_length negative", "metric_max_length: -1", []string{"metric_max_length = -1", "4096"}},
-		{"flush_max_per_body negative", "flush_max_per_body: -1", []string{"flush_max_per_body = -1", "5000"}},
 		{"read_buffer_size_bytes negative", "read_buffer_size_bytes: -1", []string{"read_buffer_size_bytes = -1", "2097152"}},
 		{"read_buffer_size_bytes huge", "read_buffer_size_bytes: 4294967296", []string{"read_buffer_size_bytes = 4294967296"}},
 		{"trace_max_length_bytes negative", "trace_max_length_bytes: -1", []string{"trace_max_length_bytes = -1", "16384"}},
@@ -321,7 +315,6 @@ func TestValidateRejects(t *testing.T) {
 		{"tls_certificate alone", "tcp_address: 127.0.0.1:8129\ntls_certificate: c", []string{"tls_certificate is set but tls_key is empty"}},
 		{"tls without tcp_address", "tls_key: k\ntls_certificate: c", []string{"tls_key is set but tcp_address is empty", "tls_certificate is set but tcp_address is empty"}},
 		{"tls authority alone", "tcp_address: 127.0.0.1:8129\ntls_authority_certificate: a", []string{"tls_authority_certificate", "tls_key and tls_certificate"}},
-		{"influx_consistency", "influx_consistency: most", []string{`influx_consistency "most"`, "any, one, quorum, all"}},
 		{"nothing to listen on", "udp_address: ''", []string{"nothing to listen on", "udp_address"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -712,13 +705,13 @@ func TestValidateZeroConfigListsEveryProblem(t *testing.T) {
 	if err == nil {
 		t.Fatal("Validate accepted the zero Config")
 	}
-	for _, w := range []string{"interval", "num_workers", "num_readers", "metric_max_length", "flush_max_per_body", "read_buffer_size_bytes", "trace_max_length_bytes", "nothing to listen on"} {
+	for _, w := range []string{"interval", "num_workers", "num_readers", "metric_max_length", "read_buffer_size_bytes", "trace_max_length_bytes", "nothing to listen on"} {
 		if !strings.Contains(err.Error(), w) {
 			t.Errorf("error %q does not mention %q", err, w)
 		}
 	}
-	if n := joinedCount(err); n != 8 {
-		t.Errorf("Validate joined %d problems, want 8:\n%v", n, err)
+	if n := joinedCount(err); n != 7 {
+		t.Errorf("Validate joined %d problems, want 7:\n%v", n, err)
 	}
 }
 

@@ -479,3 +479,39 @@ func TestServerCountsInvalidValues(t *testing.T) {
 		}
 	}
 }
+
+// Each sink validates its own keys when the server is built, which is what
+// veneur -validate runs; the error names the key and the fix.
+func TestSinksValidateTheirKeys(t *testing.T) {
+	for _, tc := range []struct {
+		name, doc string
+		want      []string
+	}{
+		{"api_hostname without scheme", "api_hostname: app.datadoghq.com", []string{"api_hostname", "https://app.datadoghq.com"}},
+		{"api_hostname ftp", "api_hostname: ftp://app.datadoghq.com", []string{"api_hostname", "http(s)"}},
+		{"api_hostname unparseable", "api_hostname: 'http://[::1'", []string{"api_hostname", "absolute URL"}},
+		{"flush_max_per_body negative", "api_hostname: https://app.datadoghq.com\nflush_max_per_body: -1", []string{"flush_max_per_body = -1", "5000"}},
+		{"forward_address host:port", "forward_address: veneur:8127", []string{"forward_address", "http(s)"}},
+		{"trace_api_address no host", "trace_api_address: 'http://'", []string{"trace_api_address", "http(s)"}},
+		{"influx_consistency", "influx_address: http://influx:8086\ninflux_db_name: m\ninflux_consistency: most", []string{`influx_consistency "most"`, "any, one, quorum, all"}},
+		{"influx_db_name", "influx_address: http://influx:8086", []string{"influx_db_name"}},
+		{"aws_region", "aws_s3_bucket: b", []string{"aws_region"}},
+		{"aws keys", "aws_s3_bucket: b\naws_region: us-west-2\naws_access_key_id: k", []string{"aws_access_key_id", "aws_secret_access_key"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := ParseConfig([]byte("udp_address: 127.0.0.1:0\n" + tc.doc + "\n"))
+			if err != nil {
+				t.Fatalf("ParseConfig: %v (a sink's key belongs to the sink)", err)
+			}
+			_, err = NewFromConfig(cfg, Options{Stdout: io.Discard})
+			if err == nil {
+				t.Fatalf("NewFromConfig accepted %q", tc.doc)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}

@@ -36,6 +36,9 @@ import (
 )
 
 // Config sets up a Sink.
+// DefaultMaxPerBody is flush_max_per_body when the config leaves it unset.
+const DefaultMaxPerBody = 5000
+
 type Config struct {
 	// APIHostname is the base URL of the Datadog API (api_hostname),
 	// such as https://app.datadoghq.com.
@@ -76,7 +79,7 @@ func New(cfg Config, env plugins.Env) (*Sink, error) {
 	var errs []error
 	errs = append(errs, plugins.CheckURL("api_hostname", cfg.APIHostname, "https://app.datadoghq.com"))
 	if cfg.MaxPerBody <= 0 {
-		errs = append(errs, fmt.Errorf("flush_max_per_body = %d: must be greater than 0; leave it unset for the default", cfg.MaxPerBody))
+		errs = append(errs, fmt.Errorf("flush_max_per_body = %d: must be greater than 0; leave it unset for %d", cfg.MaxPerBody, DefaultMaxPerBody))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
