@@ -137,3 +137,16 @@ func (s *stopper) stop(ctx context.Context, name string, begin func(done chan<- 
 		return fmt.Errorf("waiting for the %s listener's readers: %w", name, ctx.Err())
 	}
 }
+
+// checkConfig checks what every listener's constructor is given.
+func checkConfig(kind, address string, maxLength int, newIngester NewIngester) error {
+	switch {
+	case address == "":
+		return fmt.Errorf("%s listener: no address", kind)
+	case maxLength < 1:
+		return fmt.Errorf("%s listener: maximum length %d, want at least 1", kind, maxLength)
+	case newIngester == nil:
+		return fmt.Errorf("%s listener: no ingester", kind)
+	}
+	return nil
+}

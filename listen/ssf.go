@@ -65,13 +65,8 @@ var _ Listener = (*SSF)(nil)
 
 // NewSSF returns an SSF listener on cfg. It binds nothing.
 func NewSSF(cfg SSFConfig, newIngester NewIngester, opts Options) (*SSF, error) {
-	switch {
-	case cfg.Address == "":
-		return nil, errors.New("ssf listener: no address")
-	case cfg.MaxLength < 1:
-		return nil, fmt.Errorf("ssf listener: maximum length %d, want at least 1", cfg.MaxLength)
-	case newIngester == nil:
-		return nil, errors.New("ssf listener: no ingester")
+	if err := checkConfig("ssf", cfg.Address, cfg.MaxLength, newIngester); err != nil {
+		return nil, err
 	}
 	return &SSF{
 		cfg:         cfg,

@@ -87,13 +87,8 @@ var _ Listener = (*TCP)(nil)
 
 // NewTCP returns a TCP listener on cfg. It binds nothing.
 func NewTCP(cfg TCPConfig, newIngester NewIngester, opts Options) (*TCP, error) {
-	switch {
-	case cfg.Address == "":
-		return nil, errors.New("tcp listener: no address")
-	case cfg.MaxLength < 1:
-		return nil, fmt.Errorf("tcp listener: maximum length %d, want at least 1", cfg.MaxLength)
-	case newIngester == nil:
-		return nil, errors.New("tcp listener: no ingester")
+	if err := checkConfig("tcp", cfg.Address, cfg.MaxLength, newIngester); err != nil {
+		return nil, err
 	}
 	return &TCP{
 		cfg:         cfg,

@@ -2,7 +2,6 @@ package listen
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -54,15 +53,11 @@ var _ Listener = (*UDP)(nil)
 
 // NewUDP returns a UDP listener on cfg. It binds nothing.
 func NewUDP(cfg UDPConfig, newIngester NewIngester, opts Options) (*UDP, error) {
-	switch {
-	case cfg.Address == "":
-		return nil, errors.New("udp listener: no address")
-	case cfg.Readers < 1:
+	if err := checkConfig("udp", cfg.Address, cfg.MaxLength, newIngester); err != nil {
+		return nil, err
+	}
+	if cfg.Readers < 1 {
 		return nil, fmt.Errorf("udp listener: %d readers, want at least 1", cfg.Readers)
-	case cfg.MaxLength < 1:
-		return nil, fmt.Errorf("udp listener: maximum length %d, want at least 1", cfg.MaxLength)
-	case newIngester == nil:
-		return nil, errors.New("udp listener: no ingester")
 	}
 	return &UDP{
 		cfg:         cfg,
