@@ -48,9 +48,19 @@ type Config struct {
 	Debug bool `yaml:"debug"`
 	// EnableProfiling serves /debug/pprof on http_address.
 	EnableProfiling bool `yaml:"enable_profiling"`
+	// FlushMaxConcurrency is how many bodies of one flush a destination
+	// gets at once. Default 4.
+	FlushMaxConcurrency int `yaml:"flush_max_concurrency"`
 	// FlushMaxPerBody is the largest number of metrics in one body posted to
 	// Datadog. Default 5000.
 	FlushMaxPerBody int `yaml:"flush_max_per_body"`
+	// FlushSpoolBytes bounds, per destination, the compressed bodies that
+	// wait for delivery (retries, a slow destination); past it the oldest
+	// are dropped. Default 67108864 (64 MiB).
+	FlushSpoolBytes int64 `yaml:"flush_spool_bytes"`
+	// FlushSpoolMaxAge is how long a body may wait for delivery before it
+	// is dropped, as a Go duration. Default: 10 intervals.
+	FlushSpoolMaxAge string `yaml:"flush_spool_max_age"`
 	// ForwardAddress is the URL of an upstream (global) veneur to forward
 	// histogram digests, sets and global counters to. Empty means this
 	// instance is the root.
@@ -95,6 +105,9 @@ type Config struct {
 	ReadBufferSizeBytes int `yaml:"read_buffer_size_bytes"`
 	// SentryDsn is the Sentry DSN errors and crashes are reported to.
 	SentryDsn string `yaml:"sentry_dsn"`
+	// ShutdownTimeout bounds how long SIGTERM waits to deliver what is
+	// still spooled after the last flush, as a Go duration. Default "10s".
+	ShutdownTimeout string `yaml:"shutdown_timeout"`
 	// StatsAddress is the DogStatsD host:port veneur sends its own metrics
 	// to. Empty means no self-metrics.
 	StatsAddress string `yaml:"stats_address"`
@@ -132,6 +145,12 @@ const (
 	DefaultFlushMaxPerBody     = datadog.DefaultMaxPerBody
 	DefaultReadBufferSizeBytes = 2 << 20
 	DefaultTraceMaxLengthBytes = 16384
+	DefaultFlushMaxConcurrency = 4
+	DefaultFlushSpoolBytes     = 64 << 20
+	DefaultShutdownTimeout     = "10s"
+	// DefaultSpoolIntervals is flush_spool_max_age, in intervals, when it
+	// is unset.
+	DefaultSpoolIntervals = 10
 )
 
 // maxConfigBytes bounds the size of a config file. Real ones, PEM blocks
@@ -211,6 +230,15 @@ func (c *Config) ApplyDefaults() error {
 	if c.ReadBufferSizeBytes == 0 {
 		c.ReadBufferSizeBytes = DefaultReadBufferSizeBytes
 	}
+	if c.FlushMaxConcurrency == 0 {
+		c.FlushMaxConcurrency = DefaultFlushMaxConcurrency
+	}
+	if c.FlushSpoolBytes == 0 {
+		c.FlushSpoolBytes = DefaultFlushSpoolBytes
+	}
+	if c.ShutdownTimeout == "" {
+		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
 	if c.TraceMaxLengthBytes == 0 {
 		c.TraceMaxLengthBytes = DefaultTraceMaxLengthBytes
 	}
@@ -233,12 +261,31 @@ func (c *Config) ApplyDefaults() error {
 // ParseInterval returns the flush interval. It fails, naming the key, when
 // interval is not a Go duration or is not positive.
 func (c Config) ParseInterval() (time.Duration, error) {
-	d, err := time.ParseDuration(c.Interval)
+	return parsePositiveDuration("interval", c.Interval, "10s")
+}
+
+// ParseShutdownTimeout returns shutdown_timeout as a duration.
+func (c Config) ParseShutdownTimeout() (time.Duration, error) {
+	return parsePositiveDuration("shutdown_timeout", c.ShutdownTimeout, "10s")
+}
+
+// SpoolMaxAge returns flush_spool_max_age as a duration: the configured
+// one, or DefaultSpoolIntervals intervals when it is unset.
+func (c Config) SpoolMaxAge() (time.Duration, error) {
+	if c.FlushSpoolMaxAge == "" {
+		iv, err := c.ParseInterval()
+		return DefaultSpoolIntervals * iv, err
+	}
+	return parsePositiveDuration("flush_spool_max_age", c.FlushSpoolMaxAge, "5m")
+}
+
+func parsePositiveDuration(key, value, example string) (time.Duration, error) {
+	d, err := time.ParseDuration(value)
 	if err != nil {
-		return 0, fmt.Errorf("interval %q: %w; use a Go duration such as 10s", c.Interval, err)
+		return 0, fmt.Errorf("%s %q: %w; use a Go duration such as %s", key, value, err, example)
 	}
 	if d <= 0 {
-		return 0, fmt.Errorf("interval %q: must be greater than zero; use a Go duration such as 10s", c.Interval)
+		return 0, fmt.Errorf("%s %q: must be greater than zero; use a Go duration such as %s", key, value, example)
 	}
 	return d, nil
 }
@@ -262,6 +309,18 @@ func (c Config) Validate() error {
 
 	if _, err := c.ParseInterval(); err != nil {
 		add(err)
+	}
+	if _, err := c.ParseShutdownTimeout(); err != nil {
+		add(err)
+	}
+	if c.FlushSpoolMaxAge != "" {
+		if _, err := c.SpoolMaxAge(); err != nil {
+			add(err)
+		}
+	}
+	add(positive("flush_max_concurrency", c.FlushMaxConcurrency, DefaultFlushMaxConcurrency))
+	if c.FlushSpoolBytes <= 0 {
+		add(fmt.Errorf("flush_spool_bytes = %d: must be greater than 0; leave it unset for the default of %d (64 MiB)", c.FlushSpoolBytes, DefaultFlushSpoolBytes))
 	}
 
 	for i, p := range c.Percentiles {

@@ -67,6 +67,10 @@ func TestReadConfigReadmeKeys(t *testing.T) {
 		TLSKey:                  testKeyPEM,
 		TraceMaxLengthBytes:     DefaultTraceMaxLengthBytes,
 		UdpAddress:              "localhost:8126",
+		// Not in 1.1.0: their defaults.
+		FlushMaxConcurrency: DefaultFlushMaxConcurrency,
+		FlushSpoolBytes:     DefaultFlushSpoolBytes,
+		ShutdownTimeout:     DefaultShutdownTimeout,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("ReadConfig(readme.yaml)\n got %+v\nwant %+v", c, want)
@@ -112,8 +116,10 @@ func TestExampleListsEveryKey(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("example.yaml keys\n got %v\nwant %v", got, want)
 	}
-	if len(want) != 34 {
-		t.Errorf("Config has %d keys, veneur 1.1.0 has 34", len(want))
+	// veneur 1.1.0's 34 keys, and flush_max_concurrency,
+	// flush_spool_bytes, flush_spool_max_age and shutdown_timeout.
+	if len(want) != 38 {
+		t.Errorf("Config has %d keys, want 38", len(want))
 	}
 
 	c, err := ParseConfig(data)
@@ -201,11 +207,16 @@ read_buffer_size_bytes: 1024
 trace_max_length_bytes: 99
 percentiles: [0.9]
 aggregates: [sum]
+flush_max_concurrency: 2
+flush_spool_bytes: 1000
+flush_spool_max_age: 1m
+shutdown_timeout: 3s
 `)
 	want := Config{
 		UdpAddress: "127.0.0.1:8126", Interval: "250ms", Hostname: "web-1",
 		NumWorkers: 3, NumReaders: 2, MetricMaxLength: 100, FlushMaxPerBody: 7,
 		ReadBufferSizeBytes: 1024, TraceMaxLengthBytes: 99,
+		FlushMaxConcurrency: 2, FlushSpoolBytes: 1000, FlushSpoolMaxAge: "1m", ShutdownTimeout: "3s",
 		Percentiles: []float64{0.9}, Aggregates: []string{"sum"},
 	}
 	if !reflect.DeepEqual(c, want) {
@@ -281,6 +292,10 @@ func TestValidateRejects(t *testing.T) {
 		{"interval without unit", "interval: 10", []string{"interval", "missing unit"}},
 		{"interval zero", "interval: 0s", []string{"interval", "greater than zero"}},
 		{"interval negative", "interval: -5s", []string{"interval", "greater than zero"}},
+		{"shutdown_timeout unparseable", "shutdown_timeout: soon", []string{"shutdown_timeout", `"soon"`, "10s"}},
+		{"flush_spool_max_age zero", "flush_spool_max_age: 0s", []string{"flush_spool_max_age", "greater than zero"}},
+		{"flush_spool_bytes negative", "flush_spool_bytes: -1", []string{"flush_spool_bytes = -1", "64 MiB"}},
+		{"flush_max_concurrency negative", "flush_max_concurrency: -2", []string{"flush_max_concurrency = -2", "4"}},
 		{"udp_address missing port", `udp_address: "x"`, []string{`udp_address "x": missing port; use host:port such as 127.0.0.1:8126`}},
 		{"udp_address port not a number", "udp_address: localhost:http", []string{"udp_address", "not a number from 0 to 65535"}},
 		{"udp_address port too big", "udp_address: localhost:65536", []string{"udp_address", "65535"}},
@@ -705,13 +720,13 @@ func TestValidateZeroConfigListsEveryProblem(t *testing.T) {
 	if err == nil {
 		t.Fatal("Validate accepted the zero Config")
 	}
-	for _, w := range []string{"interval", "num_workers", "num_readers", "metric_max_length", "read_buffer_size_bytes", "trace_max_length_bytes", "nothing to listen on"} {
+	for _, w := range []string{"interval", "shutdown_timeout", "flush_max_concurrency", "flush_spool_bytes", "num_workers", "num_readers", "metric_max_length", "read_buffer_size_bytes", "trace_max_length_bytes", "nothing to listen on"} {
 		if !strings.Contains(err.Error(), w) {
 			t.Errorf("error %q does not mention %q", err, w)
 		}
 	}
-	if n := joinedCount(err); n != 7 {
-		t.Errorf("Validate joined %d problems, want 7:\n%v", n, err)
+	if n := joinedCount(err); n != 10 {
+		t.Errorf("Validate joined %d problems, want 10:\n%v", n, err)
 	}
 }
 
