@@ -16,6 +16,7 @@ import (
 
 	"github.com/getsentry/sentry-go"
 
+	"github.com/veneur/veneur/plugins"
 	"github.com/veneur/veneur/plugins/datadog"
 )
 
@@ -145,12 +146,12 @@ const (
 	DefaultFlushMaxPerBody     = datadog.DefaultMaxPerBody
 	DefaultReadBufferSizeBytes = 2 << 20
 	DefaultTraceMaxLengthBytes = 16384
-	DefaultFlushMaxConcurrency = 4
-	DefaultFlushSpoolBytes     = 64 << 20
+	DefaultFlushMaxConcurrency = plugins.DefaultMaxConcurrency
+	DefaultFlushSpoolBytes     = plugins.DefaultSpoolBytes
 	DefaultShutdownTimeout     = "10s"
 	// DefaultSpoolIntervals is flush_spool_max_age, in intervals, when it
 	// is unset.
-	DefaultSpoolIntervals = 10
+	DefaultSpoolIntervals = plugins.DefaultSpoolAgeIntervals
 )
 
 // maxConfigBytes bounds the size of a config file. Real ones, PEM blocks

@@ -42,6 +42,7 @@ type flusher struct {
 	// sink instead of flushing them here.
 	forwarding bool
 	sinks      []plugins.Sink
+	sinkMu     []sync.Mutex // one per sink
 	ingest     *ingest
 	reporters  []reporter
 	log        *logrus.Logger
@@ -98,25 +99,30 @@ func (f *flusher) flush(ctx context.Context, intervals []interval, now time.Time
 	if len(b.Metrics)+len(b.Forward)+len(b.Events)+len(b.Checks)+len(b.Spans) == 0 {
 		return
 	}
-	for _, sink := range f.sinks {
+	for i, sink := range f.sinks {
 		f.inFlight.Add(1)
 		wg.Add(1)
 		go func() {
 			defer f.inFlight.Done()
 			defer wg.Done()
 			defer f.guard()
+			// One flush of a sink at a time, in order: a sink slower
+			// than the interval delays its own next flush, never
+			// another sink or the workers.
+			f.sinkMu[i].Lock()
+			defer f.sinkMu[i].Unlock()
 			f.run(ctx, sink, b)
 		}()
 	}
 }
 
-// run flushes one sink, with at most one interval and not cancelled with
-// ctx, and times and counts it.
+// run flushes one sink and times and counts it. A sink's Flush encodes the
+// batch and hands it to its delivery queue, which retries and spools within
+// its own bounds, so no deadline cuts a flush in half; Flush is not
+// cancelled with ctx.
 func (f *flusher) run(ctx context.Context, sink plugins.Sink, b *plugins.Batch) {
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), f.interval)
-	defer cancel()
 	start := time.Now()
-	err := sink.Flush(sctx, b)
+	err := sink.Flush(context.WithoutCancel(ctx), b)
 	tags := []string{"sink:" + sink.Name()}
 	f.stats.TimeInMilliseconds("sink.duration_ns", nanos(time.Since(start)), tags, 1)
 	// A sink's error may cover several parts (series, events); each

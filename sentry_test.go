@@ -55,12 +55,12 @@ func (f *fakeSentry) all() string {
 	return strings.Join(f.bodies, "\n")
 }
 
-// A flush that fails is logged as an error, and so reaches Sentry with the
-// error and the release.
+// A body the API refuses is logged as an error, and so reaches Sentry with
+// the error and the release.
 func TestSentryReceivesErrors(t *testing.T) {
 	fs := newFakeSentry(t)
 	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		http.Error(w, "nope", http.StatusInternalServerError)
+		http.Error(w, "nope", http.StatusBadRequest)
 	}))
 	defer api.Close()
 	cfg := testConfig(t, "sentry_dsn: "+fs.dsn()+"\napi_hostname: "+api.URL+"\nkey: k\n")
@@ -76,7 +76,7 @@ func TestSentryReceivesErrors(t *testing.T) {
 	sendUDP(t, s.UDPAddr(), "x:1|c")
 	shutdown(t, s) // flushes, waits for the sink and flushes Sentry
 	got := fs.all()
-	for _, want := range []string{`"message":"flush failed"`, "500", `"release":"` + VERSION + `"`, `"server_name":"box"`} {
+	for _, want := range []string{`"message":"sending to the Datadog API failed; dropped (rejected_4xx)"`, "400 Bad Request", `"release":"` + VERSION + `"`, `"server_name":"box"`} {
 		if !strings.Contains(got, want) {
 			t.Errorf("Sentry received no %s:\n%s", want, got)
 		}

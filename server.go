@@ -176,8 +176,14 @@ func NewFromConfig(cfg Config, opts Options) (*Server, error) {
 		stats:      s.stats,
 		guard:      s.guard,
 	}
+	s.flusher.sinkMu = make([]sync.Mutex, len(sinks))
 	for _, l := range s.listeners {
 		s.flusher.reporters = append(s.flusher.reporters, l)
+	}
+	for _, sink := range sinks {
+		if r, ok := sink.(plugins.Reporter); ok {
+			s.flusher.reporters = append(s.flusher.reporters, r)
+		}
 	}
 	return s, nil
 }
@@ -219,7 +225,12 @@ func (s *Server) buildListeners() error {
 		}
 	}
 	if cfg.HTTPAddress != "" {
-		imp := forward.NewImporter(s.pool)
+		// A local retries a forward for as long as it spools it, so the
+		// batch ids it may repeat are remembered that long, and two
+		// intervals more.
+		interval, _ := cfg.ParseInterval()
+		age, _ := cfg.SpoolMaxAge()
+		imp := forward.NewImporter(s.pool, forward.ImporterConfig{Remember: age + 2*interval})
 		add("http_address", newWebServer(cfg.HTTPAddress, s.handler(imp), imp, s.guard, s.log), nil)
 	}
 	return nil
@@ -334,6 +345,32 @@ func waitCtx(ctx context.Context, wg *sync.WaitGroup) error {
 	}
 }
 
+// closeSinks lets every sink deliver what it still holds, all at once,
+// for at most shutdown_timeout (or until ctx ends). What a sink then has to
+// drop it logs and counts: that is the bound working, not a failure of
+// Shutdown.
+func (s *Server) closeSinks(ctx context.Context) {
+	timeout, _ := s.cfg.ParseShutdownTimeout()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, sink := range s.flusher.sinks {
+		c, ok := sink.(plugins.Closer)
+		if !ok {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer s.guard()
+			if err := c.Close(ctx); err != nil {
+				s.log.WithError(err).WithField("sink", sink.Name()).Warn("shutdown_timeout passed before everything was delivered")
+			}
+		}()
+	}
+	wg.Wait()
+}
+
 // Shutdown stops the listeners (which process everything already received,
 // including datagrams queued in the kernel), stops the workers, flushes
 // once more and waits for every flush in flight, or until ctx ends.
@@ -363,6 +400,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.flusher.flush(ctx, s.pool.stop(), time.Now(), &sinks)
 	if err := waitCtx(ctx, &s.flusher.inFlight); err != nil {
 		errs = append(errs, fmt.Errorf("waiting for in-flight flushes: %w", err))
+	}
+	s.closeSinks(ctx)
+	// The queues' last self-metrics: what they delivered or dropped.
+	for _, sink := range s.flusher.sinks {
+		if r, ok := sink.(plugins.Reporter); ok {
+			r.Report(s.stats)
+		}
 	}
 	if c, ok := s.stats.(io.Closer); ok {
 		c.Close()

@@ -15,6 +15,13 @@ import (
 // config does not ask for it. The sink validates its own keys.
 type sinkBuilder func(cfg Config, opts Options, env plugins.Env) (plugins.Sink, error)
 
+// delivery is how every HTTP sink retries and spools: flush_spool_bytes,
+// flush_spool_max_age and flush_max_concurrency.
+func delivery(cfg Config) plugins.DeliveryConfig {
+	age, _ := cfg.SpoolMaxAge() // Validate has checked it
+	return plugins.DeliveryConfig{MaxBytes: cfg.FlushSpoolBytes, MaxAge: age, Concurrency: cfg.FlushMaxConcurrency}
+}
+
 // sinkBuilders are the sinks veneur publishes to. Adding a sink is a
 // package under plugins/ and one line here.
 var sinkBuilders = []sinkBuilder{
@@ -47,6 +54,7 @@ func datadogSink(cfg Config, opts Options, env plugins.Env) (plugins.Sink, error
 	}
 	return datadog.New(datadog.Config{
 		APIHostname: cfg.APIHostname, APIKey: cfg.Key, MaxPerBody: cfg.FlushMaxPerBody, Client: opts.HTTPClient,
+		Delivery: delivery(cfg),
 	}, env)
 }
 
@@ -64,7 +72,7 @@ func traceSink(cfg Config, opts Options, env plugins.Env) (plugins.Sink, error) 
 	if cfg.TraceAPIAddress == "" {
 		return nil, nil
 	}
-	return datadog.NewTraces(datadog.TraceConfig{Address: cfg.TraceAPIAddress, Client: opts.HTTPClient}, env)
+	return datadog.NewTraces(datadog.TraceConfig{Address: cfg.TraceAPIAddress, Client: opts.HTTPClient, Delivery: delivery(cfg)}, env)
 }
 
 func influxSink(cfg Config, opts Options, env plugins.Env) (plugins.Sink, error) {
@@ -73,6 +81,7 @@ func influxSink(cfg Config, opts Options, env plugins.Env) (plugins.Sink, error)
 	}
 	return influxdb.New(influxdb.Config{
 		Address: cfg.InfluxAddress, Database: cfg.InfluxDBName, Consistency: cfg.InfluxConsistency, Client: opts.HTTPClient,
+		Delivery: delivery(cfg),
 	}, env)
 }
 
@@ -91,5 +100,5 @@ func forwardSink(cfg Config, opts Options, env plugins.Env) (plugins.Sink, error
 	if cfg.ForwardAddress == "" {
 		return nil, nil
 	}
-	return forward.NewClient(forward.ClientConfig{Address: cfg.ForwardAddress, Client: opts.HTTPClient}, env)
+	return forward.NewClient(forward.ClientConfig{Address: cfg.ForwardAddress, Client: opts.HTTPClient, Delivery: delivery(cfg)}, env)
 }

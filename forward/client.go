@@ -3,6 +3,8 @@ package forward
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -12,7 +14,6 @@ import (
 	"time"
 
 	"github.com/DataDog/datadog-go/v5/statsd"
-	"github.com/sirupsen/logrus"
 
 	"github.com/veneur/veneur/internal/counter"
 	"github.com/veneur/veneur/plugins"
@@ -27,29 +28,38 @@ type ClientConfig struct {
 	// Client sends the requests; nil means one whose timeout is the flush
 	// interval.
 	Client *http.Client
+	// Delivery bounds the retries and the spool; zero fields take their
+	// defaults (plugins.DefaultDelivery).
+	Delivery plugins.DeliveryConfig
 }
 
 // Client is the local side of forwarding: a sink that posts the
 // Batch.Forward of every flush to the global instance's /import, as one
-// deflate-compressed JSON array of JSONMetric. A failed forward is logged,
-// counted and not retried: the next interval carries new state.
+// deflate-compressed JSON array of JSONMetric. The request goes through a
+// plugins.Queue (destination:forward, self-metric prefix forward, whose
+// items are metrics), which retries it when the global fails or is
+// unreachable, keeps the flushes in order, and drops it when the global
+// refuses it (a 4xx) or it waited too long. Every request carries a batch
+// id in BatchHeader, the same on each retry, so that a global that merged
+// it once, and whose answer was lost, does not merge it again.
 type Client struct {
 	url    string
 	poster plugins.Poster
 	what   string // the destination, in errors
-	log    *logrus.Logger
 	stats  statsd.ClientInterface
-	errs   *counter.ByCause // forward.error_total, indexed by cause*
+	errs   *counter.ByCause // forward.error_total{cause:marshal}
+	queue  *plugins.Queue
 }
 
-var _ plugins.Sink = (*Client)(nil)
-
-// Causes of forward.error_total, in the order of Client.errs.
-const (
-	causeMarshal = iota
-	causePost
-	causeResponse
+var (
+	_ plugins.Sink     = (*Client)(nil)
+	_ plugins.Closer   = (*Client)(nil)
+	_ plugins.Reporter = (*Client)(nil)
 )
+
+// causeMarshal is the cause Client.errs counts: metrics that do not
+// encode. The queue counts the failed posts (causes post and response).
+const causeMarshal = 0
 
 // NewClient returns a Client for cfg. It sends nothing until Flush.
 func NewClient(cfg ClientConfig, env plugins.Env) (*Client, error) {
@@ -61,6 +71,9 @@ func NewClient(cfg ClientConfig, env plugins.Env) (*Client, error) {
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("forward_address %q: not an absolute http(s) URL; use a URL such as %s", cfg.Address, example)
 	}
+	if err := cfg.Delivery.Validate(); err != nil {
+		return nil, err
+	}
 	client := cfg.Client
 	if client == nil {
 		client = &http.Client{Timeout: env.Interval}
@@ -70,46 +83,29 @@ func NewClient(cfg ClientConfig, env plugins.Env) (*Client, error) {
 		poster: plugins.Poster{Client: client},
 		// The host only: the URL may carry credentials.
 		what:  "the global instance at " + u.Host,
-		log:   env.Log,
 		stats: env.Stats,
-		errs:  counter.New("marshal", "post", "response"),
-	}
-	if c.log == nil {
-		c.log = logrus.New()
-		c.log.SetOutput(io.Discard)
+		errs:  counter.New("marshal"),
 	}
 	if c.stats == nil {
 		c.stats = &statsd.NoOpClient{}
 	}
+	c.queue = plugins.NewQueue("forward", &c.poster, cfg.Delivery, env, "forward")
 	return c, nil
 }
 
 // Name names the sink in self-metrics.
 func (c *Client) Name() string { return "forward" }
 
-// Flush posts b.Forward (nothing when it is empty) and reports
-// forward.duration_ns, forward.post_metrics_total (the metrics in the
-// body) and, on failure, forward.error_total with cause marshal (metrics
-// that do not encode are left out, the others still sent), post (no answer)
-// or response (an answer other than 2xx). It returns the failure too.
+// Flush encodes b.Forward (nothing when it is empty) as one request with a
+// new batch id, enqueues it, and reports forward.duration_ns{part:marshal}.
+// It does not wait for the global instance. Metrics that do not encode are
+// left out, the others still sent; they are counted in
+// forward.error_total{cause:marshal} and returned as the error.
 func (c *Client) Flush(ctx context.Context, b *plugins.Batch) error {
 	if len(b.Forward) == 0 {
 		return nil
 	}
 	start := time.Now()
-	n, err := c.send(ctx, b)
-	c.stats.TimeInMilliseconds("forward.duration_ns", float64(time.Since(start).Nanoseconds()), nil, 1)
-	c.stats.Count("forward.post_metrics_total", int64(n), nil, 1)
-	if err != nil {
-		c.errs.Report(c.stats, "forward.error_total")
-		c.log.WithError(err).WithField("metrics", len(b.Forward)).Error("forwarding to the global instance failed")
-	}
-	return err
-}
-
-// send encodes and posts b.Forward, counts its failures in c.errs, and
-// returns how many metrics the body held.
-func (c *Client) send(ctx context.Context, b *plugins.Batch) (int, error) {
 	var body bytes.Buffer
 	var n int
 	var skipped []error
@@ -118,6 +114,7 @@ func (c *Client) send(ctx context.Context, b *plugins.Batch) (int, error) {
 		n, skipped, err = writeJSONArray(w, b.Forward)
 		return err
 	})
+	c.stats.TimeInMilliseconds("forward.duration_ns", float64(time.Since(start).Nanoseconds()), []string{"part:marshal"}, 1)
 	var errs []error
 	if len(skipped) > 0 {
 		errs = append(errs, fmt.Errorf("%d of %d metrics left out: %w", len(skipped), len(b.Forward), errors.Join(skipped...)))
@@ -129,24 +126,37 @@ func (c *Client) send(ctx context.Context, b *plugins.Batch) (int, error) {
 		c.errs.Add(causeMarshal, 1)
 	}
 	if err != nil || n == 0 {
-		return 0, errors.Join(errs...)
+		return errors.Join(errs...)
 	}
-	err = c.poster.Send(ctx, plugins.Request{
-		Method:          http.MethodPost,
-		URL:             c.url,
-		What:            c.what,
-		Body:            body.Bytes(),
-		ContentType:     "application/json",
-		ContentEncoding: string(plugins.Deflate),
+	c.queue.Send(plugins.Delivery{
+		Request: plugins.Request{
+			Method:          http.MethodPost,
+			URL:             c.url,
+			What:            c.what,
+			Body:            body.Bytes(),
+			ContentType:     "application/json",
+			ContentEncoding: string(plugins.Deflate),
+			Header:          http.Header{BatchHeader: {newBatchID()}},
+		},
+		Count: n,
 	})
-	if err != nil {
-		var se *plugins.StatusError
-		if errors.As(err, &se) {
-			c.errs.Add(causeResponse, 1)
-		} else {
-			c.errs.Add(causePost, 1)
-		}
-		errs = append(errs, err)
-	}
-	return n, errors.Join(errs...)
+	return errors.Join(errs...)
+}
+
+// Close delivers what the queue holds until ctx ends, and drops the rest.
+func (c *Client) Close(ctx context.Context) error { return c.queue.Close(ctx) }
+
+// Report sends forward.error_total{cause:marshal} and the delivery
+// self-metrics.
+func (c *Client) Report(stats statsd.ClientInterface) {
+	c.errs.Report(stats, "forward.error_total")
+	c.queue.Report(stats)
+}
+
+// newBatchID is a random 128-bit id, in hex: unique to one request, so
+// that the global can tell a retry from a new batch.
+func newBatchID() string {
+	var b [16]byte
+	rand.Read(b[:]) // never fails, as of Go 1.24
+	return hex.EncodeToString(b[:])
 }

@@ -20,6 +20,17 @@ import (
 // the answer, 202 with {"accepted":N,"rejected":M,"errors":[...]}, or 400
 // when none was accepted. While the instance shuts down (Merge returns
 // ErrClosed) it answers 503, and 500 when Merge fails otherwise.
+//
+// A request may name its batch with BatchHeader, an id of 1 to 64
+// characters of [0-9a-zA-Z_-] (else 400), the same on each of its retries.
+// Once a batch is answered 202, its id is remembered for
+// ImporterConfig.Remember: a request with that id is answered 202 with the
+// counts of the first and "duplicate":true, and neither read nor merged
+// again. While a request with that id is being merged, another is answered
+// 503 with Retry-After: 1, so that its sender learns the answer when it
+// retries. Any other answer (the body refused, none of its metrics
+// accepted, Merge failed) forgets the id: a retry is merged. A request
+// without BatchHeader is merged whatever came before.
 func (im *Importer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	fail := func(code, cause int, msg string) {
@@ -30,6 +41,32 @@ func (im *Importer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Allow", http.MethodPost)
 		fail(http.StatusMethodNotAllowed, causeMethod, "POST a JSON array of metrics to /import")
 		return
+	}
+	// id is the batch id, "" when the request has none. Until its merge
+	// is answered 202 (and id is remembered), every way out forgets it.
+	var id string
+	if ids := r.Header.Values(BatchHeader); len(ids) > 0 {
+		if len(ids) > 1 || !wellFormedBatchID(ids[0]) {
+			fail(http.StatusBadRequest, causeBatchID, fmt.Sprintf("%s: want one id of 1 to %d characters of 0-9, a-z, A-Z, _ and -", BatchHeader, maxBatchIDLen))
+			return
+		}
+		state, prev := im.batches.begin(ids[0], im.now())
+		switch state {
+		case batchDuplicate:
+			im.duplicates.Add(1)
+			writeAnswer(w, http.StatusAccepted, importResponse{Accepted: prev.accepted, Rejected: prev.rejected, Duplicate: true})
+			return
+		case batchMerging:
+			w.Header().Set("Retry-After", "1")
+			fail(http.StatusServiceUnavailable, causeInProgress, "batch "+ids[0]+" is being merged; retry to learn its answer")
+			return
+		}
+		id = ids[0]
+		defer func() {
+			if id != "" {
+				im.batches.fail(id)
+			}
+		}()
 	}
 	var body io.Reader = r.Body
 	var decompress func(io.Reader) (io.ReadCloser, error)
@@ -81,11 +118,22 @@ func (im *Importer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
 	code := http.StatusAccepted
 	if resp.Accepted == 0 && resp.Rejected > 0 {
 		code = http.StatusBadRequest
 	}
+	if id != "" && code == http.StatusAccepted {
+		// Remembered before the answer is written: a retry sent once the
+		// answer is lost finds the id merged, not being merged.
+		im.batches.done(id, mergedBatch{at: im.now(), accepted: resp.Accepted, rejected: resp.Rejected})
+		id = ""
+	}
+	writeAnswer(w, code, resp)
+}
+
+// writeAnswer writes resp as JSON with code.
+func writeAnswer(w http.ResponseWriter, code int, resp importResponse) {
+	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	json.NewEncoder(w).Encode(resp)
 }

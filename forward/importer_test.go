@@ -98,7 +98,7 @@ func TestImportDecodes(t *testing.T) {
 		body []byte
 	}{{"", body}, {"identity", body}, {"deflate", deflate(body)}, {"gzip", gzipped(body)}} {
 		m := &fakeMerger{}
-		rec := postImport(t, NewImporter(m), enc.name, enc.body)
+		rec := postImport(t, NewImporter(m, ImporterConfig{}), enc.name, enc.body)
 		if rec.Code != http.StatusAccepted || rec.Body.String() != `{"accepted":4,"rejected":0}`+"\n" || rec.Header().Get("Content-Type") != "application/json" {
 			t.Fatalf("%q: %d %s %q", enc.name, rec.Code, rec.Header().Get("Content-Type"), rec.Body.String())
 		}
@@ -131,7 +131,7 @@ func TestImportDecodes(t *testing.T) {
 
 func TestImportRefusesBadBodies(t *testing.T) {
 	m := &fakeMerger{}
-	im := NewImporter(m)
+	im := NewImporter(m, ImporterConfig{})
 	good := marshal(t, []JSONMetric{encode(t, samplers.Forwarded{Type: samplers.CounterMetric, Name: "ok", Counter: 1})})
 	badValue := marshal(t, []JSONMetric{{Name: "h", Type: "histogram", Value: []byte("nope")}})
 	mixed := marshal(t, []JSONMetric{
@@ -210,7 +210,7 @@ func TestImportRefusesBadBodies(t *testing.T) {
 // A body over MaxImportBody decompressed is refused, and nothing merged.
 func TestImportBodyLimit(t *testing.T) {
 	m := &fakeMerger{}
-	im := NewImporter(m)
+	im := NewImporter(m, ImporterConfig{})
 	if im.maxBody != MaxImportBody || MaxImportBody != 256<<20 {
 		t.Fatalf("limit %d, want 256 MiB", im.maxBody)
 	}
@@ -237,7 +237,7 @@ func TestImportBodyLimit(t *testing.T) {
 // refused with 503, counted as shutdown, and not counted as merged.
 func TestImportShutdown(t *testing.T) {
 	m := &fakeMerger{err: ErrClosed}
-	im := NewImporter(m)
+	im := NewImporter(m, ImporterConfig{})
 	good := marshal(t, []JSONMetric{encode(t, samplers.Forwarded{Type: samplers.CounterMetric, Name: "ok", Counter: 1})})
 	for _, body := range [][]byte{good, []byte("[]")} {
 		rec := postImport(t, im, "", body)
@@ -262,7 +262,7 @@ func TestImportShutdown(t *testing.T) {
 // wraps ErrClosed is a 503 counted as shutdown.
 func TestImportMergeError(t *testing.T) {
 	m := &fakeMerger{err: errors.New("worker gone")}
-	im := NewImporter(m)
+	im := NewImporter(m, ImporterConfig{})
 	rec := postImport(t, im, "", []byte("[]"))
 	if rec.Code != http.StatusInternalServerError || rec.Body.String() != "merging the metrics: worker gone\n" {
 		t.Errorf("%d %q", rec.Code, rec.Body.String())
@@ -283,7 +283,7 @@ func TestImportMergeError(t *testing.T) {
 
 // An error no metric cause lists is counted as other, not as one of them.
 func TestImportMetricCauses(t *testing.T) {
-	im := NewImporter(&fakeMerger{})
+	im := NewImporter(&fakeMerger{}, ImporterConfig{})
 	for err, want := range map[error]string{
 		ErrName: "name", ErrType: "type", ErrTags: "tags",
 		errors.Join(errors.New("x"), ErrValue): "value",
@@ -297,7 +297,7 @@ func TestImportMetricCauses(t *testing.T) {
 
 // Report sends what was counted since the last Report, then nothing.
 func TestImportReport(t *testing.T) {
-	im := NewImporter(&fakeMerger{})
+	im := NewImporter(&fakeMerger{}, ImporterConfig{})
 	good := marshal(t, []JSONMetric{encode(t, samplers.Forwarded{Type: samplers.CounterMetric, Name: "ok", Counter: 1})})
 	for range 3 {
 		if rec := postImport(t, im, "", good); rec.Code != http.StatusAccepted {
@@ -336,7 +336,7 @@ func TestImportReport(t *testing.T) {
 
 func FuzzImportBody(f *testing.F) {
 	m := &fakeMerger{}
-	im := NewImporter(m)
+	im := NewImporter(m, ImporterConfig{})
 	f.Add([]byte(`[{"name":"a","type":"counter","tags":[],"value":"AAAAAAAA8D8="}]`))
 	f.Add([]byte(`[{"name":"h","type":"histogram","tags":["x:y"],"value":"AQ=="}]`))
 	f.Add([]byte(`[{"name":"s","type":"set","tags":[],"value":"AQ4="}]`))

@@ -9,8 +9,10 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zlib"
@@ -35,6 +37,10 @@ type Request struct {
 	Body []byte
 	// ContentType and ContentEncoding are sent when not empty.
 	ContentType, ContentEncoding string
+	// Header holds more headers to send, such as the batch id of a
+	// forward. A Queue sends the same Header on every attempt; Send
+	// neither changes nor keeps it.
+	Header http.Header
 }
 
 // StatusError is an answer other than 2xx.
@@ -45,6 +51,10 @@ type StatusError struct {
 	Status string
 	// Snippet is the start of the answer's body.
 	Snippet string
+	// RetryAfter is how long the answer's Retry-After header (seconds
+	// or an HTTP date) asks the client to wait; 0 when it has none, or
+	// none that parses, or a date already past.
+	RetryAfter time.Duration
 }
 
 func (e *StatusError) Error() string {
@@ -60,6 +70,9 @@ func (p *Poster) Send(ctx context.Context, r Request) error {
 	req, err := http.NewRequestWithContext(ctx, r.Method, r.URL, bytes.NewReader(r.Body))
 	if err != nil {
 		return p.redact(fmt.Errorf("%s: %w", r.What, err))
+	}
+	if r.Header != nil {
+		req.Header = r.Header.Clone()
 	}
 	if r.ContentType != "" {
 		req.Header.Set("Content-Type", r.ContentType)
@@ -81,9 +94,37 @@ func (p *Poster) Send(ctx context.Context, r Request) error {
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode/100 != 2 {
 		return &StatusError{What: r.What, Code: resp.StatusCode, Status: resp.Status,
-			Snippet: p.scrub(strings.TrimSpace(string(snippet)))}
+			Snippet:    p.scrub(strings.TrimSpace(string(snippet))),
+			RetryAfter: retryAfter(resp.Header.Get("Retry-After"), time.Now())}
 	}
 	return nil
+}
+
+// maxRetryAfter bounds what a Retry-After header is read as, so that a
+// huge number of seconds cannot overflow a Duration. A Queue caps the wait
+// further, at its MaxAge.
+const maxRetryAfter = 24 * time.Hour
+
+// retryAfter reads a Retry-After value, delay-seconds or an HTTP date, as
+// the wait it asks for from now; 0 when v is empty, malformed or past.
+func retryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if strings.Trim(v, "0123456789") == "" {
+		// delay-seconds; too many digits for a uint64 is long enough.
+		secs, err := strconv.ParseUint(v, 10, 64)
+		if err != nil || secs >= uint64(maxRetryAfter/time.Second) {
+			return maxRetryAfter
+		}
+		return time.Duration(secs) * time.Second
+	}
+	at, err := http.ParseTime(v)
+	if err != nil {
+		return 0
+	}
+	return min(max(at.Sub(now), 0), maxRetryAfter)
 }
 
 // JSON sends v as an uncompressed JSON body.

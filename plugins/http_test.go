@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 )
 
 // received is one request a test server saw.
@@ -87,6 +88,74 @@ func TestPosterStatusError(t *testing.T) {
 	}
 	if msg := err.Error(); !strings.HasPrefix(msg, "the test API answered 500 Internal Server Error: broken REDACTED xxx") || strings.Contains(msg, "s3cret") {
 		t.Errorf("err = %q", msg)
+	}
+}
+
+// Request.Header goes out as it is, beside Content-Type and
+// Content-Encoding, and Send leaves it unchanged.
+func TestPosterSendsHeader(t *testing.T) {
+	got := make(chan http.Header, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- r.Header.Clone()
+	}))
+	defer srv.Close()
+	h := http.Header{"X-Batch": {"b1"}, "X-Two": {"1", "2"}}
+	p := &Poster{Client: srv.Client()}
+	err := p.Send(context.Background(), Request{Method: http.MethodPost, URL: srv.URL, What: "the test API",
+		ContentType: "application/json", Header: h})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := <-got
+	if r.Get("X-Batch") != "b1" || strings.Join(r.Values("X-Two"), ",") != "1,2" || r.Get("Content-Type") != "application/json" {
+		t.Errorf("headers %v", r)
+	}
+	if len(h) != 2 || h.Get("Content-Type") != "" {
+		t.Errorf("Send changed the request's Header: %v", h)
+	}
+}
+
+// A 429 or 503 carries its Retry-After in the StatusError.
+func TestPosterRetryAfter(t *testing.T) {
+	for _, c := range []struct {
+		header string
+		want   time.Duration
+	}{
+		{"", 0},
+		{"2", 2 * time.Second},
+		{" 120 ", 2 * time.Minute},
+		{"soon", 0},
+		{"-3", 0},
+		{"99999999999999999999", maxRetryAfter},
+	} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if c.header != "" {
+				w.Header().Set("Retry-After", c.header)
+			}
+			w.WriteHeader(http.StatusTooManyRequests)
+		}))
+		p := &Poster{Client: srv.Client()}
+		err := p.Send(context.Background(), Request{Method: http.MethodPost, URL: srv.URL, What: "the test API"})
+		srv.Close()
+		var se *StatusError
+		if !errors.As(err, &se) || se.Code != 429 || se.RetryAfter != c.want {
+			t.Errorf("Retry-After %q: %v (%+v), want a 429 with RetryAfter %s", c.header, err, se, c.want)
+		}
+	}
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for _, c := range []struct {
+		header string
+		want   time.Duration
+	}{
+		{"Fri, 02 Jan 2026 03:04:35 GMT", 30 * time.Second},
+		{"Friday, 02-Jan-26 03:04:15 GMT", 10 * time.Second}, // RFC 850
+		{"Fri Jan  2 03:05:05 2026", time.Minute},            // ANSI C
+		{"Fri, 02 Jan 2026 03:00:00 GMT", 0},                 // past
+		{"Sat, 02 Jan 2027 03:04:05 GMT", maxRetryAfter},
+	} {
+		if got := retryAfter(c.header, now); got != c.want {
+			t.Errorf("retryAfter(%q) = %s, want %s", c.header, got, c.want)
+		}
 	}
 }
 

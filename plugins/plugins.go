@@ -1,6 +1,7 @@
 // Package plugins holds the sinks veneur publishes to, each in a package of
 // its own behind the Sink interface, and what they share: the defaults
-// every sink applies (Common) and HTTP delivery (Poster).
+// every sink applies (Common), HTTP requests (Poster) and their durable
+// delivery (Queue: retries, backoff and a bounded spool per destination).
 package plugins
 
 import (
@@ -26,6 +27,22 @@ type Sink interface {
 	// Name tags the sink's self-metrics (veneur.sink.*, sink:NAME).
 	Name() string
 	Flush(ctx context.Context, b *Batch) error
+}
+
+// Closer is a sink that still holds work after Flush returned, such as
+// the requests its Queue retries. The instance calls Close once, at
+// shutdown, after the final Flush: Close delivers what waits until ctx
+// ends, drops the rest (counted), and returns once the sink's goroutines
+// have returned. Its error says what was dropped.
+type Closer interface {
+	Close(ctx context.Context) error
+}
+
+// Reporter is a part with self-metrics of its own, such as a sink's
+// delivery counts. The instance calls Report at every flush; each call
+// sends the counts since the previous one.
+type Reporter interface {
+	Report(stats statsd.ClientInterface)
 }
 
 // Batch is one interval's output.

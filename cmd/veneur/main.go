@@ -94,8 +94,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	sig := <-sigs
 	log.WithField("signal", sig.String()).Info("shutting down: draining sockets and flushing")
+	// Shutdown bounds the delivery of what is still spooled by
+	// shutdown_timeout itself; this outer bound only guards against a
+	// part that does not stop (a listener's drain takes 2 s at most).
+	timeout, _ := cfg.ParseShutdownTimeout()
 	interval, _ := cfg.ParseInterval()
-	ctx, cancel := context.WithTimeout(context.Background(), interval+5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout+interval+5*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(ctx); err != nil {
 		log.WithError(err).Error("shutdown was not clean")

@@ -16,6 +16,11 @@
 //
 // TraceSink puts the SSF trace spans to a Datadog trace agent's
 // /v0.3/traces, as a JSON array of traces, each an array of spans.
+//
+// Both deliver through plugins.Queue: Flush encodes and enqueues, and
+// returns; the queue retries what fails, in order of flush, within the
+// bounds of a plugins.DeliveryConfig. Close delivers what still waits at
+// shutdown; Report sends the delivery self-metrics.
 package datadog
 
 import (
@@ -48,12 +53,22 @@ type Config struct {
 	APIKey string
 	// MaxPerBody is the most series in one body (flush_max_per_body).
 	MaxPerBody int
-	// Client sends the requests; nil means http.DefaultClient. Flush's
-	// context bounds each request either way.
+	// Client sends the requests; nil means http.DefaultClient. The
+	// delivery's Timeout bounds each request either way.
 	Client *http.Client
+	// Delivery bounds the retries and the spool of the series, and
+	// apart, of the events and service checks; zero fields take their
+	// defaults (plugins.DefaultDelivery).
+	Delivery plugins.DeliveryConfig
 }
 
 // Sink publishes series, events and service checks to the Datadog API.
+//
+// Series and events have a queue each (destination:datadog and
+// destination:datadog_events, both with the self-metric prefix flush):
+// the events API taking one event per request, a backlog of events must
+// neither hold up the next flush's series nor take their spool's room, and
+// their counts (events and service checks) stay apart from the series'.
 type Sink struct {
 	seriesURL string // with the key
 	apiBase   string // without a trailing slash
@@ -70,9 +85,16 @@ type Sink struct {
 	hostJSON []byte
 	bufs     sync.Pool // *bytes.Buffer, one per body being built
 	scratch  sync.Pool // *[]byte, JSON on its way to the compressor
+	// series and events deliver the series bodies and the events and
+	// checks.
+	series, events *plugins.Queue
 }
 
-var _ plugins.Sink = (*Sink)(nil)
+var (
+	_ plugins.Sink     = (*Sink)(nil)
+	_ plugins.Closer   = (*Sink)(nil)
+	_ plugins.Reporter = (*Sink)(nil)
+)
 
 // New returns a Sink for cfg, or an error naming the config key at fault.
 func New(cfg Config, env plugins.Env) (*Sink, error) {
@@ -81,6 +103,7 @@ func New(cfg Config, env plugins.Env) (*Sink, error) {
 	if cfg.MaxPerBody <= 0 {
 		errs = append(errs, fmt.Errorf("flush_max_per_body = %d: must be greater than 0; leave it unset for %d", cfg.MaxPerBody, DefaultMaxPerBody))
 	}
+	errs = append(errs, cfg.Delivery.Validate())
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -100,7 +123,7 @@ func New(cfg Config, env plugins.Env) (*Sink, error) {
 		hostJSON = appendJSONString(append(hostJSON, `,"host":`...), env.Hostname)
 	}
 	base := strings.TrimRight(cfg.APIHostname, "/")
-	return &Sink{
+	d := &Sink{
 		seriesURL:  base + "/api/v1/series?api_key=" + cfg.APIKey,
 		apiBase:    base,
 		key:        cfg.APIKey,
@@ -116,94 +139,110 @@ func New(cfg Config, env plugins.Env) (*Sink, error) {
 			b := make([]byte, 0, scratchFlush+4096)
 			return &b
 		}},
-	}, nil
+	}
+	d.series = plugins.NewQueue("datadog", &d.poster, cfg.Delivery, env, "flush")
+	d.events = plugins.NewQueue("datadog_events", &d.poster, cfg.Delivery, env, "flush")
+	return d, nil
 }
 
 // Name tags the sink's self-metrics.
 func (d *Sink) Name() string { return "datadog" }
 
-// Flush posts the batch's metrics to the series API and, at the same time,
-// its events and service checks; an empty part sends nothing. The error
-// joins the failures of the series and, marked as part "events"
-// (plugins.Part), those of the events and checks.
+// Flush encodes the batch's metrics into series bodies, and its events
+// and service checks into their requests, and hands them to the delivery
+// queues; an empty part sends nothing. It does not wait for the API. The
+// error joins what failed to encode: series, and marked as part "events"
+// (plugins.Part), events and checks.
 func (d *Sink) Flush(ctx context.Context, b *plugins.Batch) error {
 	var eventsErr error
-	var wg sync.WaitGroup
 	if len(b.Events) > 0 || len(b.Checks) > 0 {
-		wg.Go(func() { eventsErr = d.flushEvents(ctx, b.Events, b.Checks) })
+		eventsErr = d.flushEvents(b.Events, b.Checks)
 	}
 	var seriesErr error
 	if len(b.Metrics) > 0 {
-		seriesErr = d.flushSeries(ctx, b.Metrics)
+		seriesErr = d.flushSeries(b.Metrics)
 	}
-	wg.Wait()
 	return errors.Join(seriesErr, plugins.Part("events", eventsErr))
 }
 
-// maxConcurrentPosts bounds the bodies built and posted at once. Each one
-// holds a compressor and a compressed body, so a flush of a few hundred
-// thousand series must not start them all together.
-const maxConcurrentPosts = 4
+// Close delivers what the queues hold until ctx ends, and drops the rest.
+func (d *Sink) Close(ctx context.Context) error {
+	var seriesErr, eventsErr error
+	var wg sync.WaitGroup
+	wg.Go(func() { eventsErr = d.events.Close(ctx) })
+	seriesErr = d.series.Close(ctx)
+	wg.Wait()
+	return errors.Join(seriesErr, eventsErr)
+}
 
-// flushSeries posts metrics in chunks of at most flush_max_per_body
-// series, several at once, and returns the errors of the chunks that
-// failed.
-func (d *Sink) flushSeries(ctx context.Context, metrics []samplers.InterMetric) error {
-	start := time.Now()
+// Report sends the delivery self-metrics of the series and of the events.
+func (d *Sink) Report(stats statsd.ClientInterface) {
+	d.series.Report(stats)
+	d.events.Report(stats)
+}
+
+// maxConcurrentEncodes bounds the bodies encoded at once. Each one holds a
+// compressor, so a flush of a few hundred thousand series must not start
+// them all together.
+const maxConcurrentEncodes = 4
+
+// flushSeries encodes metrics in bodies of at most flush_max_per_body
+// series, several at once, and enqueues them as one generation. The
+// bodies that fail to encode are left out, and their errors returned.
+func (d *Sink) flushSeries(metrics []samplers.InterMetric) error {
 	chunks := (len(metrics) + d.maxPerBody - 1) / d.maxPerBody
-	d.stats.Count("flush.post_metrics_total", int64(len(metrics)), nil, 1)
+	out := make([]plugins.Delivery, chunks)
 	errs := make([]error, chunks)
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, maxConcurrentPosts)
+	sem := make(chan struct{}, maxConcurrentEncodes)
 	for i := range chunks {
 		lo := i * d.maxPerBody
 		hi := min(lo+d.maxPerBody, len(metrics))
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			errs[i] = d.post(ctx, metrics[lo:hi])
+			out[i], errs[i] = d.encode(metrics[lo:hi])
 		})
 	}
 	wg.Wait()
-	d.stats.TimeInMilliseconds("flush.total_duration_ns", nanos(time.Since(start)), nil, 1)
-	err := errors.Join(errs...)
-	if err != nil {
-		d.stats.Count("flush.error_total", 1, nil, 1)
+	ds := out[:0]
+	for _, o := range out {
+		if o.Count > 0 {
+			ds = append(ds, o)
+		}
 	}
-	return err
+	d.series.Send(ds...)
+	return errors.Join(errs...)
 }
 
-// post encodes one body of series straight into the compressor and posts
-// it.
-func (d *Sink) post(ctx context.Context, metrics []samplers.InterMetric) error {
+// encode builds one body of series, encoded straight into the compressor,
+// as a request of the series API. Its Count is the series the body holds
+// (values JSON cannot carry are left out); 0 when there are none.
+func (d *Sink) encode(metrics []samplers.InterMetric) (plugins.Delivery, error) {
 	start := time.Now()
-	body := d.bufs.Get().(*bytes.Buffer)
-	defer d.bufs.Put(body)
-	body.Reset()
-	err := plugins.Compress(body, plugins.Deflate, func(w io.Writer) error {
-		return d.writeSeries(w, metrics)
+	buf := d.bufs.Get().(*bytes.Buffer)
+	defer d.bufs.Put(buf)
+	buf.Reset()
+	var n int
+	err := plugins.Compress(buf, plugins.Deflate, func(w io.Writer) error {
+		var err error
+		n, err = d.writeSeries(w, metrics)
+		return err
 	})
 	if err != nil {
-		return fmt.Errorf("encoding %d series: %w", len(metrics), err)
+		return plugins.Delivery{}, fmt.Errorf("encoding %d series: %w", len(metrics), err)
 	}
 	d.stats.TimeInMilliseconds("flush.duration_ns", nanos(time.Since(start)), []string{"part:marshal"}, 1)
-	d.stats.Histogram("flush.content_length_bytes", float64(body.Len()), nil, 1)
-
-	start = time.Now()
-	err = d.poster.Send(ctx, plugins.Request{
-		Method: http.MethodPost, URL: d.seriesURL, What: "the Datadog API", Body: body.Bytes(),
-		ContentType: "application/json", ContentEncoding: string(plugins.Deflate),
-	})
-	// The post is timed when the API answered, whatever it answered; a
-	// request that got no answer is not.
-	var se *plugins.StatusError
-	if err == nil || errors.As(err, &se) {
-		d.stats.TimeInMilliseconds("flush.duration_ns", nanos(time.Since(start)), []string{"part:post"}, 1)
-	}
-	if err != nil {
-		return fmt.Errorf("posting %d series: %w", len(metrics), err)
-	}
-	return nil
+	d.stats.Histogram("flush.content_length_bytes", float64(buf.Len()), nil, 1)
+	// The pooled buffer goes back; the body waits in the queue, at its
+	// exact size.
+	return plugins.Delivery{
+		Request: plugins.Request{
+			Method: http.MethodPost, URL: d.seriesURL, What: "the Datadog API", Body: bytes.Clone(buf.Bytes()),
+			ContentType: "application/json", ContentEncoding: string(plugins.Deflate),
+		},
+		Count: n,
+	}, nil
 }
 
 // nanos gives a duration in nanoseconds for the *_duration_ns self-metrics,

@@ -5,6 +5,7 @@ import (
 	"compress/zlib"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"math"
 	"net/http"
@@ -17,7 +18,10 @@ import (
 	"time"
 
 	"github.com/DataDog/datadog-go/v5/statsd"
+	"github.com/sirupsen/logrus"
+	"github.com/sirupsen/logrus/hooks/test"
 
+	"github.com/veneur/veneur/internal/statstest"
 	"github.com/veneur/veneur/plugins"
 	"github.com/veneur/veneur/samplers"
 )
@@ -100,20 +104,52 @@ func testEnv(stats statsd.ClientInterface) plugins.Env {
 	}
 }
 
-func testSink(t *testing.T, url string, maxPerBody int) *Sink {
+// fastDelivery retries within milliseconds.
+var fastDelivery = plugins.DeliveryConfig{BackoffInitial: time.Millisecond, BackoffMax: 5 * time.Millisecond, Timeout: 10 * time.Second}
+
+// newSink returns a Sink with fastDelivery, which the test closes at its
+// end if it did not.
+func newSink(t *testing.T, cfg Config, env plugins.Env) *Sink {
 	t.Helper()
-	d, err := New(Config{APIHostname: url, APIKey: "k3y", MaxPerBody: maxPerBody}, testEnv(nil))
+	if cfg.Delivery == (plugins.DeliveryConfig{}) {
+		cfg.Delivery = fastDelivery
+	}
+	d, err := New(cfg, env)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		d.Close(ctx)
+	})
 	return d
+}
+
+func testSink(t *testing.T, url string, maxPerBody int) *Sink {
+	t.Helper()
+	return newSink(t, Config{APIHostname: url, APIKey: "k3y", MaxPerBody: maxPerBody}, testEnv(nil))
+}
+
+// drain closes d, which delivers everything it holds, and reports its
+// delivery self-metrics to stats.
+func drain(t *testing.T, d *Sink, stats statsd.ClientInterface) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := d.Close(ctx); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if stats != nil {
+		d.Report(stats)
+	}
 }
 
 // encode is the uncompressed body the sink posts for metrics.
 func encode(t *testing.T, d *Sink, metrics []samplers.InterMetric) []byte {
 	t.Helper()
 	var buf bytes.Buffer
-	if err := d.writeSeries(&buf, metrics); err != nil {
+	if _, err := d.writeSeries(&buf, metrics); err != nil {
 		t.Fatal(err)
 	}
 	return buf.Bytes()
@@ -132,6 +168,7 @@ func TestNewChecksConfig(t *testing.T) {
 		{Config{APIHostname: "ftp://x", MaxPerBody: 1}, `api_hostname "ftp://x": not an absolute http(s) URL`},
 		{Config{APIHostname: "http://x"}, "flush_max_per_body = 0: must be greater than 0"},
 		{Config{APIHostname: "http://x", MaxPerBody: -1}, "flush_max_per_body = -1: must be greater than 0"},
+		{Config{APIHostname: "http://x", MaxPerBody: 1, Delivery: plugins.DeliveryConfig{Concurrency: -1}}, "flush_max_concurrency = -1"},
 	} {
 		_, err := New(c.cfg, testEnv(nil))
 		switch {
@@ -200,10 +237,7 @@ func TestDatadogEncodingExact(t *testing.T) {
 }
 
 func TestDatadogOmitsEmptyHost(t *testing.T) {
-	d, err := New(Config{APIHostname: "http://x", MaxPerBody: 10}, plugins.Env{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := newSink(t, Config{APIHostname: "http://x", MaxPerBody: 10}, plugins.Env{})
 	got := decodeSeries(t, encode(t, d, []samplers.InterMetric{{Series: &samplers.Series{Name: "a"}, Value: 1}}))
 	if got[0].Host != nil || len(got[0].Tags) != 0 {
 		t.Errorf("host = %v, tags = %v: want no host (omit_empty_hostname) and no tags", got[0].Host, got[0].Tags)
@@ -303,17 +337,17 @@ func metricsBatch(metrics ...samplers.InterMetric) *plugins.Batch {
 func TestDatadogChunks(t *testing.T) {
 	api := &fakeAPI{}
 	stats := &statsRecorder{}
-	d, err := New(Config{APIHostname: api.start(t), APIKey: "k3y", MaxPerBody: 3}, testEnv(stats))
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := newSink(t, Config{APIHostname: api.start(t), APIKey: "k3y", MaxPerBody: 3}, testEnv(stats))
 	var metrics []samplers.InterMetric
 	for i := 0; i < 10; i++ {
 		metrics = append(metrics, samplers.InterMetric{Series: &samplers.Series{Name: "m"}, Suffix: string(rune('a' + i)), Value: float64(i)})
 	}
+	// A value JSON cannot carry is left out, and not counted.
+	metrics = append(metrics, samplers.InterMetric{Series: &samplers.Series{Name: "nan"}, Value: math.NaN()})
 	if err := d.Flush(context.Background(), metricsBatch(metrics...)); err != nil {
 		t.Fatal(err)
 	}
+	drain(t, d, stats)
 	if len(api.bodies) != 4 {
 		t.Fatalf("%d bodies, want 4", len(api.bodies))
 	}
@@ -331,16 +365,16 @@ func TestDatadogChunks(t *testing.T) {
 	}
 	// One flush, four bodies, no error.
 	want := map[string]int{
-		"flush.post_metrics_total{}":      1,
-		"flush.total_duration_ns{}":       1,
-		"flush.duration_ns{part:marshal}": 4,
-		"flush.duration_ns{part:post}":    4,
-		"flush.content_length_bytes{}":    4,
+		"flush.post_metrics_total{destination:datadog}":    1,
+		"flush.total_duration_ns{destination:datadog}":     1,
+		"flush.duration_ns{part:marshal}":                  4,
+		"flush.duration_ns{part:post,destination:datadog}": 4,
+		"flush.content_length_bytes{}":                     4,
 	}
 	if got := stats.names(); !mapsEqual(got, want) {
 		t.Errorf("self-metrics %v, want %v", got, want)
 	}
-	if v := stats.metrics["flush.post_metrics_total{}"]; v[0] != 10 {
+	if v := stats.metrics["flush.post_metrics_total{destination:datadog}"]; v[0] != 10 {
 		t.Errorf("flush.post_metrics_total = %v, want 10", v)
 	}
 }
@@ -357,52 +391,90 @@ func mapsEqual(a, b map[string]int) bool {
 	return true
 }
 
+// A refused body is dropped at once and logged, without the API key; the
+// error of Flush is for what did not encode only.
 func TestDatadogErrorStatus(t *testing.T) {
 	api := &fakeAPI{status: http.StatusForbidden}
-	stats := &statsRecorder{}
-	d, err := New(Config{APIHostname: api.start(t), APIKey: "k3y", MaxPerBody: 3}, testEnv(stats))
-	if err != nil {
+	stats := &statstest.Recorder{}
+	log, hook := test.NewNullLogger()
+	env := testEnv(stats)
+	env.Log = log
+	d := newSink(t, Config{APIHostname: api.start(t), APIKey: "k3y", MaxPerBody: 3}, env)
+	if err := d.Flush(context.Background(), metricsBatch(samplers.InterMetric{Series: &samplers.Series{Name: "m"}, Value: 1})); err != nil {
 		t.Fatal(err)
 	}
-	err = d.Flush(context.Background(), metricsBatch(samplers.InterMetric{Series: &samplers.Series{Name: "m"}, Value: 1}))
-	if err == nil || !strings.Contains(err.Error(), "403") || !strings.Contains(err.Error(), "nope") {
-		t.Fatalf("err = %v, want the status and the start of the body", err)
+	drain(t, d, stats)
+	if len(api.bodies) != 1 {
+		t.Errorf("%d requests, want 1: a 403 is not retried", len(api.bodies))
 	}
-	if strings.Contains(err.Error(), "k3y") {
-		t.Errorf("error leaks the API key: %v", err)
+	e := hook.LastEntry()
+	if e == nil || e.Level != logrus.ErrorLevel || !strings.HasSuffix(e.Message, "dropped (rejected_4xx)") {
+		t.Fatalf("log entry %+v, want the drop", e)
 	}
-	if parts := plugins.Parts(err); len(parts) != 1 || parts[0].Part != "" {
-		t.Errorf("a series failure is marked %+v, want no part", parts)
+	msg := fmt.Sprint(e.Data[logrus.ErrorKey])
+	if !strings.Contains(msg, "403") || !strings.Contains(msg, "nope") || strings.Contains(msg, "k3y") || strings.Contains(e.Message, "k3y") {
+		t.Errorf("logged %q: %s, want the status and the start of the body, without the key", e.Message, msg)
 	}
-	got := stats.names()
-	if got["flush.error_total{}"] != 1 || got["flush.duration_ns{part:post}"] != 1 {
-		t.Errorf("self-metrics %v, want flush.error_total and the answered post timed", got)
+	for _, c := range []struct {
+		name string
+		tags []string
+		want int64
+	}{
+		{"flush.dropped_total", []string{"cause:rejected_4xx", "destination:datadog"}, 1},
+		{"flush.error_total", []string{"cause:response", "destination:datadog"}, 1},
+		{"flush.post_metrics_total", nil, 0},
+		{"flush.retry_total", nil, 0},
+	} {
+		if n := stats.Sum(c.name, c.tags...); n != c.want {
+			t.Errorf("%s %v = %d, want %d", c.name, c.tags, n, c.want)
+		}
+	}
+	if n := stats.Timings("flush.duration_ns", "part:post"); n != 1 {
+		t.Errorf("%d posts timed, want the answered one", n)
 	}
 }
 
+// An API that is gone: everything waits until Close gives up, and nothing
+// logged or returned shows the key.
 func TestDatadogUnreachableHidesKey(t *testing.T) {
 	srv := httptest.NewServer(http.NotFoundHandler())
 	url := srv.URL
 	srv.Close()
-	stats := &statsRecorder{}
-	d, err := New(Config{APIHostname: url, APIKey: "k3y", MaxPerBody: 3}, testEnv(stats))
+	stats := &statstest.Recorder{}
+	log, hook := test.NewNullLogger()
+	env := testEnv(stats)
+	env.Log = log
+	d := newSink(t, Config{APIHostname: url, APIKey: "k3y", MaxPerBody: 3}, env)
+	err := d.Flush(context.Background(), &plugins.Batch{
+		Metrics: []samplers.InterMetric{{Series: &samplers.Series{Name: "m"}, Value: 1}},
+		Events:  []samplers.Event{{Title: "t"}},
+		Checks:  []samplers.ServiceCheck{{Name: "c"}, {Name: "d"}},
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = d.Flush(context.Background(), &plugins.Batch{
-		Metrics: []samplers.InterMetric{{Series: &samplers.Series{Name: "m"}, Value: 1}},
-		Events:  []samplers.Event{{Title: "t"}},
-		Checks:  []samplers.ServiceCheck{{Name: "c"}},
-	})
-	if err == nil || strings.Contains(err.Error(), "k3y") {
-		t.Errorf("err = %v, want an error without the API key", err)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	err = d.Close(ctx)
+	if err == nil || strings.Contains(err.Error(), "k3y") || !strings.Contains(err.Error(), "datadog: 1 requests (1 items) dropped") ||
+		!strings.Contains(err.Error(), "datadog_events: 2 requests (3 items) dropped") {
+		t.Errorf("Close = %v, want the series, the event and the checks dropped, without the API key", err)
 	}
-	if n := strings.Count(err.Error(), "\n"); n != 2 {
-		t.Errorf("err = %v, want the series, the event and the checks to fail", err)
+	for _, e := range hook.AllEntries() {
+		if strings.Contains(e.Message, "k3y") || strings.Contains(fmt.Sprint(e.Data), "k3y") {
+			t.Errorf("logged the API key: %s %v", e.Message, e.Data)
+		}
 	}
-	got := stats.names()
-	if got["flush.error_total{}"] != 1 || got["flush.duration_ns{part:post}"] != 0 {
-		t.Errorf("self-metrics %v, want flush.error_total and no post timed without an answer", got)
+	d.Report(stats)
+	if n := stats.Sum("flush.dropped_total", "cause:shutdown", "destination:datadog"); n != 1 {
+		t.Errorf("series dropped at shutdown = %d, want 1", n)
+	}
+	if n := stats.Sum("flush.dropped_total", "cause:shutdown", "destination:datadog_events"); n != 3 {
+		t.Errorf("events and checks dropped at shutdown = %d, want 3", n)
+	}
+	if stats.Sum("flush.error_total", "cause:post") < 2 || stats.Timings("flush.duration_ns", "part:post") != 0 {
+		t.Errorf("flush.error_total{cause:post} = %d, %d posts timed; want failures and no post timed without an answer",
+			stats.Sum("flush.error_total", "cause:post"), stats.Timings("flush.duration_ns", "part:post"))
 	}
 }
 
@@ -417,6 +489,7 @@ func TestDatadogLargeBodies(t *testing.T) {
 	if err := d.Flush(context.Background(), metricsBatch(metrics...)); err != nil {
 		t.Fatal(err)
 	}
+	drain(t, d, nil)
 	if len(api.bodies) != 25 {
 		t.Fatalf("%d bodies, want 25", len(api.bodies))
 	}
@@ -434,35 +507,135 @@ func TestDatadogLargeBodies(t *testing.T) {
 	}
 }
 
+// The flushes of a large instance reach a slow API whole, each series
+// once, in order of flush, with some bodies failing on the way; Flush
+// does not wait for the API.
+func TestDatadogDeliversEverySeriesOnce(t *testing.T) {
+	const flushes, perFlush, perBody = 4, 50_000, 5_000
+	const bodiesPerFlush = perFlush / perBody
+	flushed := make(chan struct{})
+	var mu sync.Mutex
+	seen := make(map[string]int, flushes*perFlush)
+	delivered := make([]int, flushes) // bodies of each flush delivered
+	attempts := map[int]int{}         // by flush, of its first body
+	gen := func(name string) int { g, _ := strconv.Atoi(name[1:strings.IndexByte(name, '.')]); return g }
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-flushed:
+		case <-time.After(20 * time.Second):
+			t.Error("the API got a body before every Flush returned: Flush waits for the API")
+		}
+		zr, err := zlib.NewReader(r.Body)
+		if err != nil {
+			t.Errorf("body is not zlib: %v", err)
+			return
+		}
+		raw, _ := io.ReadAll(zr)
+		series := decodeSeries(t, raw)
+		g := gen(series[0].Metric)
+		mu.Lock()
+		for prev := range g {
+			if delivered[prev] != bodiesPerFlush {
+				t.Errorf("a body of flush %d came when %d of the %d bodies of flush %d were delivered", g, delivered[prev], bodiesPerFlush, prev)
+			}
+		}
+		// The first body of each flush fails once.
+		first := strings.HasSuffix(series[0].Metric, ".s0")
+		if first {
+			attempts[g]++
+		}
+		fail := first && attempts[g] == 1
+		mu.Unlock()
+		time.Sleep(50 * time.Millisecond) // the API's own pace
+		if fail {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		mu.Lock()
+		for _, s := range series {
+			if gen(s.Metric) != g {
+				t.Errorf("%s in a body of flush %d", s.Metric, g)
+			}
+			seen[s.Metric]++
+		}
+		delivered[g]++
+		mu.Unlock()
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	defer srv.Close()
+	stats := &statstest.Recorder{}
+	d := newSink(t, Config{APIHostname: srv.URL, APIKey: "k3y", MaxPerBody: perBody}, testEnv(stats))
+	for g := range flushes {
+		metrics := make([]samplers.InterMetric, perFlush)
+		for i := range metrics {
+			metrics[i] = samplers.InterMetric{Series: &samplers.Series{Name: fmt.Sprintf("g%d.s%d", g, i)}, Value: float64(i), Timestamp: 1700000000}
+		}
+		if err := d.Flush(context.Background(), metricsBatch(metrics...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(flushed)
+	drain(t, d, stats)
+	if len(seen) != flushes*perFlush {
+		t.Errorf("%d distinct series delivered, want %d", len(seen), flushes*perFlush)
+	}
+	for name, n := range seen {
+		if n != 1 {
+			t.Errorf("%s delivered %d times", name, n)
+		}
+	}
+	if n := stats.Sum("flush.post_metrics_total", "destination:datadog"); n != flushes*perFlush {
+		t.Errorf("flush.post_metrics_total = %d, want %d", n, flushes*perFlush)
+	}
+	if n := stats.Sum("flush.retry_total"); n != flushes {
+		t.Errorf("flush.retry_total = %d, want %d", n, flushes)
+	}
+	if n := stats.Sum("flush.dropped_total"); n != 0 {
+		t.Errorf("flush.dropped_total = %d, want 0", n)
+	}
+}
+
 // apiRequest is one request to the stand-in events API.
 type apiRequest struct {
 	method, path, key, contentType, body string
 }
 
-// eventsAPI stands in for the events and check_run APIs, answering status.
+// eventsAPI stands in for the events and check_run APIs, answering status
+// to the first attempt of each body and 202 to the others.
 func eventsAPI(t *testing.T, status int) (string, func() []apiRequest) {
 	t.Helper()
 	var mu sync.Mutex
 	var reqs []apiRequest
+	tries := map[string]int{}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		mu.Lock()
 		reqs = append(reqs, apiRequest{r.Method, r.URL.Path, r.URL.Query().Get("api_key"), r.Header.Get("Content-Type"), string(b)})
+		tries[string(b)]++
+		first := tries[string(b)] == 1
 		mu.Unlock()
-		w.WriteHeader(status)
+		if first {
+			w.WriteHeader(status)
+		} else {
+			w.WriteHeader(http.StatusAccepted)
+		}
 		io.WriteString(w, `{"errors":["nope k3y"]}`)
 	}))
 	t.Cleanup(srv.Close)
 	return srv.URL, func() []apiRequest {
 		mu.Lock()
 		defer mu.Unlock()
-		return slices.Clone(reqs)
+		out := slices.Clone(reqs)
+		// Requests of one flush go out together, in no set order.
+		slices.SortStableFunc(out, func(a, b apiRequest) int { return strings.Compare(a.path+a.body, b.path+b.body) })
+		return out
 	}
 }
 
 func TestDatadogEventsAndChecks(t *testing.T) {
 	url, requests := eventsAPI(t, http.StatusAccepted)
-	d := testSink(t, url+"/", 10)
+	stats := &statstest.Recorder{}
+	d := newSink(t, Config{APIHostname: url + "/", APIKey: "k3y", MaxPerBody: 10}, testEnv(stats))
 	err := d.Flush(context.Background(), &plugins.Batch{
 		Events: []samplers.Event{
 			{Title: "Deploy", Text: "v42 is out\nall green", Timestamp: 1700000000, AggregationKey: "deploys",
@@ -477,17 +650,25 @@ func TestDatadogEventsAndChecks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	drain(t, d, stats)
 	want := []apiRequest{
-		{"POST", "/api/v1/events", "k3y", "application/json",
-			`{"title":"Deploy","text":"v42 is out\nall green","date_happened":1700000000,"host":"box","aggregation_key":"deploys","priority":"low","source_type_name":"ci","alert_type":"success","tags":["svc:api","env:test"]}`},
-		{"POST", "/api/v1/events", "k3y", "application/json",
-			`{"title":"Bare","text":"","date_happened":1700000001,"host":"web1","tags":["env:test"]}`},
 		{"POST", "/api/v1/check_run", "k3y", "application/json",
 			`[{"check":"db.up","host_name":"db1","status":2,"timestamp":1700000002,"message":"primary down","tags":["role:primary","env:test"]},` +
 				`{"check":"q","host_name":"box","status":0,"timestamp":1700000003,"tags":["env:test"]}]`},
+		{"POST", "/api/v1/events", "k3y", "application/json",
+			`{"title":"Bare","text":"","date_happened":1700000001,"host":"web1","tags":["env:test"]}`},
+		{"POST", "/api/v1/events", "k3y", "application/json",
+			`{"title":"Deploy","text":"v42 is out\nall green","date_happened":1700000000,"host":"box","aggregation_key":"deploys","priority":"low","source_type_name":"ci","alert_type":"success","tags":["svc:api","env:test"]}`},
 	}
 	if got := requests(); !slices.Equal(got, want) {
 		t.Errorf("requests\n%q\nwant\n%q", got, want)
+	}
+	// Two events and two checks, counted apart from the series.
+	if n := stats.Sum("flush.post_metrics_total", "destination:datadog_events"); n != 4 {
+		t.Errorf("flush.post_metrics_total{destination:datadog_events} = %d, want 4", n)
+	}
+	if n := stats.Sum("flush.post_metrics_total", "destination:datadog"); n != 0 {
+		t.Errorf("flush.post_metrics_total{destination:datadog} = %d, want 0", n)
 	}
 }
 
@@ -495,58 +676,70 @@ func TestDatadogEventsAndChecks(t *testing.T) {
 // tags are an empty list, never null.
 func TestDatadogEventsWithoutDefaults(t *testing.T) {
 	url, requests := eventsAPI(t, http.StatusAccepted)
-	d, err := New(Config{APIHostname: url, MaxPerBody: 10}, plugins.Env{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = d.Flush(context.Background(), &plugins.Batch{
+	d := newSink(t, Config{APIHostname: url, MaxPerBody: 10}, plugins.Env{})
+	err := d.Flush(context.Background(), &plugins.Batch{
 		Events: []samplers.Event{{Title: "t", Text: "x", Timestamp: 5}},
 		Checks: []samplers.ServiceCheck{{Name: "c", Status: 3, Timestamp: 6}},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	drain(t, d, nil)
 	got := requests()
-	if len(got) != 2 || got[0].body != `{"title":"t","text":"x","date_happened":5,"tags":[]}` ||
-		got[1].body != `[{"check":"c","host_name":"","status":3,"timestamp":6,"tags":[]}]` {
+	if len(got) != 2 || got[1].body != `{"title":"t","text":"x","date_happened":5,"tags":[]}` ||
+		got[0].body != `[{"check":"c","host_name":"","status":3,"timestamp":6,"tags":[]}]` {
 		t.Errorf("requests %q", got)
 	}
 }
 
-func TestDatadogEventsErrorIsMarked(t *testing.T) {
-	url, requests := eventsAPI(t, http.StatusInternalServerError)
-	d := testSink(t, url, 10)
-	err := d.Flush(context.Background(), &plugins.Batch{
-		Events: []samplers.Event{{Title: "a"}, {Title: "b"}},
-		Checks: []samplers.ServiceCheck{{Name: "c"}},
-	})
-	if err == nil {
-		t.Fatal("no error")
-	}
-	parts := plugins.Parts(err)
-	if len(parts) != 1 || parts[0].Part != "events" {
-		t.Fatalf("parts %+v, want the events part alone", parts)
-	}
-	msg := err.Error()
-	for _, want := range []string{
-		`event "a": /api/v1/events answered 500 Internal Server Error`,
-		`event "b": /api/v1/events answered 500`,
-		`1 service checks: /api/v1/check_run answered 500`,
+// Events and checks the API fails are retried, those it refuses dropped;
+// the log names the path, never the key.
+func TestDatadogEventsRetriedOrDropped(t *testing.T) {
+	for _, c := range []struct {
+		status           int
+		requests         int
+		accepted, refuse int64
+	}{
+		{http.StatusInternalServerError, 6, 3, 0},
+		{http.StatusBadRequest, 3, 0, 3},
 	} {
-		if !strings.Contains(msg, want) {
-			t.Errorf("err lacks %q:\n%s", want, msg)
-		}
-	}
-	if strings.Contains(msg, "k3y") {
-		t.Errorf("error leaks the API key: %s", msg)
-	}
-	if n := len(requests()); n != 3 {
-		t.Errorf("%d requests, want every event tried and the checks", n)
+		t.Run(strconv.Itoa(c.status), func(t *testing.T) {
+			url, requests := eventsAPI(t, c.status)
+			stats := &statstest.Recorder{}
+			log, hook := test.NewNullLogger()
+			env := testEnv(stats)
+			env.Log = log
+			d := newSink(t, Config{APIHostname: url, APIKey: "k3y", MaxPerBody: 10}, env)
+			err := d.Flush(context.Background(), &plugins.Batch{
+				Events: []samplers.Event{{Title: "a"}, {Title: "b"}},
+				Checks: []samplers.ServiceCheck{{Name: "c"}},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			drain(t, d, stats)
+			if n := len(requests()); n != c.requests {
+				t.Errorf("%d requests, want %d", n, c.requests)
+			}
+			if n := stats.Sum("flush.post_metrics_total", "destination:datadog_events"); n != c.accepted {
+				t.Errorf("accepted %d, want %d", n, c.accepted)
+			}
+			if n := stats.Sum("flush.dropped_total", "cause:rejected_4xx", "destination:datadog_events"); n != c.refuse {
+				t.Errorf("dropped %d, want %d", n, c.refuse)
+			}
+			e := hook.AllEntries()
+			if len(e) == 0 || !strings.Contains(e[0].Message, "the Datadog API /api/v1/") {
+				t.Fatalf("log entries %+v, want the failure naming the path", e)
+			}
+			if msg := fmt.Sprint(e[0].Data[logrus.ErrorKey]); !strings.Contains(msg, strconv.Itoa(c.status)) || strings.Contains(msg, "k3y") {
+				t.Errorf("logged %q, want the status without the key", msg)
+			}
+		})
 	}
 }
 
 // Series and events of one batch both go out; an empty batch sends
-// nothing and emits no self-metric.
+// nothing and counts nothing.
 func TestDatadogBatchParts(t *testing.T) {
 	var mu sync.Mutex
 	paths := map[string]int{}
@@ -558,17 +751,15 @@ func TestDatadogBatchParts(t *testing.T) {
 	}))
 	defer srv.Close()
 	stats := &statsRecorder{}
-	d, err := New(Config{APIHostname: srv.URL, APIKey: "k3y", MaxPerBody: 10}, testEnv(stats))
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := newSink(t, Config{APIHostname: srv.URL, APIKey: "k3y", MaxPerBody: 10}, testEnv(stats))
 	if err := d.Flush(context.Background(), &plugins.Batch{}); err != nil {
 		t.Fatal(err)
 	}
+	d.Report(stats)
 	if len(paths) != 0 || len(stats.names()) != 0 {
 		t.Fatalf("an empty batch sent %v and emitted %v", paths, stats.names())
 	}
-	err = d.Flush(context.Background(), &plugins.Batch{
+	err := d.Flush(context.Background(), &plugins.Batch{
 		Metrics: []samplers.InterMetric{{Series: &samplers.Series{Name: "m"}, Value: 1}},
 		Events:  []samplers.Event{{Title: "e"}},
 		Checks:  []samplers.ServiceCheck{{Name: "c"}},
@@ -576,18 +767,25 @@ func TestDatadogBatchParts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	drain(t, d, nil)
 	want := map[string]int{"/api/v1/series": 1, "/api/v1/events": 1, "/api/v1/check_run": 1}
 	if !mapsEqual(paths, want) {
 		t.Errorf("requests %v, want %v", paths, want)
 	}
 	// Events alone: no series self-metrics.
-	stats2 := &statsRecorder{}
-	d2, _ := New(Config{APIHostname: srv.URL, MaxPerBody: 10}, testEnv(stats2))
+	stats2 := &statstest.Recorder{}
+	d2 := newSink(t, Config{APIHostname: srv.URL, MaxPerBody: 10}, testEnv(stats2))
 	if err := d2.Flush(context.Background(), &plugins.Batch{Events: []samplers.Event{{Title: "e"}}}); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(stats2.names()); n != 0 {
-		t.Errorf("events alone emitted %v", stats2.names())
+	drain(t, d2, stats2)
+	for _, name := range stats2.Names() {
+		if stats2.Sum(name, "destination:datadog") != 0 {
+			t.Errorf("events alone emitted %s for the series", name)
+		}
+	}
+	if stats2.Timings("flush.duration_ns", "part:marshal") != 0 {
+		t.Error("events alone timed a series body")
 	}
 }
 
@@ -605,7 +803,7 @@ func BenchmarkWriteSeries(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := d.writeSeries(io.Discard, metrics); err != nil {
+		if _, err := d.writeSeries(io.Discard, metrics); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -1,11 +1,12 @@
 package datadog
 
 import (
-	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 
+	"github.com/veneur/veneur/plugins"
 	"github.com/veneur/veneur/samplers"
 )
 
@@ -32,23 +33,26 @@ type ddCheck struct {
 	Tags      []string `json:"tags"`
 }
 
-// flushEvents posts each event to /api/v1/events (the API takes one per
-// request) and the service checks together to /api/v1/check_run. Host
-// defaults and configured tags apply as for series.
-func (d *Sink) flushEvents(ctx context.Context, events []samplers.Event, checks []samplers.ServiceCheck) error {
+// flushEvents enqueues, as one generation, each event as a request of
+// its own to /api/v1/events (the API takes one per request) and the
+// service checks together as one request to /api/v1/check_run. Host
+// defaults and configured tags apply as for series. Each event counts as
+// one item in the self-metrics, each check as one. What fails to encode is
+// left out, and its error returned.
+func (d *Sink) flushEvents(events []samplers.Event, checks []samplers.ServiceCheck) error {
 	var errs []error
+	ds := make([]plugins.Delivery, 0, len(events)+1)
 	for _, e := range events {
-		err := d.postJSON(ctx, "/api/v1/events", ddEvent{
+		r, err := d.jsonRequest("/api/v1/events", ddEvent{
 			Title: e.Title, Text: e.Text, DateHappened: e.Timestamp, Host: d.common.Host(e.Host),
 			AggregationKey: e.AggregationKey, Priority: e.Priority, SourceTypeName: e.SourceType,
 			AlertType: e.AlertType, Tags: d.common.WithTags(e.Tags),
 		})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("event %q: %w", e.Title, err))
-			if ctx.Err() != nil {
-				break
-			}
+			continue
 		}
+		ds = append(ds, plugins.Delivery{Request: r, Count: 1})
 	}
 	if len(checks) > 0 {
 		body := make([]ddCheck, len(checks))
@@ -58,14 +62,26 @@ func (d *Sink) flushEvents(ctx context.Context, events []samplers.Event, checks 
 				Message: c.Message, Tags: d.common.WithTags(c.Tags),
 			}
 		}
-		if err := d.postJSON(ctx, "/api/v1/check_run", body); err != nil {
+		r, err := d.jsonRequest("/api/v1/check_run", body)
+		if err != nil {
 			errs = append(errs, fmt.Errorf("%d service checks: %w", len(checks), err))
+		} else {
+			ds = append(ds, plugins.Delivery{Request: r, Count: len(checks)})
 		}
 	}
+	d.events.Send(ds...)
 	return errors.Join(errs...)
 }
 
-// postJSON posts v to the API path; errors name the path, never the key.
-func (d *Sink) postJSON(ctx context.Context, path string, v any) error {
-	return d.poster.JSON(ctx, http.MethodPost, d.apiBase+path+"?api_key="+d.key, path, v)
+// jsonRequest is a POST of v, as JSON, to the API path; errors name the
+// path, never the key.
+func (d *Sink) jsonRequest(path string, v any) (plugins.Request, error) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		return plugins.Request{}, err
+	}
+	return plugins.Request{
+		Method: http.MethodPost, URL: d.apiBase + path + "?api_key=" + d.key, What: "the Datadog API " + path,
+		Body: body, ContentType: "application/json",
+	}, nil
 }

@@ -14,8 +14,9 @@ const scratchFlush = 32 << 10
 
 // writeSeries writes the body {"series":[...]} of metrics to w in pieces
 // of about scratchFlush bytes, so that the whole uncompressed body never
-// sits in memory. It encodes without reflection.
-func (d *Sink) writeSeries(w io.Writer, metrics []samplers.InterMetric) error {
+// sits in memory, and returns how many series it holds. It encodes without
+// reflection.
+func (d *Sink) writeSeries(w io.Writer, metrics []samplers.InterMetric) (int, error) {
 	scratch := d.scratch.Get().(*[]byte)
 	defer d.scratch.Put(scratch)
 	b := append((*scratch)[:0], `{"series":[`...)
@@ -25,7 +26,7 @@ func (d *Sink) writeSeries(w io.Writer, metrics []samplers.InterMetric) error {
 		if len(b) >= scratchFlush {
 			if _, err := w.Write(b); err != nil {
 				*scratch = b
-				return err
+				return enc.n, err
 			}
 			b = b[:0]
 		}
@@ -33,7 +34,7 @@ func (d *Sink) writeSeries(w io.Writer, metrics []samplers.InterMetric) error {
 	b = append(b, "]}"...)
 	_, err := w.Write(b)
 	*scratch = b
-	return err
+	return enc.n, err
 }
 
 // seriesEncoder writes series objects. The values of one series come
@@ -47,6 +48,7 @@ type seriesEncoder struct {
 	name  []byte // `"` + escaped name, without the closing quote
 	frag  []byte // `,"tags":[...]` and host and device members
 	first bool
+	n     int // series written
 }
 
 // appendOne encodes one series object, preceded by a comma unless it is the
@@ -62,6 +64,7 @@ func (e *seriesEncoder) appendOne(b []byte, m *samplers.InterMetric) []byte {
 		b = append(b, ',')
 	}
 	e.first = false
+	e.n++
 	b = append(b, `{"metric":`...)
 	b = append(b, e.name...)
 	b = appendJSONEscaped(b, m.Suffix)

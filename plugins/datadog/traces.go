@@ -2,6 +2,9 @@ package datadog
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 
@@ -16,24 +19,37 @@ type TraceConfig struct {
 	// Address is the trace agent's base URL (trace_api_address), such
 	// as http://localhost:8126.
 	Address string
-	// Client sends the requests; nil means http.DefaultClient. Flush's
-	// context bounds each request either way.
+	// Client sends the requests; nil means http.DefaultClient. The
+	// delivery's Timeout bounds each request either way.
 	Client *http.Client
+	// Delivery bounds the retries and the spool; zero fields take their
+	// defaults (plugins.DefaultDelivery).
+	Delivery plugins.DeliveryConfig
 }
 
-// TraceSink puts SSF trace spans to a Datadog trace agent.
+// TraceSink puts SSF trace spans to a Datadog trace agent, through a
+// delivery queue (destination:trace_api, self-metric prefix trace_api,
+// whose items are spans).
 type TraceSink struct {
 	url    string
 	poster plugins.Poster
 	stats  statsd.ClientInterface
+	queue  *plugins.Queue
 }
 
-var _ plugins.Sink = (*TraceSink)(nil)
+var (
+	_ plugins.Sink     = (*TraceSink)(nil)
+	_ plugins.Closer   = (*TraceSink)(nil)
+	_ plugins.Reporter = (*TraceSink)(nil)
+)
 
 // NewTraces returns a TraceSink for cfg, or an error naming the config key
 // at fault.
 func NewTraces(cfg TraceConfig, env plugins.Env) (*TraceSink, error) {
-	if err := plugins.CheckURL("trace_api_address", cfg.Address, "http://localhost:8126"); err != nil {
+	err := errors.Join(
+		plugins.CheckURL("trace_api_address", cfg.Address, "http://localhost:8126"),
+		cfg.Delivery.Validate())
+	if err != nil {
 		return nil, err
 	}
 	client := cfg.Client
@@ -44,29 +60,47 @@ func NewTraces(cfg TraceConfig, env plugins.Env) (*TraceSink, error) {
 	if stats == nil {
 		stats = &statsd.NoOpClient{}
 	}
-	return &TraceSink{
+	t := &TraceSink{
 		url:    strings.TrimRight(cfg.Address, "/") + "/v0.3/traces",
 		poster: plugins.Poster{Client: client},
 		stats:  stats,
-	}, nil
+	}
+	t.queue = plugins.NewQueue("trace_api", &t.poster, cfg.Delivery, env, "trace_api")
+	return t, nil
 }
 
 // Name tags the sink's self-metrics.
 func (t *TraceSink) Name() string { return "trace_api" }
 
-// Flush puts the batch's spans, grouped by trace, in one request, and
-// counts them in ssf.spans_flushed_total once the agent took them. With no
-// spans it sends nothing.
+// Flush encodes the batch's spans, grouped by trace, as one request and
+// enqueues it; once the agent took it, the spans are counted in
+// ssf.spans_flushed_total. With no spans it sends nothing. The body stays
+// plain JSON: the agent's /v0.3/traces is on the same host, and it is not
+// known to take compressed bodies.
 func (t *TraceSink) Flush(ctx context.Context, b *plugins.Batch) error {
 	if len(b.Spans) == 0 {
 		return nil
 	}
-	if err := t.poster.JSON(ctx, http.MethodPut, t.url, t.url, datadogTraces(b.Spans)); err != nil {
-		return err
+	body, err := json.Marshal(datadogTraces(b.Spans))
+	if err != nil {
+		return fmt.Errorf("encoding %d spans: %w", len(b.Spans), err)
 	}
-	t.stats.Count("ssf.spans_flushed_total", int64(len(b.Spans)), nil, 1)
+	n := int64(len(b.Spans))
+	t.queue.Send(plugins.Delivery{
+		Request: plugins.Request{Method: http.MethodPut, URL: t.url, What: t.url, Body: body, ContentType: "application/json"},
+		Count:   len(b.Spans),
+		OnAccepted: func() {
+			t.stats.Count("ssf.spans_flushed_total", n, nil, 1)
+		},
+	})
 	return nil
 }
+
+// Close delivers what the queue holds until ctx ends, and drops the rest.
+func (t *TraceSink) Close(ctx context.Context) error { return t.queue.Close(ctx) }
+
+// Report sends the delivery self-metrics.
+func (t *TraceSink) Report(stats statsd.ClientInterface) { t.queue.Report(stats) }
 
 // ddSpan is a span in the body of the Datadog trace agent's /v0.3/traces.
 type ddSpan struct {

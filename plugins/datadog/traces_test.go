@@ -5,8 +5,11 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/veneur/veneur/plugins"
 	"github.com/veneur/veneur/ssf"
@@ -48,10 +51,7 @@ func TestNewTracesChecksConfig(t *testing.T) {
 func TestTracesPut(t *testing.T) {
 	url, got := traceAgent(t, http.StatusOK)
 	stats := &statsRecorder{}
-	s, err := NewTraces(TraceConfig{Address: url + "/"}, plugins.Env{Stats: stats})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newTraces(t, url+"/", plugins.Env{Stats: stats})
 	if s.Name() != "trace_api" {
 		t.Errorf("Name() = %q", s.Name())
 	}
@@ -66,6 +66,7 @@ func TestTracesPut(t *testing.T) {
 	if err := s.Flush(context.Background(), &plugins.Batch{Spans: spans}); err != nil {
 		t.Fatal(err)
 	}
+	drainTraces(t, s, stats)
 	req := <-got
 	want := `[[` +
 		`{"trace_id":7,"span_id":8,"parent_id":7,"name":"GET /users","resource":"/users/:id","service":"api","type":"custom","start":1700000000000000000,"duration":1500,"error":1,"meta":{"env":"dev","indicator":"true"},"metrics":{}},` +
@@ -79,6 +80,9 @@ func TestTracesPut(t *testing.T) {
 	if v := stats.metrics["ssf.spans_flushed_total{}"]; len(v) != 1 || v[0] != 3 {
 		t.Errorf("ssf.spans_flushed_total = %v, want 3", v)
 	}
+	if v := stats.metrics["trace_api.post_metrics_total{destination:trace_api}"]; len(v) != 1 || v[0] != 3 {
+		t.Errorf("trace_api.post_metrics_total = %v, want 3 spans", v)
+	}
 	// The spans are left as they were.
 	if spans[0].Tags["resource"] != "/users/:id" || len(spans[0].Tags) != 2 {
 		t.Errorf("span tags changed: %v", spans[0].Tags)
@@ -87,13 +91,11 @@ func TestTracesPut(t *testing.T) {
 
 func TestTracesNothingToSend(t *testing.T) {
 	url, got := traceAgent(t, http.StatusOK)
-	s, err := NewTraces(TraceConfig{Address: url}, plugins.Env{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newTraces(t, url, plugins.Env{})
 	if err := s.Flush(context.Background(), &plugins.Batch{}); err != nil {
 		t.Fatal(err)
 	}
+	drainTraces(t, s, nil)
 	select {
 	case r := <-got:
 		t.Errorf("a batch without spans sent %v", r)
@@ -101,18 +103,80 @@ func TestTracesNothingToSend(t *testing.T) {
 	}
 }
 
-func TestTracesError(t *testing.T) {
-	url, _ := traceAgent(t, http.StatusBadRequest)
-	stats := &statsRecorder{}
-	s, err := NewTraces(TraceConfig{Address: url}, plugins.Env{Stats: stats})
+// An agent that fails is asked again; one that refuses the spans is not,
+// and they are not counted as flushed.
+func TestTracesRetriedOrDropped(t *testing.T) {
+	for _, c := range []struct {
+		status   int
+		attempts int
+		flushed  float64
+	}{
+		{http.StatusServiceUnavailable, 2, 1},
+		{http.StatusBadRequest, 1, 0},
+	} {
+		t.Run(strconv.Itoa(c.status), func(t *testing.T) {
+			var mu sync.Mutex
+			attempts := 0
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				io.Copy(io.Discard, r.Body)
+				mu.Lock()
+				attempts++
+				first := attempts == 1
+				mu.Unlock()
+				if first {
+					w.WriteHeader(c.status)
+				}
+			}))
+			defer srv.Close()
+			stats := &statsRecorder{}
+			s := newTraces(t, srv.URL, plugins.Env{Stats: stats})
+			err := s.Flush(context.Background(), &plugins.Batch{Spans: []*ssf.SSFSpan{{TraceId: 1, Id: 1, StartTimestamp: 1, EndTimestamp: 2}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			drainTraces(t, s, stats)
+			mu.Lock()
+			n := attempts
+			mu.Unlock()
+			if n != c.attempts {
+				t.Errorf("%d attempts, want %d", n, c.attempts)
+			}
+			var flushed float64
+			for _, v := range stats.metrics["ssf.spans_flushed_total{}"] {
+				flushed += v
+			}
+			if flushed != c.flushed {
+				t.Errorf("ssf.spans_flushed_total = %v, want %v", flushed, c.flushed)
+			}
+			if c.flushed == 0 && len(stats.metrics["trace_api.dropped_total{cause:rejected_4xx,destination:trace_api}"]) != 1 {
+				t.Errorf("self-metrics %v, want the span dropped", stats.names())
+			}
+		})
+	}
+}
+
+func newTraces(t *testing.T, url string, env plugins.Env) *TraceSink {
+	t.Helper()
+	s, err := NewTraces(TraceConfig{Address: url, Delivery: fastDelivery}, env)
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = s.Flush(context.Background(), &plugins.Batch{Spans: []*ssf.SSFSpan{{TraceId: 1, Id: 1, StartTimestamp: 1, EndTimestamp: 2}}})
-	if err == nil || !strings.Contains(err.Error(), "400 Bad Request") {
-		t.Errorf("err = %v, want the agent's 400", err)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		s.Close(ctx)
+	})
+	return s
+}
+
+func drainTraces(t *testing.T, s *TraceSink, stats *statsRecorder) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Close(ctx); err != nil {
+		t.Fatalf("Close: %v", err)
 	}
-	if n := len(stats.names()); n != 0 {
-		t.Errorf("a failed put counted %v", stats.names())
+	if stats != nil {
+		s.Report(stats)
 	}
 }

@@ -1,7 +1,11 @@
 // Package influxdb publishes flushed metrics to an InfluxDB 1.x server
 // through its HTTP /write endpoint, in line protocol: gzip-compressed POSTs
 // to /write with the query db=DATABASE, precision=s and, when configured,
-// consistency, of at most Config.Batch points each, one after the other.
+// consistency, of at most Config.Batch points each. The writes of a flush
+// go through a plugins.Queue (destination:influxdb, self-metric prefix
+// influxdb, whose items are points): retried when the server fails or is
+// unreachable, dropped when it refuses them (a 4xx, such as a missing
+// database or a field type conflict), in order of flush.
 //
 // Each value is one point: the measurement is the metric name, the field is
 // value (a float), the timestamp is the flush time in seconds. A DogStatsD
@@ -24,6 +28,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/DataDog/datadog-go/v5/statsd"
+
 	"github.com/veneur/veneur/plugins"
 	"github.com/veneur/veneur/samplers"
 )
@@ -45,9 +51,12 @@ type Config struct {
 	Consistency string
 	// Batch is the most points per request; 0 means DefaultBatch.
 	Batch int
-	// Client posts the requests; nil means http.DefaultClient. Flush's
-	// context bounds each request either way.
+	// Client posts the requests; nil means http.DefaultClient. The
+	// delivery's Timeout bounds each request either way.
 	Client *http.Client
+	// Delivery bounds the retries and the spool; zero fields take their
+	// defaults (plugins.DefaultDelivery).
+	Delivery plugins.DeliveryConfig
 }
 
 // Sink writes to one InfluxDB database.
@@ -58,9 +67,14 @@ type Sink struct {
 	extra    []tag // the configured tags, parsed
 	poster   plugins.Poster
 	what     string // names the server in errors
+	queue    *plugins.Queue
 }
 
-var _ plugins.Sink = (*Sink)(nil)
+var (
+	_ plugins.Sink     = (*Sink)(nil)
+	_ plugins.Closer   = (*Sink)(nil)
+	_ plugins.Reporter = (*Sink)(nil)
+)
 
 // New returns a Sink for cfg, or an error naming each config key at fault
 // and its fix.
@@ -74,6 +88,7 @@ func New(cfg Config, env plugins.Env) (*Sink, error) {
 	default:
 		errs = append(errs, fmt.Errorf("influx_consistency %q: must be one of any, one, quorum, all, or empty for the server's default", cfg.Consistency))
 	}
+	errs = append(errs, cfg.Delivery.Validate())
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -91,54 +106,62 @@ func New(cfg Config, env plugins.Env) (*Sink, error) {
 	// carry, and the password is replaced wherever else it shows.
 	u, _ := url.Parse(cfg.Address) // checked above
 	password, _ := u.User.Password()
-	return &Sink{
+	p := &Sink{
 		url:      strings.TrimRight(cfg.Address, "/") + "/write?" + q.Encode(),
 		batch:    cfg.Batch,
 		hostname: env.Hostname,
 		extra:    parseTags(nil, env.Tags),
 		poster:   plugins.Poster{Client: cfg.Client, Secret: password},
 		what:     "InfluxDB at " + u.Redacted(),
-	}, nil
+	}
+	p.queue = plugins.NewQueue("influxdb", &p.poster, cfg.Delivery, env, "influxdb")
+	return p, nil
 }
 
 // Name tags the sink's self-metrics.
 func (p *Sink) Name() string { return "influxdb" }
 
-// Flush writes the batch's metrics in requests of at most Batch points,
-// one after the other, and returns the errors of the requests that failed.
+// Flush encodes the batch's metrics in requests of at most Batch points
+// and enqueues them as one generation; it does not wait for the server.
+// The error is that of the requests that failed to compress, left out.
 func (p *Sink) Flush(ctx context.Context, b *plugins.Batch) error {
 	metrics := b.Metrics
 	var errs []error
 	var e encoder
-	var body bytes.Buffer
+	var ds []plugins.Delivery
 	for start := 0; start < len(metrics); start += p.batch {
 		end := min(start+p.batch, len(metrics))
 		lines := e.encode(metrics[start:end], p.hostname, p.extra)
-		if err := p.post(ctx, &body, lines); err != nil {
-			errs = append(errs, fmt.Errorf("points %d-%d of %d: %w", start+1, end, len(metrics), err))
-			if ctx.Err() != nil {
-				break
-			}
+		n := bytes.Count(lines, []byte{'\n'})
+		if n == 0 {
+			continue
 		}
+		var body bytes.Buffer
+		err := plugins.Compress(&body, plugins.Gzip, func(w io.Writer) error {
+			_, err := w.Write(lines)
+			return err
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("points %d-%d of %d: %w", start+1, end, len(metrics), err))
+			continue
+		}
+		ds = append(ds, plugins.Delivery{
+			Request: plugins.Request{
+				Method: http.MethodPost, URL: p.url, What: p.what, Body: body.Bytes(),
+				ContentType: "text/plain; charset=utf-8", ContentEncoding: string(plugins.Gzip),
+			},
+			Count: n,
+		})
 	}
+	p.queue.Send(ds...)
 	return errors.Join(errs...)
 }
 
-// post writes lines gzip-compressed, through body.
-func (p *Sink) post(ctx context.Context, body *bytes.Buffer, lines []byte) error {
-	body.Reset()
-	err := plugins.Compress(body, plugins.Gzip, func(w io.Writer) error {
-		_, err := w.Write(lines)
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	return p.poster.Send(ctx, plugins.Request{
-		Method: http.MethodPost, URL: p.url, What: p.what, Body: body.Bytes(),
-		ContentType: "text/plain; charset=utf-8", ContentEncoding: string(plugins.Gzip),
-	})
-}
+// Close delivers what the queue holds until ctx ends, and drops the rest.
+func (p *Sink) Close(ctx context.Context) error { return p.queue.Close(ctx) }
+
+// Report sends the delivery self-metrics.
+func (p *Sink) Report(stats statsd.ClientInterface) { p.queue.Report(stats) }
 
 // tag is one InfluxDB tag, escaped.
 type tag struct{ key, value string }

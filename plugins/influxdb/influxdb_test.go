@@ -20,6 +20,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sirupsen/logrus"
+	"github.com/sirupsen/logrus/hooks/test"
+
+	"github.com/veneur/veneur/internal/statstest"
 	"github.com/veneur/veneur/plugins"
 	"github.com/veneur/veneur/samplers"
 )
@@ -172,6 +176,42 @@ func query(t *testing.T, base, db, q string) []result {
 	return out
 }
 
+// fastDelivery retries within milliseconds.
+var fastDelivery = plugins.DeliveryConfig{BackoffInitial: time.Millisecond, BackoffMax: 5 * time.Millisecond, Timeout: 10 * time.Second}
+
+// newSink returns a Sink with fastDelivery, which the test closes at its
+// end if it did not.
+func newSink(t *testing.T, cfg Config, env plugins.Env) *Sink {
+	t.Helper()
+	if cfg.Delivery == (plugins.DeliveryConfig{}) {
+		cfg.Delivery = fastDelivery
+	}
+	p, err := New(cfg, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		p.Close(ctx)
+	})
+	return p
+}
+
+// drain closes p, which delivers everything it holds, and reports its
+// self-metrics to stats.
+func drain(t *testing.T, p *Sink, stats *statstest.Recorder) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.Close(ctx); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if stats != nil {
+		p.Report(stats)
+	}
+}
+
 func metric(name, suffix string, v float64, ts int64, host, device string, tags ...string) samplers.InterMetric {
 	return samplers.InterMetric{
 		Series: &samplers.Series{Name: name, Tags: tags, Host: host, Device: device},
@@ -232,10 +272,13 @@ func TestNewChecksConfig(t *testing.T) {
 }
 
 // A write request as a stand-in server receives it: the query, headers
-// and decompressed line protocol.
+// and decompressed line protocol. The writes of a flush go out together;
+// one the server fails is written again.
 func TestFlushRequest(t *testing.T) {
 	type write struct{ method, query, contentType, body string }
-	writes := make(chan write, 10)
+	var mu sync.Mutex
+	var writes []write
+	tries := map[string]int{}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Content-Encoding") != "gzip" {
 			t.Errorf("Content-Encoding %q", r.Header.Get("Content-Encoding"))
@@ -246,19 +289,24 @@ func TestFlushRequest(t *testing.T) {
 			return
 		}
 		b, _ := io.ReadAll(zr)
-		writes <- write{r.Method, r.URL.Path + "?" + r.URL.RawQuery, r.Header.Get("Content-Type"), string(b)}
+		mu.Lock()
+		defer mu.Unlock()
+		// Each write fails once.
+		if tries[string(b)]++; tries[string(b)] == 1 {
+			http.Error(w, `{"error":"timeout"}`, http.StatusServiceUnavailable)
+			return
+		}
+		writes = append(writes, write{r.Method, r.URL.Path + "?" + r.URL.RawQuery, r.Header.Get("Content-Type"), string(b)})
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	defer srv.Close()
-	env := plugins.Env{Common: plugins.Common{Hostname: "box", Tags: []string{"region:eu"}, Interval: time.Hour}}
-	p, err := New(Config{Address: srv.URL + "/", Database: "metrics", Consistency: "one", Batch: 2}, env)
-	if err != nil {
-		t.Fatal(err)
-	}
+	stats := &statstest.Recorder{}
+	env := plugins.Env{Common: plugins.Common{Hostname: "box", Tags: []string{"region:eu"}, Interval: time.Hour}, Stats: stats}
+	p := newSink(t, Config{Address: srv.URL + "/", Database: "metrics", Consistency: "one", Batch: 2}, env)
 	if p.Name() != "influxdb" {
 		t.Errorf("Name() = %q", p.Name())
 	}
-	err = p.Flush(context.Background(), &plugins.Batch{Metrics: []samplers.InterMetric{
+	err := p.Flush(context.Background(), &plugins.Batch{Metrics: []samplers.InterMetric{
 		{Series: &samplers.Series{Name: "hits", Tags: []string{"code:200"}}, Value: 3.0 / 3600, Timestamp: 1700000000, Kind: samplers.RateKind},
 		metric("a", "", 1, 1700000000, "", ""),
 		metric("b", "", 2, 1700000000, "h", ""),
@@ -266,31 +314,40 @@ func TestFlushRequest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []write{
-		{"POST", "/write?consistency=one&db=metrics&precision=s", "text/plain; charset=utf-8",
-			"hits,code=200,host=box,region=eu value=0.0008333333333333334 1700000000\n" +
-				"a,host=box,region=eu value=1 1700000000\n"},
-		{"POST", "/write?consistency=one&db=metrics&precision=s", "text/plain; charset=utf-8",
-			"b,host=h,region=eu value=2 1700000000\n"},
-	}
-	for i, w := range want {
-		if got := <-writes; got != w {
-			t.Errorf("write %d = %q, want %q", i, got, w)
-		}
-	}
 	// An empty batch writes nothing.
 	if err := p.Flush(context.Background(), &plugins.Batch{}); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case w := <-writes:
-		t.Errorf("an empty batch wrote %q", w)
-	default:
+	drain(t, p, stats)
+	want := []write{
+		{"POST", "/write?consistency=one&db=metrics&precision=s", "text/plain; charset=utf-8",
+			"b,host=h,region=eu value=2 1700000000\n"},
+		{"POST", "/write?consistency=one&db=metrics&precision=s", "text/plain; charset=utf-8",
+			"hits,code=200,host=box,region=eu value=0.0008333333333333334 1700000000\n" +
+				"a,host=box,region=eu value=1 1700000000\n"},
+	}
+	slices.SortFunc(writes, func(a, b write) int { return strings.Compare(a.body, b.body) })
+	if !slices.Equal(writes, want) {
+		t.Errorf("writes\n%q\nwant\n%q", writes, want)
+	}
+	for _, c := range []struct {
+		name string
+		tags []string
+		want int64
+	}{
+		{"influxdb.post_metrics_total", []string{"destination:influxdb"}, 3},
+		{"influxdb.retry_total", nil, 2},
+		{"influxdb.error_total", []string{"cause:response"}, 2},
+		{"influxdb.dropped_total", nil, 0},
+	} {
+		if n := stats.Sum(c.name, c.tags...); n != c.want {
+			t.Errorf("%s %v = %d, want %d", c.name, c.tags, n, c.want)
+		}
 	}
 }
 
-// Errors name the server, never its password, even when the answer
-// quotes it.
+// A refused write is dropped, and logged naming the server, never its
+// password, even when the answer quotes it.
 func TestFlushErrorHidesPassword(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// The answer quotes the password the request carried.
@@ -300,14 +357,25 @@ func TestFlushErrorHidesPassword(t *testing.T) {
 	defer srv.Close()
 	u, _ := url.Parse(srv.URL)
 	u.User = url.UserPassword("veneur", "hunter2")
-	p, err := New(Config{Address: u.String(), Database: "d"}, plugins.Env{})
-	if err != nil {
+	log, hook := test.NewNullLogger()
+	stats := &statstest.Recorder{}
+	p := newSink(t, Config{Address: u.String(), Database: "d"}, plugins.Env{Log: log})
+	if err := p.Flush(context.Background(), &plugins.Batch{Metrics: []samplers.InterMetric{metric("x", "", 1, 1, "", "")}}); err != nil {
 		t.Fatal(err)
 	}
-	err = p.Flush(context.Background(), &plugins.Batch{Metrics: []samplers.InterMetric{metric("x", "", 1, 1, "", "")}})
-	if err == nil || !strings.Contains(err.Error(), "401") || !strings.Contains(err.Error(), "authorization failed for REDACTED") ||
-		!strings.Contains(err.Error(), "InfluxDB at http://veneur:xxxxx@") || strings.Contains(err.Error(), "hunter2") {
-		t.Errorf("err = %v, want the 401 naming the server without the password", err)
+	drain(t, p, stats)
+	e := hook.LastEntry()
+	if e == nil {
+		t.Fatal("nothing logged")
+	}
+	line := e.Message + " " + fmt.Sprint(e.Data[logrus.ErrorKey])
+	if !strings.Contains(line, "401") || !strings.Contains(line, "authorization failed for REDACTED") ||
+		!strings.Contains(line, "InfluxDB at http://veneur:xxxxx@") || strings.Contains(line, "hunter2") ||
+		!strings.Contains(line, "dropped (rejected_4xx)") {
+		t.Errorf("logged %q, want the 401 naming the server without the password, and the drop", line)
+	}
+	if n := stats.Sum("influxdb.dropped_total", "cause:rejected_4xx"); n != 1 {
+		t.Errorf("influxdb.dropped_total{cause:rejected_4xx} = %d, want 1", n)
 	}
 }
 
@@ -316,12 +384,9 @@ func TestFlushErrorHidesPassword(t *testing.T) {
 func TestFlushToInfluxDB(t *testing.T) {
 	base := influxd(t)
 	env := plugins.Env{Common: plugins.Common{Hostname: "box", Tags: []string{"region:eu"}}}
-	p, err := New(Config{Address: base, Database: "veneur", Consistency: "one", Batch: 2}, env)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := newSink(t, Config{Address: base, Database: "veneur", Consistency: "one", Batch: 2}, env)
 	const ts = 1700000000
-	err = p.Flush(context.Background(), &plugins.Batch{Metrics: []samplers.InterMetric{
+	err := p.Flush(context.Background(), &plugins.Batch{Metrics: []samplers.InterMetric{
 		metric("req", "", 0.5, ts, "", "", "code:200"),
 		metric("req", "", 1.5, ts, "", "", "code:500"),
 		metric("lat", ".max", 99.25, ts, "web 1", "", "path:/a,b"),
@@ -331,6 +396,7 @@ func TestFlushToInfluxDB(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	drain(t, p, nil)
 	read := func(measurement string) map[string]float64 {
 		out := map[string]float64{}
 		for _, r := range query(t, base, "veneur", fmt.Sprintf(`SELECT value FROM %q GROUP BY *`, measurement)) {
@@ -362,15 +428,25 @@ func TestFlushToInfluxDB(t *testing.T) {
 	}
 }
 
-// A refused write is an error naming the server's answer.
+// A write the server refuses is dropped, counted and logged with the
+// server's answer.
 func TestFlushErrorFromInfluxDB(t *testing.T) {
 	base := influxd(t)
-	p, err := New(Config{Address: base, Database: "missing"}, plugins.Env{})
-	if err != nil {
+	log, hook := test.NewNullLogger()
+	stats := &statstest.Recorder{}
+	p := newSink(t, Config{Address: base, Database: "missing"}, plugins.Env{Log: log})
+	if err := p.Flush(context.Background(), &plugins.Batch{Metrics: []samplers.InterMetric{metric("x", "", 1, 1700000000, "", "")}}); err != nil {
 		t.Fatal(err)
 	}
-	err = p.Flush(context.Background(), &plugins.Batch{Metrics: []samplers.InterMetric{metric("x", "", 1, 1700000000, "", "")}})
-	if err == nil || !strings.Contains(err.Error(), "database not found") || !strings.Contains(err.Error(), "404") {
-		t.Errorf("err = %v, want the server's 404 database not found", err)
+	drain(t, p, stats)
+	e := hook.LastEntry()
+	if e == nil {
+		t.Fatal("nothing logged")
+	}
+	if msg := fmt.Sprint(e.Data[logrus.ErrorKey]); !strings.Contains(msg, "database not found") || !strings.Contains(msg, "404") {
+		t.Errorf("logged %v, want the server's 404 database not found", msg)
+	}
+	if n := stats.Sum("influxdb.dropped_total", "cause:rejected_4xx"); n != 1 {
+		t.Errorf("influxdb.dropped_total{cause:rejected_4xx} = %d, want 1", n)
 	}
 }
