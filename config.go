@@ -66,6 +66,14 @@ type Config struct {
 	// histogram digests, sets and global counters to. Empty means this
 	// instance is the root.
 	ForwardAddress string `yaml:"forward_address"`
+	// ForwardTLSAuthorityCertificate is the PEM certificate of the
+	// authority that signed the global's certificate, for an https://
+	// forward_address. Empty trusts the system's authorities.
+	ForwardTLSAuthorityCertificate string `yaml:"forward_tls_authority_certificate"`
+	// ForwardTLSCertificate and ForwardTLSKey are the PEM client
+	// certificate and key presented to an https:// forward_address.
+	ForwardTLSCertificate string `yaml:"forward_tls_certificate"`
+	ForwardTLSKey         string `yaml:"forward_tls_key"`
 	// Hostname is attached to every metric veneur flushes. Default:
 	// os.Hostname(), unless OmitEmptyHostname is true.
 	Hostname string `yaml:"hostname"`
@@ -73,6 +81,21 @@ type Config struct {
 	// host:port, a unix socket path starting with "/" or ".", fd@N or
 	// einhorn@N. Empty means no HTTP server.
 	HTTPAddress string `yaml:"http_address"`
+	// HTTPTLSAuthorityCertificate is the PEM certificate of the authority
+	// that must have signed the client certificates of /import requests.
+	// /healthcheck and /version stay open to clients without one.
+	HTTPTLSAuthorityCertificate string `yaml:"http_tls_authority_certificate"`
+	// HTTPTLSCertificate and HTTPTLSKey, both set, serve http_address over
+	// TLS only.
+	HTTPTLSCertificate string `yaml:"http_tls_certificate"`
+	HTTPTLSKey         string `yaml:"http_tls_key"`
+	// ImportMaxBodyBytes bounds the decompressed body of one /import
+	// request. Default 268435456 (256 MiB).
+	ImportMaxBodyBytes int64 `yaml:"import_max_body_bytes"`
+	// ImportMaxConcurrency bounds the /import requests served at once;
+	// past it requests get 503 with Retry-After. Default: twice the number
+	// of CPUs.
+	ImportMaxConcurrency int `yaml:"import_max_concurrency"`
 	// InfluxAddress is the URL of an InfluxDB 1.x server that every flush
 	// is also written to. Empty means no InfluxDB.
 	InfluxAddress string `yaml:"influx_address"`
@@ -85,6 +108,10 @@ type Config struct {
 	Interval string `yaml:"interval"`
 	// Key is the Datadog API key.
 	Key string `yaml:"key"`
+	// MaxSeriesPerInterval caps the series one interval holds; past it new
+	// series are dropped (their existing ones keep counting) and counted
+	// per metric name. 0, the default, means no cap.
+	MaxSeriesPerInterval int `yaml:"max_series_per_interval"`
 	// MetricMaxLength is the largest DogStatsD packet, in bytes, that a
 	// reader accepts; longer ones are truncated. Default 4096.
 	MetricMaxLength int `yaml:"metric_max_length"`
@@ -117,6 +144,12 @@ type Config struct {
 	// TcpAddress is the host:port of the TCP (or TLS) DogStatsD listener,
 	// which reads newline-terminated lines. Empty means no TCP listener.
 	TcpAddress string `yaml:"tcp_address"`
+	// TCPIdleTimeout closes a TCP connection that sent nothing for that
+	// long, as a Go duration. Default "5m".
+	TCPIdleTimeout string `yaml:"tcp_idle_timeout"`
+	// TCPMaxConnections bounds the open TCP connections; past it new ones
+	// are closed at once and counted. Default 10000.
+	TCPMaxConnections int `yaml:"tcp_max_connections"`
 	// TLSAuthorityCertificate is the PEM certificate of the authority that
 	// must have signed clients' certificates. Empty accepts any client.
 	TLSAuthorityCertificate string `yaml:"tls_authority_certificate"`
@@ -149,6 +182,9 @@ const (
 	DefaultFlushMaxConcurrency = plugins.DefaultMaxConcurrency
 	DefaultFlushSpoolBytes     = plugins.DefaultSpoolBytes
 	DefaultShutdownTimeout     = "10s"
+	DefaultImportMaxBodyBytes  = 256 << 20
+	DefaultTCPIdleTimeout      = "5m"
+	DefaultTCPMaxConnections   = 10_000
 	// DefaultSpoolIntervals is flush_spool_max_age, in intervals, when it
 	// is unset.
 	DefaultSpoolIntervals = plugins.DefaultSpoolAgeIntervals
@@ -240,6 +276,18 @@ func (c *Config) ApplyDefaults() error {
 	if c.ShutdownTimeout == "" {
 		c.ShutdownTimeout = DefaultShutdownTimeout
 	}
+	if c.ImportMaxBodyBytes == 0 {
+		c.ImportMaxBodyBytes = DefaultImportMaxBodyBytes
+	}
+	if c.ImportMaxConcurrency == 0 {
+		c.ImportMaxConcurrency = 2 * runtime.NumCPU()
+	}
+	if c.TCPIdleTimeout == "" {
+		c.TCPIdleTimeout = DefaultTCPIdleTimeout
+	}
+	if c.TCPMaxConnections == 0 {
+		c.TCPMaxConnections = DefaultTCPMaxConnections
+	}
 	if c.TraceMaxLengthBytes == 0 {
 		c.TraceMaxLengthBytes = DefaultTraceMaxLengthBytes
 	}
@@ -263,6 +311,11 @@ func (c *Config) ApplyDefaults() error {
 // interval is not a Go duration or is not positive.
 func (c Config) ParseInterval() (time.Duration, error) {
 	return parsePositiveDuration("interval", c.Interval, "10s")
+}
+
+// ParseTCPIdleTimeout returns tcp_idle_timeout as a duration.
+func (c Config) ParseTCPIdleTimeout() (time.Duration, error) {
+	return parsePositiveDuration("tcp_idle_timeout", c.TCPIdleTimeout, "5m")
 }
 
 // ParseShutdownTimeout returns shutdown_timeout as a duration.
@@ -320,6 +373,30 @@ func (c Config) Validate() error {
 		}
 	}
 	add(positive("flush_max_concurrency", c.FlushMaxConcurrency, DefaultFlushMaxConcurrency))
+	if _, err := c.ParseTCPIdleTimeout(); err != nil {
+		add(err)
+	}
+	add(positive("tcp_max_connections", c.TCPMaxConnections, DefaultTCPMaxConnections))
+	add(atLeastOne("import_max_concurrency", c.ImportMaxConcurrency, "leave it unset for twice the number of CPUs"))
+	if c.ImportMaxBodyBytes <= 0 {
+		add(fmt.Errorf("import_max_body_bytes = %d: must be greater than 0; leave it unset for the default of %d (256 MiB)", c.ImportMaxBodyBytes, DefaultImportMaxBodyBytes))
+	}
+	if c.MaxSeriesPerInterval < 0 {
+		add(fmt.Errorf("max_series_per_interval = %d: must not be negative; 0 means no cap", c.MaxSeriesPerInterval))
+	}
+	add(checkPair("http_tls", c.HTTPTLSCertificate, c.HTTPTLSKey, c.HTTPTLSAuthorityCertificate, "the HTTP server"))
+	if (c.HTTPTLSCertificate != "" || c.HTTPTLSAuthorityCertificate != "") && c.HTTPAddress == "" {
+		add(errors.New("http_tls_* is set but http_address is empty; set http_address, e.g. 0.0.0.0:8127, or remove them"))
+	}
+	if c.HTTPTLSCertificate != "" && c.HTTPTLSKey != "" {
+		if _, err := c.HTTPTLSConfig(); err != nil {
+			add(err)
+		}
+	}
+	add(checkPair("forward_tls", c.ForwardTLSCertificate, c.ForwardTLSKey, "", "the forward client"))
+	if _, err := c.ForwardTLSConfig(); err != nil {
+		add(err)
+	}
 	if c.FlushSpoolBytes <= 0 {
 		add(fmt.Errorf("flush_spool_bytes = %d: must be greater than 0; leave it unset for the default of %d (64 MiB)", c.FlushSpoolBytes, DefaultFlushSpoolBytes))
 	}
@@ -505,21 +582,77 @@ func checkHTTPAddress(value string) error {
 // present a certificate that authority signed. It returns nil when TLS is
 // off.
 func (c Config) TLSConfig() (*tls.Config, error) {
-	if c.TLSKey == "" && c.TLSCertificate == "" {
+	return serverTLS("tls", c.TLSCertificate, c.TLSKey, c.TLSAuthorityCertificate, tls.RequireAndVerifyClientCert)
+}
+
+// HTTPTLSConfig builds the TLS settings of http_address from
+// http_tls_certificate and http_tls_key, or nil when they are unset. With
+// http_tls_authority_certificate, a client certificate is verified when
+// one is given; /import then refuses requests without one (the handler
+// checks), while /healthcheck and /version stay open.
+func (c Config) HTTPTLSConfig() (*tls.Config, error) {
+	return serverTLS("http_tls", c.HTTPTLSCertificate, c.HTTPTLSKey, c.HTTPTLSAuthorityCertificate, tls.VerifyClientCertIfGiven)
+}
+
+// ForwardTLSConfig builds the TLS settings of the forward client: the
+// client certificate of forward_tls_certificate and forward_tls_key, and
+// the authority of forward_tls_authority_certificate to verify the global
+// with. It returns nil when none is set.
+func (c Config) ForwardTLSConfig() (*tls.Config, error) {
+	if c.ForwardTLSCertificate == "" && c.ForwardTLSKey == "" && c.ForwardTLSAuthorityCertificate == "" {
 		return nil, nil
 	}
-	cert, err := tls.X509KeyPair([]byte(c.TLSCertificate), []byte(c.TLSKey))
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if c.ForwardTLSCertificate != "" && c.ForwardTLSKey != "" {
+		cert, err := tls.X509KeyPair([]byte(c.ForwardTLSCertificate), []byte(c.ForwardTLSKey))
+		if err != nil {
+			return nil, fmt.Errorf("forward_tls_certificate and forward_tls_key: %w; both must be PEM text (-----BEGIN ...) of one key pair", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	if c.ForwardTLSAuthorityCertificate != "" {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM([]byte(c.ForwardTLSAuthorityCertificate)) {
+			return nil, errors.New("forward_tls_authority_certificate: no PEM certificate found; give the authority's certificate (-----BEGIN CERTIFICATE-----)")
+		}
+		tc.RootCAs = pool
+	}
+	return tc, nil
+}
+
+// checkPair reports a certificate set without its key or the other way
+// round, and an authority without either, for the keys prefix_certificate,
+// prefix_key and prefix_authority_certificate.
+func checkPair(prefix, cert, key, authority, what string) error {
+	switch {
+	case key != "" && cert == "":
+		return fmt.Errorf("%s_key is set but %s_certificate is empty; set both (PEM text) or neither", prefix, prefix)
+	case cert != "" && key == "":
+		return fmt.Errorf("%s_certificate is set but %s_key is empty; set both (PEM text) or neither", prefix, prefix)
+	case authority != "" && cert == "":
+		return fmt.Errorf("%s_authority_certificate is set without %s_certificate and %s_key; %s checks client certificates only over TLS, so set both or remove it", prefix, prefix, prefix, what)
+	}
+	return nil
+}
+
+// serverTLS builds a server's TLS settings from PEM texts; auth is how it
+// treats client certificates when authority is set.
+func serverTLS(prefix, certPEM, keyPEM, authority string, auth tls.ClientAuthType) (*tls.Config, error) {
+	if keyPEM == "" && certPEM == "" {
+		return nil, nil
+	}
+	cert, err := tls.X509KeyPair([]byte(certPEM), []byte(keyPEM))
 	if err != nil {
-		return nil, fmt.Errorf("tls_certificate and tls_key: %w; both must be PEM text (-----BEGIN ...) of one key pair", err)
+		return nil, fmt.Errorf("%s_certificate and %s_key: %w; both must be PEM text (-----BEGIN ...) of one key pair", prefix, prefix, err)
 	}
 	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	if c.TLSAuthorityCertificate != "" {
+	if authority != "" {
 		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM([]byte(c.TLSAuthorityCertificate)) {
-			return nil, errors.New("tls_authority_certificate: no PEM certificate found; give the authority's certificate (-----BEGIN CERTIFICATE-----)")
+		if !pool.AppendCertsFromPEM([]byte(authority)) {
+			return nil, fmt.Errorf("%s_authority_certificate: no PEM certificate found; give the authority's certificate (-----BEGIN CERTIFICATE-----)", prefix)
 		}
 		tc.ClientCAs = pool
-		tc.ClientAuth = tls.RequireAndVerifyClientCert
+		tc.ClientAuth = auth
 	}
 	return tc, nil
 }

@@ -1,7 +1,11 @@
 package veneur
 
 import (
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/veneur/veneur/samplers"
@@ -81,5 +85,55 @@ func TestForwardLocalToGlobal(t *testing.T) {
 		if strings.Contains(gl, unwanted) {
 			t.Errorf("global published %q, which is the local's:\n%s", unwanted, gl)
 		}
+	}
+}
+
+// A forward whose answer is lost is retried with the same batch id, and
+// the global merges it once: its global counter is not doubled.
+func TestForwardLostAnswerCountsOnce(t *testing.T) {
+	gcfg := testConfig(t, "")
+	gcfg.Hostname = "global"
+	global, gout := startServer(t, gcfg)
+	target := "http://" + global.HTTPAddr().String() + "/import"
+	var mu sync.Mutex
+	answers, lost := 0, 0
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		req, _ := http.NewRequest(r.Method, target, r.Body)
+		req.Header = r.Header.Clone()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		mu.Lock()
+		answers++
+		drop := answers == 1
+		if drop {
+			lost++
+		}
+		mu.Unlock()
+		if drop {
+			// The global merged it; the local never hears so.
+			conn, _, err := w.(http.Hijacker).Hijack()
+			if err == nil {
+				conn.Close()
+			}
+			return
+		}
+		w.WriteHeader(resp.StatusCode)
+		io.Copy(w, resp.Body)
+	}))
+	defer proxy.Close()
+	lcfg := testConfig(t, "forward_address: "+proxy.URL+"\n")
+	local, _ := startServer(t, lcfg)
+	sendUDP(t, local.UDPAddr(), "fleet.hits:5|c|#veneurglobalonly")
+	shutdown(t, local) // forwards, and retries the lost answer
+	shutdown(t, global)
+	if lost != 1 || answers < 2 {
+		t.Fatalf("%d answers, %d lost: the retry did not happen", answers, lost)
+	}
+	if got := gout.String(); strings.Count(got, "fleet.hits rate") != 1 || !strings.Contains(got, "fleet.hits rate 0.001388888888888889 ") {
+		t.Errorf("want fleet.hits once, at 5/3600 per second:\n%s", got)
 	}
 }

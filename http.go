@@ -2,11 +2,14 @@ package veneur
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	stdlog "log"
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strings"
 	"time"
 
 	"github.com/DataDog/datadog-go/v5/statsd"
@@ -40,23 +43,40 @@ func (s *Server) handler(imp *forward.Importer) http.Handler {
 	return mux
 }
 
-// webServer serves the HTTP routes on http_address. It is a listener like
-// the others, so the server starts and stops it with them; its
-// self-metrics are the importer's.
+// Limits of the HTTP server. A client that is slower than these is cut
+// off, so that none can hold a connection (or Shutdown) for long.
+const (
+	httpReadHeaderTimeout = 10 * time.Second
+	// httpReadTimeout bounds reading a whole request, body included: an
+	// /import body of 256 MiB at 10 MB/s takes 27 s.
+	httpReadTimeout  = 60 * time.Second
+	httpWriteTimeout = 60 * time.Second
+	httpIdleTimeout  = 2 * time.Minute
+	httpMaxHeader    = 64 << 10
+	// httpStopGrace is how long Stop lets requests in progress finish
+	// before it closes their connections.
+	httpStopGrace = time.Second
+)
+
+// webServer serves the HTTP routes on http_address, over TLS when tls is
+// set. It is a listener like the others, so the server starts and stops it
+// with them; its self-metrics are the importer's.
 type webServer struct {
 	addr    string
+	tls     *tls.Config
 	handler http.Handler
 	imp     *forward.Importer
 	guard   func()
 	log     *logrus.Logger
 	ln      net.Listener
 	srv     *http.Server
+	served  chan struct{} // closed when Serve has returned
 }
 
 var _ listen.Listener = (*webServer)(nil)
 
-func newWebServer(addr string, h http.Handler, imp *forward.Importer, guard func(), log *logrus.Logger) *webServer {
-	return &webServer{addr: addr, handler: h, imp: imp, guard: guard, log: log}
+func newWebServer(addr string, tlsConf *tls.Config, h http.Handler, imp *forward.Importer, guard func(), log *logrus.Logger) *webServer {
+	return &webServer{addr: addr, tls: tlsConf, handler: h, imp: imp, guard: guard, log: log}
 }
 
 // Start binds http_address (host:port, a unix socket path, fd@N or
@@ -67,9 +87,24 @@ func (w *webServer) Start() error {
 		return fmt.Errorf("http_address %w", err)
 	}
 	w.ln = ln
-	w.srv = &http.Server{Handler: w.handler, ReadHeaderTimeout: 10 * time.Second}
+	if w.tls != nil {
+		ln = tls.NewListener(ln, w.tls)
+	}
+	w.srv = &http.Server{
+		Handler:           w.handler,
+		ReadHeaderTimeout: httpReadHeaderTimeout,
+		ReadTimeout:       httpReadTimeout,
+		WriteTimeout:      httpWriteTimeout,
+		IdleTimeout:       httpIdleTimeout,
+		MaxHeaderBytes:    httpMaxHeader,
+		ErrorLog:          stdlog.New(debugWriter{w.log}, "", 0),
+	}
+	w.served = make(chan struct{})
 	go func() {
+		defer close(w.served)
 		defer w.guard()
+		// Serve backs off on transient accept errors (such as running out
+		// of descriptors) instead of spinning.
 		if err := w.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			w.log.WithError(err).Error("HTTP server stopped")
 		}
@@ -77,14 +112,23 @@ func (w *webServer) Start() error {
 	return nil
 }
 
-// Stop stops accepting and waits for the requests in progress, or ctx.
+// Stop stops accepting, lets the requests in progress finish for
+// httpStopGrace at most (less if ctx ends first), then closes every
+// connection that is left: no client, however slow, delays the final
+// flush.
 func (w *webServer) Stop(ctx context.Context) error {
 	if w.srv == nil {
 		return nil
 	}
-	return w.srv.Shutdown(ctx)
+	gctx, cancel := context.WithTimeout(ctx, httpStopGrace)
+	defer cancel()
+	if err := w.srv.Shutdown(gctx); err != nil {
+		w.log.WithError(err).Info("HTTP requests still in progress after the grace; closing their connections")
+		w.srv.Close()
+	}
+	<-w.served
+	return nil
 }
-
 // Addr is the bound address, nil before Start.
 func (w *webServer) Addr() net.Addr {
 	if w.ln == nil {
@@ -95,3 +139,13 @@ func (w *webServer) Addr() net.Addr {
 
 // Report sends the importer's self-metrics.
 func (w *webServer) Report(stats statsd.ClientInterface) { w.imp.Report(stats) }
+
+// debugWriter logs what net/http reports about single connections (failed
+// TLS handshakes, bad requests, accept retries) at debug level: a client's
+// problem, not the server's.
+type debugWriter struct{ log *logrus.Logger }
+
+func (d debugWriter) Write(p []byte) (int, error) {
+	d.log.Debug(strings.TrimSpace(string(p)))
+	return len(p), nil
+}

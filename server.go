@@ -231,7 +231,11 @@ func (s *Server) buildListeners() error {
 		interval, _ := cfg.ParseInterval()
 		age, _ := cfg.SpoolMaxAge()
 		imp := forward.NewImporter(s.pool, forward.ImporterConfig{Remember: age + 2*interval})
-		add("http_address", newWebServer(cfg.HTTPAddress, s.handler(imp), imp, s.guard, s.log), nil)
+		tlsConf, err := cfg.HTTPTLSConfig()
+		if err != nil {
+			return err
+		}
+		add("http_address", newWebServer(cfg.HTTPAddress, tlsConf, s.handler(imp), imp, s.guard, s.log), nil)
 	}
 	return nil
 }

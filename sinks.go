@@ -2,6 +2,7 @@ package veneur
 
 import (
 	"context"
+	"net/http"
 
 	"github.com/veneur/veneur/forward"
 	"github.com/veneur/veneur/plugins"
@@ -100,5 +101,17 @@ func forwardSink(cfg Config, opts Options, env plugins.Env) (plugins.Sink, error
 	if cfg.ForwardAddress == "" {
 		return nil, nil
 	}
-	return forward.NewClient(forward.ClientConfig{Address: cfg.ForwardAddress, Client: opts.HTTPClient, Delivery: delivery(cfg)}, env)
+	client := opts.HTTPClient
+	tlsConf, err := cfg.ForwardTLSConfig()
+	if err != nil {
+		return nil, err
+	}
+	if tlsConf != nil {
+		// forward_tls_*: a client certificate for the global, and the
+		// authority to verify it with.
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.TLSClientConfig = tlsConf
+		client = &http.Client{Timeout: env.Interval, Transport: t}
+	}
+	return forward.NewClient(forward.ClientConfig{Address: cfg.ForwardAddress, Client: client, Delivery: delivery(cfg)}, env)
 }

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"strings"
 	"syscall"
@@ -490,40 +489,6 @@ func TestNoAPIHostnamePrintsToStdout(t *testing.T) {
 		if !strings.Contains(out, name) {
 			t.Errorf("stdout after SIGTERM lacks %q (api_hostname \"\" prints flushes to stdout)", name)
 		}
-	}
-}
-
-func TestAPIFailureKeepsDaemonRunning(t *testing.T) {
-	t.Parallel()
-	fake := newFakeDD(t)
-	fake.setStatus(http.StatusInternalServerError)
-	d := startDaemon(t, fake, func(c config) { c["interval"] = "1s" })
-	c := newClient(t, d)
-	errMark, outMark := d.outputLen()
-
-	must(t, c.Gauge("fail.first", 1, nil, 1))
-	flushClient(t, c)
-	first, _ := fake.waitForSeries(t, waitLong, "fail.first")
-	// The failure is logged with the status code: 500 as a number of its
-	// own, not inside a port or a duration.
-	d.waitOutput(t, waitLong, errMark, outMark, regexp.MustCompile(`(^|[^0-9.])500([^0-9.]|$)`))
-
-	must(t, c.Gauge("fail.second", 2, nil, 1))
-	flushClient(t, c)
-	second, _ := fake.waitForSeries(t, waitLong, "fail.second")
-	if second <= first {
-		t.Errorf("fail.second in request %d, want a later flush than fail.first's request %d", second, first)
-	}
-	if code, err := d.health(); err != nil || code != http.StatusOK {
-		t.Errorf("/healthcheck after failed flushes: status %d, error %v; want 200", code, err)
-	}
-
-	fake.setStatus(http.StatusAccepted)
-	must(t, c.Gauge("fail.recovered", 3, nil, 1))
-	flushClient(t, c)
-	idx, reqs := fake.waitForSeries(t, waitLong, "fail.recovered")
-	if reqs[idx].Status != http.StatusAccepted {
-		t.Errorf("fail.recovered answered %d, want 202", reqs[idx].Status)
 	}
 }
 

@@ -78,6 +78,11 @@ type fakeDD struct {
 	violations []string
 	changed    chan struct{} // closed and replaced on every request
 	status     int           // status to answer with
+	// script, when not empty, answers the next series requests instead of
+	// status, one entry each.
+	script []scripted
+	// delay is how long every series request takes to answer.
+	delay time.Duration
 
 	// Concurrency probe: when holdFor > 1 every request waits until holdFor
 	// requests are in flight at once, or until holdMax has passed.
@@ -112,6 +117,41 @@ func newFakeDD(t *testing.T) *fakeDD {
 
 // URL is the value for the daemon's api_hostname.
 func (f *fakeDD) URL() string { return f.srv.URL }
+
+// scripted is one scripted answer: a status (with Retry-After when not
+// empty), or, with hang set, no answer until the client gives up.
+type scripted struct {
+	status     int
+	retryAfter string
+	hang       bool
+}
+
+// failNext makes the next n series requests answer code (with a
+// Retry-After header when retryAfter is not empty).
+func (f *fakeDD) failNext(n, code int, retryAfter string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for range n {
+		f.script = append(f.script, scripted{status: code, retryAfter: retryAfter})
+	}
+}
+
+// hangNext makes the next n series requests hang until the client gives
+// up on them.
+func (f *fakeDD) hangNext(n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for range n {
+		f.script = append(f.script, scripted{status: http.StatusGatewayTimeout, hang: true})
+	}
+}
+
+// setDelay makes every series request take d before it is answered.
+func (f *fakeDD) setDelay(d time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.delay = d
+}
 
 // setStatus makes every later request answer with code.
 func (f *fakeDD) setStatus(code int) {
@@ -227,6 +267,12 @@ func (f *fakeDD) serveHTTP(w http.ResponseWriter, r *http.Request) {
 
 	f.mu.Lock()
 	status := f.status
+	var next scripted
+	if len(f.script) > 0 {
+		next, f.script = f.script[0], f.script[1:]
+		status = next.status
+	}
+	delay := f.delay
 	f.requests = append(f.requests, apiRequest{At: at, Status: status, Series: decoded})
 	f.notifyLocked()
 	holdFor, holdMax := f.holdFor, f.holdMax
@@ -256,6 +302,21 @@ func (f *fakeDD) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	f.inFlight--
 	f.mu.Unlock()
 
+	if next.hang {
+		<-r.Context().Done() // the client's timeout ends it
+		return
+	}
+	if delay > 0 {
+		timer := time.NewTimer(delay)
+		select {
+		case <-timer.C:
+		case <-r.Context().Done():
+		}
+		timer.Stop()
+	}
+	if next.retryAfter != "" {
+		w.Header().Set("Retry-After", next.retryAfter)
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	if status < 300 {
