@@ -68,9 +68,13 @@ func TestReadConfigReadmeKeys(t *testing.T) {
 		TraceMaxLengthBytes:     DefaultTraceMaxLengthBytes,
 		UdpAddress:              "localhost:8126",
 		// Not in 1.1.0: their defaults.
-		FlushMaxConcurrency: DefaultFlushMaxConcurrency,
-		FlushSpoolBytes:     DefaultFlushSpoolBytes,
-		ShutdownTimeout:     DefaultShutdownTimeout,
+		FlushMaxConcurrency:  DefaultFlushMaxConcurrency,
+		FlushSpoolBytes:      DefaultFlushSpoolBytes,
+		ShutdownTimeout:      DefaultShutdownTimeout,
+		ImportMaxBodyBytes:   DefaultImportMaxBodyBytes,
+		ImportMaxConcurrency: 2 * runtime.NumCPU(),
+		TCPIdleTimeout:       DefaultTCPIdleTimeout,
+		TCPMaxConnections:    DefaultTCPMaxConnections,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("ReadConfig(readme.yaml)\n got %+v\nwant %+v", c, want)
@@ -116,10 +120,13 @@ func TestExampleListsEveryKey(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("example.yaml keys\n got %v\nwant %v", got, want)
 	}
-	// veneur 1.1.0's 34 keys, and flush_max_concurrency,
-	// flush_spool_bytes, flush_spool_max_age and shutdown_timeout.
-	if len(want) != 38 {
-		t.Errorf("Config has %d keys, want 38", len(want))
+	// veneur 1.1.0's 34 keys; flush_max_concurrency, flush_spool_bytes,
+	// flush_spool_max_age and shutdown_timeout (delivery); the http_tls_*
+	// and forward_tls_* keys, import_max_body_bytes,
+	// import_max_concurrency, tcp_max_connections, tcp_idle_timeout and
+	// max_series_per_interval (limits).
+	if len(want) != 49 {
+		t.Errorf("Config has %d keys, want 49", len(want))
 	}
 
 	c, err := ParseConfig(data)
@@ -217,6 +224,8 @@ shutdown_timeout: 3s
 		NumWorkers: 3, NumReaders: 2, MetricMaxLength: 100, FlushMaxPerBody: 7,
 		ReadBufferSizeBytes: 1024, TraceMaxLengthBytes: 99,
 		FlushMaxConcurrency: 2, FlushSpoolBytes: 1000, FlushSpoolMaxAge: "1m", ShutdownTimeout: "3s",
+		ImportMaxBodyBytes: DefaultImportMaxBodyBytes, ImportMaxConcurrency: 2 * runtime.NumCPU(),
+		TCPIdleTimeout: DefaultTCPIdleTimeout, TCPMaxConnections: DefaultTCPMaxConnections,
 		Percentiles: []float64{0.9}, Aggregates: []string{"sum"},
 	}
 	if !reflect.DeepEqual(c, want) {
@@ -720,13 +729,13 @@ func TestValidateZeroConfigListsEveryProblem(t *testing.T) {
 	if err == nil {
 		t.Fatal("Validate accepted the zero Config")
 	}
-	for _, w := range []string{"interval", "shutdown_timeout", "flush_max_concurrency", "flush_spool_bytes", "num_workers", "num_readers", "metric_max_length", "read_buffer_size_bytes", "trace_max_length_bytes", "nothing to listen on"} {
+	for _, w := range []string{"interval", "shutdown_timeout", "flush_max_concurrency", "flush_spool_bytes", "tcp_idle_timeout", "tcp_max_connections", "import_max_concurrency", "import_max_body_bytes", "num_workers", "num_readers", "metric_max_length", "read_buffer_size_bytes", "trace_max_length_bytes", "nothing to listen on"} {
 		if !strings.Contains(err.Error(), w) {
 			t.Errorf("error %q does not mention %q", err, w)
 		}
 	}
-	if n := joinedCount(err); n != 10 {
-		t.Errorf("Validate joined %d problems, want 10:\n%v", n, err)
+	if n := joinedCount(err); n != 14 {
+		t.Errorf("Validate joined %d problems, want 14:\n%v", n, err)
 	}
 }
 

@@ -129,6 +129,7 @@ func (w *webServer) Stop(ctx context.Context) error {
 	<-w.served
 	return nil
 }
+
 // Addr is the bound address, nil before Start.
 func (w *webServer) Addr() net.Addr {
 	if w.ln == nil {
