@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"net"
 	"net/http"
 	"regexp"
 	"syscall"
@@ -255,4 +256,29 @@ func TestGlobalDownThenBack(t *testing.T) {
 			t.Errorf("down.lat.50percentile = %v, want one of the outage's samples (10–30 ms)", s.Value)
 		}
 	}
+}
+
+// A client that sends an /import body a byte at a time does not hold up
+// SIGTERM: the daemon closes its connection after a short grace, makes its
+// final flush and exits 0 (terminate fails the test otherwise, well before
+// the server's 60 s read timeout would end the request).
+func TestSlowImportClientDoesNotDelayShutdown(t *testing.T) {
+	t.Parallel()
+	fake := newFakeDD(t)
+	d := startDaemon(t, fake, nil)
+	conns := make([]net.Conn, 5)
+	for i := range conns {
+		c, err := net.Dial("tcp", d.httpAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := fmt.Fprintf(c, "POST /import HTTP/1.1\r\nHost: veneur\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n["); err != nil {
+			t.Fatal(err)
+		}
+		conns[i] = c
+	}
+	sendRaw(t, d, "slow.client.gauge:7|g")
+	reqs := d.stopAndCollect(t)
+	expectSeries(t, reqs, "slow.client.gauge", gauge(7))
 }
