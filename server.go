@@ -148,7 +148,7 @@ func NewFromConfig(cfg Config, opts Options) (*Server, error) {
 	if s.sentry != nil {
 		log.AddHook(sentryHook{hub: s.sentry})
 	}
-	s.pool = newWorkerPool(cfg.NumWorkers)
+	s.pool = newWorkerPool(cfg.NumWorkers, cfg.MaxSeriesPerInterval)
 	s.ingest = newIngest(s.pool, cfg.MetricMaxLength, log)
 	if opts.HTTPClient == nil {
 		opts.HTTPClient = &http.Client{Timeout: interval}
@@ -171,6 +171,7 @@ func NewFromConfig(cfg Config, opts Options) (*Server, error) {
 		forwarding: cfg.ForwardAddress != "",
 		sinks:      sinks,
 		ingest:     s.ingest,
+		card:       s.pool.card,
 		reporters:  []reporter{s.ingest},
 		log:        log,
 		stats:      s.stats,
@@ -213,7 +214,14 @@ func (s *Server) buildListeners() error {
 		if err != nil {
 			return err
 		}
-		l, err := listen.NewTCP(listen.TCPConfig{Address: cfg.TcpAddress, TLS: tlsConf, MaxLength: cfg.MetricMaxLength}, s.ingest.newIngester, opts)
+		idle, err := cfg.ParseTCPIdleTimeout()
+		if err != nil {
+			return err
+		}
+		l, err := listen.NewTCP(listen.TCPConfig{
+			Address: cfg.TcpAddress, TLS: tlsConf, MaxLength: cfg.MetricMaxLength,
+			MaxConnections: cfg.TCPMaxConnections, IdleTimeout: idle,
+		}, s.ingest.newIngester, opts)
 		if err := add("tcp_address", l, err); err != nil {
 			return err
 		}

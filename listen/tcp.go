@@ -31,15 +31,39 @@ const (
 	tcpErrAccept = iota
 	tcpErrHandshake
 	tcpErrRead
+	tcpErrMaxConns
+	tcpErrIdle
 )
 
 // tcpErrCauses names the causes, in the order of the indexes above.
-var tcpErrCauses = [...]string{tcpErrAccept: "accept", tcpErrHandshake: "tls_handshake", tcpErrRead: "read"}
+var tcpErrCauses = [...]string{
+	tcpErrAccept:    "accept",
+	tcpErrHandshake: "tls_handshake",
+	tcpErrRead:      "read",
+	tcpErrMaxConns:  "max_connections",
+	tcpErrIdle:      "idle_timeout",
+}
+
+// The defaults of the TCP listener's limits, taken when TCPConfig leaves
+// them 0.
+const (
+	// DefaultTCPMaxConnections is the default tcp_max_connections: well
+	// under the usual descriptor limits of a daemon, far over what a
+	// fleet of clients that keep their connections open needs.
+	DefaultTCPMaxConnections = 10_000
+	// DefaultTCPIdleTimeout is the default tcp_idle_timeout: DogStatsD
+	// clients flush every few seconds, so a connection quiet for minutes
+	// has been abandoned.
+	DefaultTCPIdleTimeout = 5 * time.Minute
+)
 
 const (
 	// tcpHandshakeTimeout bounds a TLS handshake, so that a client that
-	// connects and says nothing holds no goroutine for long.
+	// connects and says nothing holds no goroutine for long. A handshake
+	// that runs out of time is counted under tls_handshake.
 	tcpHandshakeTimeout = 10 * time.Second
+	// tcpLogEvery is the least time between two warnings of one kind.
+	tcpLogEvery = time.Second
 	// Once Stop begins, a connection is read until it has been quiet for
 	// tcpDrainIdle, or for at most tcpDrainMax in all. The SSF listener
 	// drains its socket for tcpDrainIdle too.
@@ -48,6 +72,12 @@ const (
 )
 
 // TCPConfig are the settings of the DogStatsD TCP listener.
+//
+// Every connection holds a file descriptor and a goroutine, so the
+// listener bounds them: at most MaxConnections are open at once, each is
+// closed once it has sent nothing for IdleTimeout, and a TLS handshake
+// must end within 10 seconds. Each limit counts what it closes in
+// tcp.error_total, under its own cause.
 type TCPConfig struct {
 	// Address is tcp_address, host:port.
 	Address string
@@ -56,6 +86,20 @@ type TCPConfig struct {
 	TLS *tls.Config
 	// MaxLength is metric_max_length: longer lines are skipped.
 	MaxLength int
+	// MaxConnections is tcp_max_connections, the most connections open
+	// at once; 0 means DefaultTCPMaxConnections. A connection accepted
+	// while that many are open is closed at once, before any TLS
+	// handshake or read, and counted under max_connections, with a
+	// warning at most once a second; the open connections go on as
+	// before, and new ones are taken again as soon as one of them
+	// closes.
+	MaxConnections int
+	// IdleTimeout is tcp_idle_timeout: a connection that sends nothing
+	// for that long is closed and counted under idle_timeout, without a
+	// log, since abandoned connections are routine. 0 means
+	// DefaultTCPIdleTimeout. Once Stop begins, the drain's shorter
+	// deadlines take over.
+	IdleTimeout time.Duration
 }
 
 // TCP accepts DogStatsD connections, with TLS when the config has one.
@@ -65,6 +109,13 @@ type TCP struct {
 	newIngester NewIngester
 	opts        Options
 	log         *logrus.Logger
+
+	// maxConns and idle are the limits of cfg with their defaults
+	// applied; handshakeTimeout is tcpHandshakeTimeout, a field so that
+	// tests can shorten it.
+	maxConns         int
+	idle             time.Duration
+	handshakeTimeout time.Duration
 
 	life  stopper
 	ln    net.Listener
@@ -76,8 +127,11 @@ type TCP struct {
 	// drainEnd is when draining must end (unix nanoseconds), 0 before
 	// Stop.
 	drainEnd atomic.Int64
-	// lastLog rate-limits the logs of failed connections.
-	lastLog atomic.Int64
+	// lastLog rate-limits the logs of failed connections, and
+	// lastCapLog those of connections refused over MaxConnections, apart
+	// so that other failures never hide that the cap was reached.
+	lastLog    atomic.Int64
+	lastCapLog atomic.Int64
 
 	accepted atomic.Uint64
 	errs     *counter.ByCause
@@ -90,14 +144,30 @@ func NewTCP(cfg TCPConfig, newIngester NewIngester, opts Options) (*TCP, error) 
 	if err := checkConfig("tcp", cfg.Address, cfg.MaxLength, newIngester); err != nil {
 		return nil, err
 	}
-	return &TCP{
-		cfg:         cfg,
-		newIngester: newIngester,
-		opts:        opts,
-		log:         opts.logger(),
-		conns:       map[net.Conn]struct{}{},
-		errs:        counter.New(tcpErrCauses[:]...),
-	}, nil
+	switch {
+	case cfg.MaxConnections < 0:
+		return nil, fmt.Errorf("tcp listener: tcp_max_connections %d, want at least 1 (0 for the default, %d)", cfg.MaxConnections, DefaultTCPMaxConnections)
+	case cfg.IdleTimeout < 0:
+		return nil, fmt.Errorf("tcp listener: tcp_idle_timeout %v, want more than 0 (0 for the default, %v)", cfg.IdleTimeout, DefaultTCPIdleTimeout)
+	}
+	t := &TCP{
+		cfg:              cfg,
+		newIngester:      newIngester,
+		opts:             opts,
+		log:              opts.logger(),
+		maxConns:         cfg.MaxConnections,
+		idle:             cfg.IdleTimeout,
+		handshakeTimeout: tcpHandshakeTimeout,
+		conns:            map[net.Conn]struct{}{},
+		errs:             counter.New(tcpErrCauses[:]...),
+	}
+	if t.maxConns == 0 {
+		t.maxConns = DefaultTCPMaxConnections
+	}
+	if t.idle == 0 {
+		t.idle = DefaultTCPIdleTimeout
+	}
+	return t, nil
 }
 
 // Start binds the address and starts accepting connections.
@@ -138,13 +208,18 @@ func (t *TCP) Addr() net.Addr {
 	return nil
 }
 
-// Report sends tcp.connections_total, the connections accepted, and
-// tcp.error_total by cause.
+// Report sends tcp.connections_total, the connections accepted (not those
+// refused over MaxConnections), tcp.error_total by cause, and the gauge
+// tcp.open_connections, the connections open now.
 func (t *TCP) Report(stats statsd.ClientInterface) {
 	if n := t.accepted.Swap(0); n > 0 {
 		stats.Count("tcp.connections_total", int64(n), nil, 1)
 	}
 	t.errs.Report(stats, "tcp.error_total")
+	t.mu.Lock()
+	open := len(t.conns)
+	t.mu.Unlock()
+	stats.Gauge("tcp.open_connections", float64(open), nil, 1)
 }
 
 // accept runs until the drain's accept deadline passes or the listener is
@@ -178,6 +253,15 @@ func (t *TCP) accept() {
 			c.Close()
 			return
 		}
+		if open := len(t.conns); open >= t.maxConns {
+			t.mu.Unlock()
+			// Over the cap: close before any handshake or read, so
+			// the refused connection costs its descriptor only for
+			// this moment.
+			c.Close()
+			t.refuse(open)
+			continue
+		}
 		t.conns[c] = struct{}{}
 		t.wg.Add(1)
 		t.mu.Unlock()
@@ -186,12 +270,31 @@ func (t *TCP) accept() {
 	}
 }
 
+// logDue says whether a warning rate-limited by last may be logged now,
+// and if so records now as its time: true at most once every tcpLogEvery.
+func logDue(last *atomic.Int64) bool {
+	now := time.Now().UnixNano()
+	prev := last.Load()
+	return now-prev >= int64(tcpLogEvery) && last.CompareAndSwap(prev, now)
+}
+
+// refuse counts a connection closed because open connections, as many
+// as MaxConnections allows, were open already; it warns at most once a
+// second.
+func (t *TCP) refuse(open int) {
+	t.errs.Add(tcpErrMaxConns, 1)
+	if !logDue(&t.lastCapLog) {
+		return
+	}
+	t.log.WithField("open", open).Warnf("TCP listener: %d connections open, the limit; closing new ones until some end "+
+		"(raise tcp_max_connections, and the descriptor limit with it, to take more; veneur.tcp.error_total{cause:max_connections} counts the refused)",
+		t.maxConns)
+}
+
 // fail counts a connection error and logs it, at most once a second.
 func (t *TCP) fail(cause int, c net.Conn, err error) {
 	t.errs.Add(cause, 1)
-	now := time.Now().UnixNano()
-	last := t.lastLog.Load()
-	if now-last < int64(time.Second) || !t.lastLog.CompareAndSwap(last, now) {
+	if !logDue(&t.lastLog) {
 		return
 	}
 	l := t.log.WithError(err).WithField("cause", tcpErrCauses[cause])
@@ -215,21 +318,59 @@ func (t *TCP) serve(c net.Conn) {
 	var r io.Reader = c
 	if t.cfg.TLS != nil {
 		tc := tls.Server(c, t.cfg.TLS)
-		c.SetDeadline(time.Now().Add(tcpHandshakeTimeout))
+		// The whole handshake, its reads and its writes, must end
+		// within handshakeTimeout (sooner once Stop has begun).
+		c.SetWriteDeadline(time.Now().Add(t.handshakeTimeout))
+		t.readDeadline(c, t.handshakeTimeout)
 		if err := tc.Handshake(); err != nil {
+			if t.drainEnd.Load() != 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+				return // cut by Stop, not failed
+			}
 			t.fail(tcpErrHandshake, c, err)
 			return
 		}
-		c.SetDeadline(time.Time{})
+		// Nothing is written past the handshake; reads get their
+		// deadline before each one.
+		c.SetWriteDeadline(time.Time{})
 		r = tc
 	}
 	in := t.newIngester()
-	if err := readLines(r, in, t.cfg.MaxLength, func() { t.drainDeadline(c) }); err != nil {
-		if t.drainEnd.Load() != 0 && errors.Is(err, os.ErrDeadlineExceeded) {
-			return // drained
+	if err := readLines(r, in, t.cfg.MaxLength, func() { t.readDeadline(c, t.idle) }); err != nil {
+		switch {
+		case !errors.Is(err, os.ErrDeadlineExceeded):
+			t.fail(tcpErrRead, c, err)
+		case t.drainEnd.Load() != 0:
+			// Drained. A connection whose idle deadline passed
+			// just as Stop began is counted here too: Stop would
+			// have closed it anyway.
+		default:
+			// Idle for IdleTimeout. Not logged: clients that
+			// leave connections open and quiet are routine, and
+			// a log per connection could be thousands.
+			t.errs.Add(tcpErrIdle, 1)
 		}
-		t.fail(tcpErrRead, c, err)
 	}
+}
+
+// readDeadline sets the deadline of c's next read: d from now, or once
+// Stop has begun the drain's (see drainDeadline). It runs before every
+// read, not every line, so a busy connection pays one SetReadDeadline per
+// read of up to a buffer's worth of lines.
+//
+// startDrain stores drainEnd and then sets the drain's deadline on every
+// open connection. Were readDeadline to check drainEnd and then set d, its
+// later-set, longer deadline could replace the drain's, and Stop would
+// wait for it. So it checks drainEnd again after setting d: if it is
+// still 0, startDrain has yet to store it, and will set the drain's
+// deadline after this one; if not, readDeadline sets the drain's itself.
+func (t *TCP) readDeadline(c net.Conn, d time.Duration) {
+	if t.drainEnd.Load() == 0 {
+		c.SetReadDeadline(time.Now().Add(d))
+		if t.drainEnd.Load() == 0 {
+			return
+		}
+	}
+	t.drainDeadline(c)
 }
 
 // drainDeadline, once Stop has begun, lets the next read wait at most

@@ -1,6 +1,7 @@
 package listen
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -8,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -16,21 +18,32 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sirupsen/logrus"
+	logtest "github.com/sirupsen/logrus/hooks/test"
+
 	"github.com/veneur/veneur/internal/statstest"
 	"github.com/veneur/veneur/samplers"
 )
 
 func startTCP(t *testing.T, cfg TCPConfig, snk *sink) *TCP {
 	t.Helper()
+	l := newTCP(t, cfg, snk, quietLog())
+	if err := l.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// newTCP is startTCP without the Start, for tests that change the
+// listener or watch its log.
+func newTCP(t *testing.T, cfg TCPConfig, snk *sink, log *logrus.Logger) *TCP {
+	t.Helper()
 	cfg.Address = "127.0.0.1:0"
 	if cfg.MaxLength == 0 {
 		cfg.MaxLength = 64
 	}
-	l, err := NewTCP(cfg, snk.newIngester, Options{Log: quietLog()})
+	l, err := NewTCP(cfg, snk.newIngester, Options{Log: log})
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := l.Start(); err != nil {
 		t.Fatal(err)
 	}
 	return l
@@ -350,5 +363,280 @@ func TestTCPReadErrorCounted(t *testing.T) {
 	l.Report(rec)
 	if n := rec.Sum("tcp.error_total"); n != 1 {
 		t.Errorf("tcp.error_total = %d, want 1", n)
+	}
+}
+
+// expectClosed reads from c until the server closes it (EOF, or a reset),
+// failing the test if the server sends anything or keeps c open for 5
+// seconds.
+func expectClosed(t *testing.T, c net.Conn) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := c.Read(make([]byte, 1))
+	var ne net.Error
+	switch {
+	case n > 0:
+		t.Errorf("the server sent %d bytes", n)
+	case errors.As(err, &ne) && ne.Timeout():
+		t.Fatal("the server kept the connection open")
+	case err == nil:
+		t.Fatal("a read of nothing and no error")
+	}
+}
+
+// openGauge is the last tcp.open_connections that l reported to rec, after
+// a new Report.
+func openGauge(t *testing.T, l *TCP, rec *statstest.Recorder) float64 {
+	t.Helper()
+	l.Report(rec)
+	v, ok := rec.GaugeValue("tcp.open_connections")
+	if !ok {
+		t.Fatal("Report sent no tcp.open_connections")
+	}
+	return v
+}
+
+// warnings are the messages logged at warning level or above.
+func warnings(hook *logtest.Hook) []string {
+	var w []string
+	for _, e := range hook.AllEntries() {
+		if e.Level <= logrus.WarnLevel {
+			w = append(w, e.Message)
+		}
+	}
+	return w
+}
+
+func TestTCPLimitDefaults(t *testing.T) {
+	l := newTCP(t, TCPConfig{}, newSink(t), quietLog())
+	if l.maxConns != DefaultTCPMaxConnections || l.idle != DefaultTCPIdleTimeout || l.handshakeTimeout != tcpHandshakeTimeout {
+		t.Errorf("limits %d, %v, %v; want the defaults %d, %v, %v",
+			l.maxConns, l.idle, l.handshakeTimeout, DefaultTCPMaxConnections, DefaultTCPIdleTimeout, tcpHandshakeTimeout)
+	}
+	l = newTCP(t, TCPConfig{MaxConnections: 7, IdleTimeout: time.Minute}, newSink(t), quietLog())
+	if l.maxConns != 7 || l.idle != time.Minute {
+		t.Errorf("limits %d, %v; want 7, 1m0s as configured", l.maxConns, l.idle)
+	}
+	for _, cfg := range []TCPConfig{{MaxConnections: -1}, {IdleTimeout: -time.Second}} {
+		cfg.Address, cfg.MaxLength = "127.0.0.1:0", 64
+		if _, err := NewTCP(cfg, newSink(t).newIngester, Options{}); err == nil {
+			t.Errorf("NewTCP(%+v) took a negative limit", cfg)
+		}
+	}
+}
+
+// Past MaxConnections a new connection is closed at once and counted,
+// with a warning naming the setting; the open ones go on, and once one
+// closes a new one is taken again.
+func TestTCPMaxConnections(t *testing.T) {
+	snk := newSink(t)
+	log, hook := logtest.NewNullLogger()
+	l := newTCP(t, TCPConfig{MaxConnections: 3}, snk, log)
+	if err := l.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var conns []net.Conn
+	for i := range 3 {
+		c := dialTCP(t, l.Addr())
+		defer c.Close()
+		write(t, c, fmt.Sprintf("first%d:1|c\n", i))
+		conns = append(conns, c)
+	}
+	// Every line arrived, so all 3 connections are being served.
+	waitFor(t, "the first lines", func() bool { return len(snk.get().lines) == 3 })
+
+	over := dialTCP(t, l.Addr())
+	defer over.Close()
+	expectClosed(t, over)
+	rec := &statstest.Recorder{}
+	waitFor(t, "the refused connection counted", func() bool {
+		l.Report(rec)
+		return rec.Sum("tcp.error_total", "cause:max_connections") >= 1
+	})
+	if v := openGauge(t, l, rec); v != 3 {
+		t.Errorf("tcp.open_connections = %v, want 3", v)
+	}
+	w := warnings(hook)
+	if len(w) != 1 || !strings.Contains(w[0], "3 connections") || !strings.Contains(w[0], "tcp_max_connections") {
+		t.Errorf("warnings %q, want one naming the limit, 3, and tcp_max_connections", w)
+	}
+
+	// The open connections are unaffected.
+	for i, c := range conns {
+		write(t, c, fmt.Sprintf("second%d:1|c\n", i))
+	}
+	waitFor(t, "the second lines", func() bool { return len(snk.get().lines) == 6 })
+
+	// Once one closes, a new connection is taken.
+	conns[0].Close()
+	waitFor(t, "the closed connection gone", func() bool { return openGauge(t, l, rec) == 2 })
+	late := dialTCP(t, l.Addr())
+	defer late.Close()
+	write(t, late, "late:1|c\n")
+	waitFor(t, "the new connection's line", func() bool { return slices.Contains(snk.get().lines, "late:1|c") })
+	if v := openGauge(t, l, rec); v != 3 {
+		t.Errorf("tcp.open_connections = %v, want 3", v)
+	}
+
+	stop(t, l)
+	if v := openGauge(t, l, rec); v != 0 {
+		t.Errorf("tcp.open_connections = %v after Stop, want 0", v)
+	}
+	if n := rec.Sum("tcp.error_total"); n != 1 {
+		t.Errorf("tcp.error_total = %d, want 1, for the refused connection", n)
+	}
+	if n := rec.Sum("tcp.connections_total"); n != 4 {
+		t.Errorf("tcp.connections_total = %d, want 4, the refused one not included", n)
+	}
+}
+
+// A connection that sends nothing for IdleTimeout is closed and counted,
+// without a log; one that keeps sending stays open however long it lasts.
+func TestTCPIdleTimeout(t *testing.T) {
+	const idle = 100 * time.Millisecond
+	snk := newSink(t)
+	log, hook := logtest.NewNullLogger()
+	l := newTCP(t, TCPConfig{IdleTimeout: idle}, snk, log)
+	if err := l.Start(); err != nil {
+		t.Fatal(err)
+	}
+
+	// active sends a line every idle/10 until stopSending closes.
+	active := dialTCP(t, l.Addr())
+	defer active.Close()
+	stopSending := make(chan struct{})
+	sendErr := make(chan error, 1)
+	go func() {
+		tick := time.NewTicker(idle / 10)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stopSending:
+				sendErr <- nil
+				return
+			case <-tick.C:
+				if _, err := active.Write([]byte("active:1|c\n")); err != nil {
+					sendErr <- err
+					return
+				}
+			}
+		}
+	}()
+	activeLines := func() int {
+		n := 0
+		for _, line := range snk.get().lines {
+			if line == "active:1|c" {
+				n++
+			}
+		}
+		return n
+	}
+
+	began := time.Now() // before the server's last read of quiet
+	quiet := dialTCP(t, l.Addr())
+	defer quiet.Close()
+	write(t, quiet, "quiet:1|c\n")
+	expectClosed(t, quiet)
+	if d := time.Since(began); d < idle {
+		t.Errorf("the quiet connection was closed after %v, before the idle timeout %v", d, idle)
+	}
+
+	// Wait for lines of active spanning 3 idle timeouts past this point.
+	want := activeLines() + 30
+	waitFor(t, "the active connection's lines", func() bool { return activeLines() >= want })
+	rec := &statstest.Recorder{}
+	if v := openGauge(t, l, rec); v != 1 {
+		t.Errorf("tcp.open_connections = %v, want 1, the active connection", v)
+	}
+	close(stopSending)
+	if err := <-sendErr; err != nil {
+		t.Errorf("the active connection failed: %v", err)
+	}
+	active.Close()
+	stop(t, l)
+	l.Report(rec)
+	if n := rec.Sum("tcp.error_total", "cause:idle_timeout"); n != 1 {
+		t.Errorf("%d idle connections counted, want 1", n)
+	}
+	if n := rec.Sum("tcp.error_total"); n != 1 {
+		t.Errorf("tcp.error_total = %d, want 1, the idle connection", n)
+	}
+	if w := warnings(hook); len(w) != 0 {
+		t.Errorf("warnings %q, want none for an idle connection", w)
+	}
+}
+
+// A TLS client that connects and sends nothing is closed once the
+// handshake deadline passes, and counted under tls_handshake; one that
+// completes its handshake and then sends nothing is closed by the idle
+// timeout, and counted under idle_timeout.
+func TestTLSHandshakeTimeout(t *testing.T) {
+	pki := newTestPKI(t)
+	snk := newSink(t)
+	// An idle timeout longer than the handshake's shows which of the
+	// two closed the silent client.
+	l := newTCP(t, TCPConfig{TLS: serverTLS(pki, false), IdleTimeout: time.Minute}, snk, quietLog())
+	l.handshakeTimeout = 100 * time.Millisecond
+	if err := l.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c := dialTCP(t, l.Addr())
+	defer c.Close()
+	expectClosed(t, c)
+	stop(t, l)
+	rec := &statstest.Recorder{}
+	l.Report(rec)
+	if n := rec.Sum("tcp.error_total", "cause:tls_handshake"); n != 1 {
+		t.Errorf("%d failed handshakes counted, want 1", n)
+	}
+	if n := rec.Sum("tcp.error_total"); n != 1 {
+		t.Errorf("tcp.error_total = %d, want 1, the handshake", n)
+	}
+
+	l = newTCP(t, TCPConfig{TLS: serverTLS(pki, false), IdleTimeout: 100 * time.Millisecond}, snk, quietLog())
+	if err := l.Start(); err != nil {
+		t.Fatal(err)
+	}
+	tc, err := tls.Dial("tcp", l.Addr().String(), &tls.Config{RootCAs: pki.pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	write(t, tc, "tls:1|c\n")
+	expectClosed(t, tc)
+	stop(t, l)
+	rec = &statstest.Recorder{}
+	l.Report(rec)
+	if n := rec.Sum("tcp.error_total", "cause:idle_timeout"); n != 1 {
+		t.Errorf("%d idle TLS connections counted, want 1", n)
+	}
+	if n := rec.Sum("tcp.error_total"); n != 1 {
+		t.Errorf("tcp.error_total = %d, want 1, the idle connection", n)
+	}
+}
+
+// Stop cuts quiet connections with the drain's short deadlines, not the
+// idle timeout, and does not count them as idle.
+func TestTCPStopCutsIdleConnections(t *testing.T) {
+	snk := newSink(t)
+	l := startTCP(t, TCPConfig{IdleTimeout: time.Hour}, snk)
+	const n = 20
+	for i := range n {
+		c := dialTCP(t, l.Addr())
+		defer c.Close()
+		write(t, c, fmt.Sprintf("c%d:1|c\n", i))
+	}
+	waitFor(t, "every line", func() bool { return len(snk.get().lines) == n })
+	ctx, cancel := context.WithTimeout(context.Background(), tcpDrainMax+3*time.Second)
+	defer cancel()
+	if err := l.Stop(ctx); err != nil {
+		t.Fatalf("Stop waited for the idle timeout: %v", err)
+	}
+	rec := &statstest.Recorder{}
+	if v := openGauge(t, l, rec); v != 0 {
+		t.Errorf("tcp.open_connections = %v after Stop, want 0", v)
+	}
+	if n := rec.Sum("tcp.error_total"); n != 0 {
+		t.Errorf("tcp.error_total = %d, want 0: drained connections are no errors", n)
 	}
 }
