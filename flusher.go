@@ -2,11 +2,13 @@ package veneur
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"math/bits"
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -48,8 +50,14 @@ type flusher struct {
 	log        *logrus.Logger
 	stats      statsd.ClientInterface
 	guard      func()
-	mu         sync.Mutex // one flush at a time
+	mu         sync.Mutex // one flush at a time; guards lastNames
 	inFlight   sync.WaitGroup
+	// card receives each interval's series and drops per metric name
+	// for /debug/cardinality, and knows max_series_per_interval; nil
+	// counts nothing per name.
+	card *cardinality
+	// lastNames is how many metric names the last flush counted.
+	lastNames int
 }
 
 // flush reports the self-metrics, builds the interval's batch from the
@@ -89,8 +97,26 @@ func (f *flusher) flush(ctx context.Context, intervals []interval, now time.Time
 	for _, iv := range intervals {
 		invalid[invalidWeight] += iv.badWeights
 	}
-	b.Metrics, b.Forward = f.generate(intervals, perType, now, &invalid)
+	var perName map[string]int
+	if f.card != nil {
+		// Sized like the last interval's, so a steady load does not
+		// regrow it.
+		perName = make(map[string]int, f.lastNames)
+	}
+	b.Metrics, b.Forward = f.generate(intervals, perType, now, &invalid, perName)
 	f.reportInvalid(&invalid)
+	drops, dropped := sumDrops(intervals)
+	f.reportDrops(drops, dropped)
+	if f.card != nil {
+		f.lastNames = len(perName)
+		// perType counts every series, those that share a map slot
+		// because their hashes collide too.
+		total := 0
+		for _, n := range perType {
+			total += n
+		}
+		f.card.publish(now, perName, drops, total, dropped)
+	}
 	// The caller's slice shares this array: drop the maps for the GC.
 	clear(intervals)
 	if nseries >= gcAfterSeries {
@@ -166,9 +192,11 @@ func (f *flusher) takeEvents(b *plugins.Batch) {
 
 // generate builds the flushed values of every series and, when the
 // instance forwards, the state of the series' global parts (see
-// forwardParts). It runs on the flush goroutine, so the workers go on
+// forwardParts). It counts the series of each metric name into perName
+// unless it is nil: one map increment per series, in the pass that visits
+// each series anyway. It runs on the flush goroutine, so the workers go on
 // ingesting meanwhile.
-func (f *flusher) generate(intervals []interval, perType [8]int, now time.Time, invalid *invalidCounts) ([]samplers.InterMetric, []samplers.Forwarded) {
+func (f *flusher) generate(intervals []interval, perType [8]int, now time.Time, invalid *invalidCounts, perName map[string]int) ([]samplers.InterMetric, []samplers.Forwarded) {
 	// Size the slice exactly once: a flush of 100,000 series is hundreds
 	// of thousands of values, and regrowing doubles the peak memory.
 	perHisto := bits.OnesCount8(uint8(f.aggs)) + len(f.pcts)
@@ -181,6 +209,9 @@ func (f *flusher) generate(intervals []interval, perType [8]int, now time.Time, 
 	for _, iv := range intervals {
 		for _, head := range iv.series {
 			for se := head; se != nil; se = se.next {
+				if perName != nil {
+					perName[se.meta.Name]++
+				}
 				base := samplers.InterMetric{Series: se.meta, Timestamp: ts}
 				local, global := true, false
 				if f.forwarding {
@@ -225,6 +256,53 @@ func (f *flusher) generate(intervals []interval, perType [8]int, now time.Time, 
 		}
 	}
 	return dropNonFinite(metrics, invalid), fwd
+}
+
+// sumDrops adds up the workers' drops under max_series_per_interval: per
+// metric name (a name's series spread over the workers), and in all.
+func sumDrops(intervals []interval) (map[string]uint64, uint64) {
+	var total uint64
+	var perName map[string]uint64
+	for _, iv := range intervals {
+		total += iv.seriesDropped
+		for name, n := range iv.dropped {
+			if perName == nil {
+				perName = make(map[string]uint64, len(iv.dropped))
+			}
+			perName[name] += *n
+		}
+	}
+	return perName, total
+}
+
+// dropLogNames is how many metric names the warning about drops under
+// max_series_per_interval names.
+const dropLogNames = 10
+
+// reportDrops counts the samples of new series that max_series_per_interval
+// refused and, once per interval, names the metric names that lost the
+// most and the key to raise.
+func (f *flusher) reportDrops(perName map[string]uint64, total uint64) {
+	if total == 0 {
+		return
+	}
+	f.stats.Count("worker.series_dropped_total", int64(total), []string{"cause:max_series"}, 1)
+	top := newTopNames(dropLogNames, byDropped)
+	for name, n := range perName {
+		top.offer(nameCardinality{Name: name, Dropped: n})
+	}
+	var names strings.Builder
+	for i, nc := range top.sorted() {
+		if i > 0 {
+			names.WriteString(", ")
+		}
+		fmt.Fprintf(&names, "%s=%d", nc.Name, nc.Dropped)
+	}
+	f.log.WithFields(logrus.Fields{
+		"dropped":                 total,
+		"max_series_per_interval": f.card.maxSeries(),
+		"top_names":               names.String(),
+	}).Warn("new series past max_series_per_interval were dropped (their samples counted in veneur.worker.series_dropped_total; GET /debug/cardinality lists series per name); raise max_series_per_interval, or stop the top names from multiplying series with unbounded tags")
 }
 
 // Causes of veneur.flush.invalid_value_total: values that no sink can

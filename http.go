@@ -33,6 +33,7 @@ func (s *Server) handler(imp *forward.Importer) http.Handler {
 		w.Write([]byte(VERSION + "\n"))
 	})
 	mux.Handle("/import", imp)
+	mux.Handle("/debug/cardinality", s.pool.card)
 	if s.cfg.EnableProfiling {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)

@@ -20,7 +20,7 @@ func testIngest(t testing.TB, n, maxLen int) (*workerPool, *ingest) {
 	t.Helper()
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	p := newWorkerPool(n)
+	p := newWorkerPool(n, 0)
 	return p, newIngest(p, maxLen, log)
 }
 

@@ -92,6 +92,22 @@ type interval struct {
 	badWeights uint64
 	// perType counts the series of each samplers.MetricType.
 	perType [8]int
+	// seriesDropped counts the samples (and imported metrics) of new
+	// series refused because the workers held max_series_per_interval
+	// series; dropped counts them per metric name, for at most
+	// maxDropNames names (nil until the first drop). The values are
+	// pointers so that counting a known name converts no key to a string.
+	seriesDropped uint64
+	dropped       map[string]*uint64
+}
+
+// nseries is how many series the interval holds.
+func (iv *interval) nseries() int {
+	n := 0
+	for _, c := range iv.perType {
+		n += c
+	}
+	return n
 }
 
 // Worker aggregates the samples of the keys that hash to it. Only its own
@@ -100,15 +116,17 @@ type interval struct {
 type Worker struct {
 	in      chan *batch
 	pool    *sync.Pool
+	limit   *seriesCap // shared by every worker; nil: no cap
 	cur     interval
 	lastLen int
 }
 
-func newWorker(pool *sync.Pool) *Worker {
+func newWorker(pool *sync.Pool, limit *seriesCap) *Worker {
 	return &Worker{
-		in:   make(chan *batch, workerQueueLen),
-		pool: pool,
-		cur:  interval{series: make(map[uint64]*series)},
+		in:    make(chan *batch, workerQueueLen),
+		pool:  pool,
+		limit: limit,
+		cur:   interval{series: make(map[uint64]*series)},
 	}
 }
 
@@ -137,9 +155,11 @@ func (w *Worker) flush() interval {
 }
 
 // swap hands over the current interval and starts a new one, sized like the
-// last so a steady load does not regrow the map every interval.
+// last so a steady load does not regrow the map every interval. The series
+// handed over give their places under the cap back.
 func (w *Worker) swap() interval {
 	out := w.cur
+	w.limit.give(out.nseries())
 	w.lastLen = len(out.series)
 	w.cur = interval{series: make(map[uint64]*series, w.lastLen)}
 	return out
@@ -217,7 +237,10 @@ func (w *Worker) merge(items []importItem) {
 }
 
 // lookup finds or creates the series of key. string(key) in a comparison
-// or map index does not allocate; only a new series copies the key.
+// or map index does not allocate; only a new series copies the key. A new
+// series takes a place under max_series_per_interval first: without one,
+// lookup counts the drop and returns nil, having allocated nothing (once
+// the name is counted).
 func (w *Worker) lookup(hash uint64, key []byte) *series {
 	head := w.cur.series[hash]
 	for se := head; se != nil; se = se.next {
@@ -225,9 +248,14 @@ func (w *Worker) lookup(hash uint64, key []byte) *series {
 			return se
 		}
 	}
+	if !w.limit.take() {
+		w.dropNew(key)
+		return nil
+	}
 	ks := string(key)
 	k, err := samplers.DecodeKey(ks)
 	if err != nil {
+		w.limit.give(1)
 		w.cur.badKeys++
 		return nil
 	}
@@ -245,12 +273,37 @@ func (w *Worker) lookup(hash uint64, key []byte) *series {
 	return se
 }
 
+// dropNew counts a sample of a new series refused by the cap, under its
+// metric name.
+func (w *Worker) dropNew(key []byte) {
+	name, ok := keyName(key)
+	if !ok {
+		w.cur.badKeys++
+		return
+	}
+	w.cur.seriesDropped++
+	if n := w.cur.dropped[string(name)]; n != nil {
+		*n++
+		return
+	}
+	if w.cur.dropped == nil {
+		w.cur.dropped = make(map[string]*uint64)
+	}
+	if len(w.cur.dropped) < maxDropNames {
+		n := uint64(1)
+		w.cur.dropped[string(name)] = &n
+	}
+}
+
 // workerPool is the fixed set of workers and the one rule that routes a
 // series key to its worker, for ingested lines and imported series alike.
 type workerPool struct {
 	workers []*Worker
 	batches *sync.Pool
 	seed    maphash.Seed
+	// card holds the cap on series the workers share and the report
+	// /debug/cardinality serves.
+	card *cardinality
 	// mu guards closed. Flush requests and imports hand over under the
 	// read lock, so none reaches a queue that stop has closed. Readers
 	// hand over without it: they are stopped before the pool is.
@@ -259,10 +312,12 @@ type workerPool struct {
 	wg     sync.WaitGroup
 }
 
-func newWorkerPool(n int) *workerPool {
-	p := &workerPool{batches: newBatchPool(), seed: maphash.MakeSeed()}
+// newWorkerPool builds n workers that hold at most maxSeries series
+// between them (0: no cap).
+func newWorkerPool(n, maxSeries int) *workerPool {
+	p := &workerPool{batches: newBatchPool(), seed: maphash.MakeSeed(), card: newCardinality(maxSeries)}
 	for range n {
-		p.workers = append(p.workers, newWorker(p.batches))
+		p.workers = append(p.workers, newWorker(p.batches, p.card.limit))
 	}
 	return p
 }

@@ -67,7 +67,10 @@ func BenchmarkIngestProcess(b *testing.B) {
 }
 
 // BenchmarkFlushGenerate measures turning a worker interval of 100,000
-// series into flushed values. (plugins/datadog benchmarks their encoding.)
+// series into flushed values (plugins/datadog benchmarks their encoding):
+// with cardinality=on as a flush does it, counting the series per metric
+// name and publishing the /debug/cardinality report; with cardinality=off
+// without, which is what that accounting costs.
 func BenchmarkFlushGenerate(b *testing.B) {
 	p, g := testIngest(b, 1, 4096)
 	w := p.workers[0]
@@ -84,11 +87,23 @@ func BenchmarkFlushGenerate(b *testing.B) {
 	}
 	f := &flusher{interval: 10 * time.Second, aggs: samplers.AggMin | samplers.AggMax | samplers.AggCount,
 		pcts: samplers.NewPercentiles(DefaultPercentiles())}
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		f.generate([]interval{iv}, iv.perType, time.Unix(1700000000, 0), &invalidCounts{})
-	}
+	b.Run("cardinality=off", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			f.generate([]interval{iv}, iv.perType, time.Unix(1700000000, 0), &invalidCounts{}, nil)
+		}
+	})
+	b.Run("cardinality=on", func(b *testing.B) {
+		card := newCardinality(0)
+		lastNames := 0
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			perName := make(map[string]int, lastNames)
+			f.generate([]interval{iv}, iv.perType, time.Unix(1700000000, 0), &invalidCounts{}, perName)
+			lastNames = len(perName)
+			card.publish(time.Unix(1700000000, 0), perName, nil, len(iv.series), 0)
+		}
+	})
 }
 
 // drain processes the batches queued for w on the calling goroutine.
