@@ -6,9 +6,11 @@
 // locals send and hands it to a Merger (the instance's workers).
 //
 // Wire formats and transports are kept apart: json.go is the JSON format
-// (JSONMetric, EncodeJSON, DecodeJSON), client.go and http.go are its HTTP
-// transport, and importer.go is what every transport of the global side
-// shares (decoding each metric, merging, the import self-metrics).
+// (JSONMetric, EncodeJSON, DecodeJSON) and jsonstream.go its decoding an
+// element at a time, client.go and http.go are its HTTP transport,
+// limits.go the limits on what a request may make the global hold, and
+// importer.go is what every transport of the global side shares (decoding
+// each metric, merging, the import self-metrics).
 package forward
 
 import (

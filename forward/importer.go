@@ -2,6 +2,7 @@ package forward
 
 import (
 	"fmt"
+	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -11,7 +12,8 @@ import (
 	"github.com/veneur/veneur/samplers"
 )
 
-// MaxImportBody bounds the decompressed body of one /import request.
+// MaxImportBody is the default of ImporterConfig.MaxBodyBytes: the cap on
+// the decompressed body of one /import request.
 const MaxImportBody = 256 << 20
 
 // maxAnswerErrors is how many metric errors an answer describes.
@@ -23,8 +25,14 @@ const maxAnswerErrors = 10
 // use.
 type Importer struct {
 	merger Merger
-	// maxBody is MaxImportBody, lowered by tests.
-	maxBody int64
+	// maxBody is ImporterConfig.MaxBodyBytes; maxElement is
+	// maxImportElement, lowered by tests.
+	maxBody, maxElement int64
+	// slots holds a token per request being read and merged; its capacity
+	// is ImporterConfig.MaxConcurrency.
+	slots chan struct{}
+	// requireClientCert is ImporterConfig.RequireClientCert.
+	requireClientCert bool
 	// batches remembers the batch ids (BatchHeader) merged recently.
 	batches *batchMemory
 	// now is the clock of batches: time.Now, set by tests.
@@ -35,7 +43,7 @@ type Importer struct {
 	requests    atomic.Uint64    // requests merged
 	duplicates  atomic.Uint64    // requests answered from batches
 	// requestNanos and mergeNanos are the time of those requests reading
-	// the request, and decoding and merging its metrics.
+	// and decoding the request, and merging its metrics.
 	requestNanos, mergeNanos atomic.Int64
 }
 
@@ -49,11 +57,15 @@ const (
 	causeShutdown
 	causeBatchID
 	causeInProgress
+	causeTooLarge
+	causeBusy
+	causeClientCert
 )
 
-// ImporterConfig sets up an Importer's memory of the batch ids
-// (BatchHeader) it merged: a request whose id is remembered is answered
-// without being merged again.
+// ImporterConfig sets up an Importer: its memory of the batch ids
+// (BatchHeader) it merged, so that a request whose id is remembered is
+// answered without being merged again, and its limits. Zero values mean
+// the defaults.
 type ImporterConfig struct {
 	// Remember is how long an id is remembered after its batch merged: a
 	// few flush intervals, so that every retry of a batch comes within it.
@@ -62,6 +74,19 @@ type ImporterConfig struct {
 	// MaxIDs bounds the ids remembered; past it the oldest are forgotten
 	// first. Zero or less means DefaultMaxBatchIDs.
 	MaxIDs int
+	// MaxBodyBytes (import_max_body_bytes) caps the decompressed body of
+	// one request; a larger one is refused with 413. Zero or less means
+	// MaxImportBody.
+	MaxBodyBytes int64
+	// MaxConcurrency (import_max_concurrency) bounds the requests being
+	// read, decoded and merged at once; one more is refused at once with
+	// 503 and Retry-After: 1. Zero or less means twice runtime.NumCPU().
+	MaxConcurrency int
+	// RequireClientCert refuses with 401 a request that did not come over
+	// TLS with a client certificate the server verified. It is for a
+	// server that asks for a certificate without requiring one on every
+	// route (its health check stays open).
+	RequireClientCert bool
 }
 
 // NewImporter returns an Importer that merges into m. It starts nothing.
@@ -72,11 +97,20 @@ func NewImporter(m Merger, cfg ImporterConfig) *Importer {
 	if cfg.MaxIDs <= 0 {
 		cfg.MaxIDs = DefaultMaxBatchIDs
 	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = MaxImportBody
+	}
+	if cfg.MaxConcurrency <= 0 {
+		cfg.MaxConcurrency = 2 * runtime.NumCPU()
+	}
 	return &Importer{
-		merger:  m,
-		maxBody: MaxImportBody,
-		batches: newBatchMemory(cfg.Remember, cfg.MaxIDs),
-		now:     time.Now,
+		merger:            m,
+		maxBody:           cfg.MaxBodyBytes,
+		maxElement:        maxImportElement,
+		slots:             make(chan struct{}, cfg.MaxConcurrency),
+		requireClientCert: cfg.RequireClientCert,
+		batches:           newBatchMemory(cfg.Remember, cfg.MaxIDs),
+		now:               time.Now,
 		requestErrs: counter.NewErrors(
 			counter.Cause{Name: "method"},
 			counter.Cause{Name: "encoding"},
@@ -85,6 +119,9 @@ func NewImporter(m Merger, cfg ImporterConfig) *Importer {
 			counter.Cause{Name: "shutdown", Err: ErrClosed},
 			counter.Cause{Name: "batch_id"},
 			counter.Cause{Name: "in_progress"},
+			counter.Cause{Name: "too_large"},
+			counter.Cause{Name: "busy"},
+			counter.Cause{Name: "client_certificate"},
 		),
 		metricErrs: counter.NewErrors(
 			counter.Cause{Name: "name", Err: ErrName},
@@ -106,27 +143,39 @@ type importResponse struct {
 	Duplicate bool `json:"duplicate,omitempty"`
 }
 
-// decodeAll decodes metrics, whatever their wire format, with decode. The
-// ones that do not decode are skipped, counted by cause and described in
-// the answer (the first maxAnswerErrors, by index and name).
-func decodeAll[M any](im *Importer, metrics []M, decode func(*M) (samplers.Forwarded, error), name func(*M) string) ([]samplers.Forwarded, importResponse) {
-	var resp importResponse
-	fwd := make([]samplers.Forwarded, 0, len(metrics))
-	for i := range metrics {
-		f, err := decode(&metrics[i])
-		if err != nil {
-			resp.Rejected++
-			im.metricErrs.AddErr(err)
-			if len(resp.Errors) < maxAnswerErrors {
-				resp.Errors = append(resp.Errors, fmt.Sprintf("metric %d (%q): %v", i, name(&metrics[i]), err))
-			}
-			continue
-		}
-		fwd = append(fwd, f)
-		resp.Accepted++
-	}
-	return fwd, resp
+// importBatch gathers the metrics of one request as they are decoded: the
+// ones that decode, and a count and the first few errors (by index and
+// name) of the ones that do not. Those errors are counted apart, and added
+// to the Importer's import.metric_error_total by publish, so that a body
+// refused once some of its metrics were decoded counts none of them, as
+// nothing of it is merged.
+type importBatch struct {
+	fwd  []samplers.Forwarded
+	resp importResponse
+	errs counter.Local
 }
+
+func (im *Importer) newBatch() *importBatch {
+	return &importBatch{errs: im.metricErrs.NewLocal()}
+}
+
+// add takes the result of decoding metric i, called name, whatever its wire
+// format: f when err is nil, else a rejection.
+func (b *importBatch) add(i int, name string, f samplers.Forwarded, err error) {
+	if err != nil {
+		b.resp.Rejected++
+		b.errs.AddErr(err)
+		if len(b.resp.Errors) < maxAnswerErrors {
+			b.resp.Errors = append(b.resp.Errors, fmt.Sprintf("metric %d (%q): %v", i, name, err))
+		}
+		return
+	}
+	b.fwd = append(b.fwd, f)
+	b.resp.Accepted++
+}
+
+// publish counts the batch's metric errors in import.metric_error_total.
+func (b *importBatch) publish() { b.errs.Publish() }
 
 // merge hands fwd to the Merger. A refusal is counted (shutdown for
 // ErrClosed, else other) and returned; a success counts the request and
@@ -145,11 +194,12 @@ func (im *Importer) merge(fwd []samplers.Forwarded, start, read time.Time) error
 
 // Report sends the import self-metrics gathered since the last Report:
 // import.request_error_total (cause: method, encoding, body, json,
-// shutdown, batch_id, in_progress, other), import.metric_error_total
-// (cause: name, type, tags, value, other), import.duplicate_total (requests
-// answered without merging, their batch id merged already),
-// import.requests_total and the mean import.response_duration_ns of those
-// requests (part: request, merge).
+// shutdown, batch_id, in_progress, too_large, busy, client_certificate,
+// other), import.metric_error_total (cause: name, type, tags, value,
+// other), import.duplicate_total (requests answered without merging, their
+// batch id merged already), import.requests_total and the mean
+// import.response_duration_ns of those requests (part: request, the
+// reading and decoding of the body; part: merge).
 func (im *Importer) Report(stats statsd.ClientInterface) {
 	im.requestErrs.Report(stats, "import.request_error_total")
 	im.metricErrs.Report(stats, "import.metric_error_total")

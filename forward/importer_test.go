@@ -207,7 +207,8 @@ func TestImportRefusesBadBodies(t *testing.T) {
 	}
 }
 
-// A body over MaxImportBody decompressed is refused, and nothing merged.
+// A body over MaxBodyBytes decompressed is refused with 413, and nothing
+// merged; one of exactly MaxBodyBytes is accepted, whatever its encoding.
 func TestImportBodyLimit(t *testing.T) {
 	m := &fakeMerger{}
 	im := NewImporter(m, ImporterConfig{})
@@ -215,21 +216,30 @@ func TestImportBodyLimit(t *testing.T) {
 		t.Fatalf("limit %d, want 256 MiB", im.maxBody)
 	}
 	body := marshal(t, []JSONMetric{encode(t, samplers.Forwarded{Type: samplers.CounterMetric, Name: "ok", Counter: 1})})
-	im.maxBody = int64(len(body))
-	if rec := postImport(t, im, "deflate", deflate(body)); rec.Code != http.StatusAccepted {
-		t.Fatalf("a body of exactly the limit: %d %s", rec.Code, rec.Body.String())
+	im = NewImporter(m, ImporterConfig{MaxBodyBytes: int64(len(body))})
+	for _, enc := range []struct {
+		name string
+		body []byte
+	}{{"", body}, {"deflate", deflate(body)}, {"gzip", gzipped(body)}} {
+		im.maxBody = int64(len(body))
+		if rec := postImport(t, im, enc.name, enc.body); rec.Code != http.StatusAccepted {
+			t.Fatalf("%q: a body of exactly the limit: %d %s", enc.name, rec.Code, rec.Body.String())
+		}
+		im.maxBody = int64(len(body)) - 1
+		if rec := postImport(t, im, enc.name, enc.body); rec.Code != http.StatusRequestEntityTooLarge || !strings.HasPrefix(rec.Body.String(), "body over ") {
+			t.Errorf("%q: a body over the limit: %d %s", enc.name, rec.Code, rec.Body.String())
+		}
 	}
-	im.maxBody = int64(len(body)) - 1
-	if rec := postImport(t, im, "deflate", deflate(body)); rec.Code != http.StatusBadRequest || !strings.HasPrefix(rec.Body.String(), "reading the body: ") {
-		t.Errorf("a body over the limit: %d %s", rec.Code, rec.Body.String())
-	}
-	if n := m.numCalls(); n != 1 {
-		t.Errorf("%d merges, want 1", n)
+	if n := m.numCalls(); n != 3 {
+		t.Errorf("%d merges, want 3", n)
 	}
 	stats := &statstest.Recorder{}
 	im.Report(stats)
-	if n := stats.Sum("import.request_error_total", "cause:body"); n != 1 {
-		t.Errorf("import.request_error_total cause:body = %d, want 1", n)
+	if n := stats.Sum("import.request_error_total", "cause:too_large"); n != 3 {
+		t.Errorf("import.request_error_total cause:too_large = %d, want 3", n)
+	}
+	if n := stats.Sum("import.request_error_total"); n != 3 {
+		t.Errorf("import.request_error_total = %d, want 3 (all too_large)", n)
 	}
 }
 
