@@ -48,13 +48,23 @@ bench:
 bench-load:
 	$(GO) run ./cmd/veneur-loadgen
 
-# Regenerates ssf/ssf.pb.go from ssf/ssf.proto (the result is committed;
-# builds and tests do not need protoc). Needs Debian's protobuf-compiler.
-PROTOC_GEN_GO := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+# Regenerates the committed protobuf code (builds and tests do not need
+# protoc): ssf/ssf.pb.go from ssf/ssf.proto, and the gRPC forwarding types
+# of package forward, forward/metricpb/*.pb.go and
+# forward/forwardrpc/*.pb.go, from the .proto files beside them. Needs
+# Debian's protobuf-compiler (installed when missing); installs the Go
+# plugins at the versions below. protoc-gen-go-grpc's generated code needs
+# google.golang.org/grpc v1.64 or later (go.mod has v1.85.0).
+PROTOC_GEN_GO      := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
+PROTOC             := PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc --go_out=. --go_opt=paths=source_relative
 generate:
 	command -v protoc >/dev/null || apt-get install -y protobuf-compiler
 	$(GO) install $(PROTOC_GEN_GO)
-	PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc --go_out=. --go_opt=paths=source_relative ssf/ssf.proto
+	$(GO) install $(PROTOC_GEN_GO_GRPC)
+	$(PROTOC) ssf/ssf.proto
+	$(PROTOC) forward/metricpb/tdigest.proto forward/metricpb/metric.proto
+	$(PROTOC) --go-grpc_out=. --go-grpc_opt=paths=source_relative forward/forwardrpc/forward.proto
 
 clean:
 	rm -rf bin

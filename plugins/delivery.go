@@ -132,6 +132,16 @@ type Delivery struct {
 	// OnAccepted, when set, runs once the destination accepted the
 	// request (a 2xx answer), on a delivery goroutine. It must not block.
 	OnAccepted func()
+	// Send, when set, makes each attempt instead of the Queue's Poster:
+	// for a destination not reached over HTTP, such as the forward
+	// client's gRPC. It is given the Request as the Poster would be (the
+	// same Body and Header on every attempt) and must answer as
+	// Poster.Send does: nil when the destination accepted the request, a
+	// *StatusError when it answered otherwise, with Code the HTTP status
+	// that stands for the answer (a 4xx other than 429 drops the request;
+	// any other is retried, after RetryAfter when it is set), and any
+	// other error when there was no answer (retried).
+	Send func(ctx context.Context, r Request) error
 }
 
 // Causes of <prefix>.dropped_total, in the order of Queue.dropped.
@@ -253,9 +263,10 @@ type entry struct {
 }
 
 // NewQueue returns a Queue that sends to one destination, called name in
-// logs and in the destination tag, through p, with self-metrics named
-// prefix.*. Zero fields of cfg take their defaults for env.Interval. It
-// logs to env.Log and sends its timers to env.Stats (either may be nil).
+// logs and in the destination tag, through p (which may be nil when every
+// Delivery has its own Send), with self-metrics named prefix.*. Zero
+// fields of cfg take their defaults for env.Interval. It logs to env.Log
+// and sends its timers to env.Stats (either may be nil).
 func NewQueue(name string, p *Poster, cfg DeliveryConfig, env Env, prefix string) *Queue {
 	cfg = cfg.WithDefaults(env.Interval)
 	log := env.Log
@@ -378,6 +389,7 @@ func (q *Queue) settle(e *entry) {
 	q.held.Store(q.heldBytes)
 	e.d.Body = nil
 	e.d.OnAccepted = nil
+	e.d.Send = nil
 }
 
 // signal wakes the dispatcher without waiting.
@@ -506,7 +518,11 @@ func (q *Queue) dispatch(now time.Time) time.Time {
 				}
 				e.attempts++
 				q.wg.Add(1)
-				go q.attempt(e, e.d.Request, now)
+				send := e.d.Send
+				if send == nil {
+					send = q.poster.Send
+				}
+				go q.attempt(e, e.d.Request, send, now)
 			}
 		}
 	}
@@ -520,12 +536,12 @@ func (q *Queue) dispatch(now time.Time) time.Time {
 	return next
 }
 
-// attempt sends r, the request of e, once, and settles e or puts it back
-// to wait.
-func (q *Queue) attempt(e *entry, r Request, start time.Time) {
+// attempt sends r, the request of e, once with send, and settles e or
+// puts it back to wait.
+func (q *Queue) attempt(e *entry, r Request, send func(context.Context, Request) error, start time.Time) {
 	defer q.wg.Done()
 	ctx, cancel := context.WithTimeout(q.ctx, q.cfg.Timeout)
-	err := q.poster.Send(ctx, r)
+	err := send(ctx, r)
 	cancel()
 	end := time.Now()
 	var se *StatusError

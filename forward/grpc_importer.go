@@ -1,0 +1,22 @@
+package forward
+
+import "time"
+
+// The parts of an Importer that GRPCServer shares with ServeHTTP, so that
+// both transports merge into the same Merger, answer a batch id merged by
+// either as a duplicate, and count against one bound on the imports in
+// progress (ImporterConfig.MaxConcurrency). They are read here only, so
+// that a change to the Importer's fields is met in this one file.
+
+// grpcMerger is the Merger imports go to.
+func (im *Importer) grpcMerger() Merger { return im.merger }
+
+// grpcBatches is the memory of the batch ids merged recently.
+func (im *Importer) grpcBatches() *batchMemory { return im.batches }
+
+// grpcSlots holds a token per import in progress, over every transport;
+// its capacity is ImporterConfig.MaxConcurrency.
+func (im *Importer) grpcSlots() chan struct{} { return im.slots }
+
+// grpcNow is the clock of the batch memory.
+func (im *Importer) grpcNow() time.Time { return im.now() }

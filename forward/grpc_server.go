@@ -1,0 +1,663 @@
+package forward
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/DataDog/datadog-go/v5/statsd"
+	"github.com/sirupsen/logrus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/stats"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/emptypb"
+
+	"github.com/veneur/veneur/forward/forwardrpc"
+	"github.com/veneur/veneur/forward/metricpb"
+	"github.com/veneur/veneur/internal/counter"
+	"github.com/veneur/veneur/listen"
+	"github.com/veneur/veneur/samplers"
+)
+
+// BatchMetadataKey is the gRPC metadata key of a call's batch id: BatchHeader
+// as gRPC spells metadata keys (lower case). The grpc:// forward client
+// sends a new id with every flush, the same on each retry of it; v14
+// sends none.
+const BatchMetadataKey = "x-veneur-batch-id"
+
+// Trailer keys of a call the GRPCServer merged, or answered as a
+// duplicate: how many series it accepted and rejected, "true" for a
+// duplicate, and the first few rejections. They are informative: v14
+// ignores them, and so does the grpc:// client but for logs.
+const (
+	trailerAccepted  = "x-veneur-accepted"
+	trailerRejected  = "x-veneur-rejected"
+	trailerDuplicate = "x-veneur-duplicate"
+	trailerErrors    = "x-veneur-errors"
+	// trailerRetryAfter is the seconds to wait before a retry, with
+	// Unavailable when the server is busy or merging the same batch.
+	trailerRetryAfter = "retry-after"
+)
+
+// Defaults of GRPCServerConfig.
+const (
+	// DefaultGRPCMaxMessage is gRPC's own default: far above one series
+	// of SendMetricsV2 (a t-digest at the highest compression is about
+	// 300 KB), and what v14 globals accept, so that no sender relies on
+	// more for a SendMetrics.
+	DefaultGRPCMaxMessage = 4 << 20
+	// DefaultGRPCMaxStreamMetrics bounds the series of one call: far above
+	// the global series of one local's flush.
+	DefaultGRPCMaxStreamMetrics = 1 << 20
+	// DefaultGRPCMaxCallDuration bounds one call, as http_address bounds
+	// the reading of a request.
+	DefaultGRPCMaxCallDuration = 60 * time.Second
+	// DefaultGRPCStopGrace is how long Stop lets calls in progress finish.
+	DefaultGRPCStopGrace = time.Second
+)
+
+// grpcMaxAnswerErrors is how many rejections an answer describes.
+const grpcMaxAnswerErrors = 10
+
+// GRPCServerConfig sets up a GRPCServer. Zero values mean the defaults.
+type GRPCServerConfig struct {
+	// Address is grpc_address, where Start listens: host:port, or a unix
+	// socket path, fd@N or einhorn@N as http_address takes them. It may be
+	// empty when the server is only given listeners (ServeGRPC).
+	Address string
+	// TLS, when not nil, serves TLS only (the locals' grpcs://). Set its
+	// ClientAuth and ClientCAs to require client certificates. The
+	// server sets NextProtos to h2 (gRPC runs over HTTP/2).
+	TLS *tls.Config
+	// MaxMessageBytes bounds one received message: a SendMetrics list, or
+	// one series of SendMetricsV2. gRPC refuses a larger one with
+	// ResourceExhausted before the server sees it (so it is not counted).
+	// Zero or less means DefaultGRPCMaxMessage.
+	MaxMessageBytes int
+	// MaxStreamMetrics bounds the series of one call; the series past it
+	// refuse the whole call with ResourceExhausted (cause too_large). Zero
+	// or less means DefaultGRPCMaxStreamMetrics.
+	MaxStreamMetrics int
+	// MaxStreamBytes bounds the bytes of one call's series, as
+	// import_max_body_bytes bounds an /import body: past it the call is
+	// refused with ResourceExhausted (cause too_large). Zero or less means
+	// MaxImportBody.
+	MaxStreamBytes int64
+	// MaxCallDuration bounds one call from its start: past it, the call
+	// ends with DeadlineExceeded (cause receive) and nothing of it is
+	// merged. Zero or less means DefaultGRPCMaxCallDuration.
+	MaxCallDuration time.Duration
+	// StopGrace is how long Stop lets calls in progress finish before it
+	// closes their connections (less when Stop's context ends first).
+	// Zero or less means DefaultGRPCStopGrace.
+	StopGrace time.Duration
+	// Log receives the server's logs; nil discards them.
+	Log *logrus.Logger
+	// Guard, when not nil, is deferred at the top of the serving
+	// goroutine and of every call's handler (listen.Options.Guard).
+	Guard func()
+}
+
+// GRPCServer is the gRPC transport of an Importer: the service
+// forwardrpc.Forward as veneur v14 defines it, so that v14 locals (and
+// our grpc:// forward client) forward to this instance. Each call is
+// one import, like one POST /import:
+//
+//   - SendMetricsV2 (what v14 sends, one stream per flush) and SendMetrics
+//     (one MetricList) are decoded by DecodeMetricpb as the series come,
+//     and merged once the call has ended well, all at once: a call that
+//     fails midway merges nothing. Series that do not decode are skipped
+//     and counted (import.metric_error_total); a call none of whose series
+//     decoded is refused with InvalidArgument, merging nothing.
+//   - The batch id in the metadata key BatchMetadataKey, when there is
+//     one, is remembered with the Importer's ids: a call whose id was
+//     merged (over HTTP or gRPC) is answered OK and not merged again, one
+//     whose id is being merged is answered Unavailable (retry-after: 1).
+//     A malformed id is refused with InvalidArgument. A call without an
+//     id is merged whatever came before.
+//   - Calls take a place among the Importer's imports in progress
+//     (ImporterConfig.MaxConcurrency, shared with /import); with none
+//     left, a call is refused at once with Unavailable (retry-after: 1).
+//   - Limits (GRPCServerConfig): the bytes of a message, the series and
+//     bytes of a call (ResourceExhausted), and its duration
+//     (DeadlineExceeded).
+//   - Merge failing with ErrClosed answers Unavailable (send to another
+//     instance); any other failure, Internal.
+//
+// A merged call's trailer carries x-veneur-accepted, x-veneur-rejected
+// and the first rejections in x-veneur-errors; a duplicate's, the counts
+// of its first merge and x-veneur-duplicate: true.
+//
+// NewGRPCServer starts nothing; Start (or ServeGRPC) serves, Stop stops.
+// Its self-metrics are import.*, tagged transport:grpc (see Report).
+type GRPCServer struct {
+	forwardrpc.UnimplementedForwardServer
+
+	im  *Importer
+	cfg GRPCServerConfig
+	log *logrus.Logger
+	srv *grpc.Server
+
+	mu      sync.Mutex
+	ln      net.Listener  // the first listener served, for Addr
+	serving int           // ServeGRPC goroutines still running
+	served  chan struct{} // closed when serving drops to 0 after Stop
+	stopped bool
+
+	requestErrs *counter.ByCause // by grpcCause*
+	metricErrs  *counter.ByCause // by the errors of DecodeMetricpb
+	requests    atomic.Uint64
+	duplicates  atomic.Uint64
+	metrics     atomic.Uint64 // series merged
+	// requestNanos and mergeNanos are the times of the merged calls:
+	// receiving and decoding, and merging.
+	requestNanos, mergeNanos atomic.Int64
+}
+
+var (
+	_ forwardrpc.ForwardServer = (*GRPCServer)(nil)
+	_ listen.Listener          = (*GRPCServer)(nil)
+)
+
+// Causes of import.request_error_total{transport:grpc}, in the order of
+// GRPCServer.requestErrs.
+const (
+	grpcCauseBatchID = iota
+	grpcCauseInProgress
+	grpcCauseBusy
+	grpcCauseTooLarge
+	grpcCauseReceive
+	grpcCauseRejected
+	grpcCauseShutdown
+)
+
+// NewGRPCServer returns a GRPCServer that imports through im. It starts
+// nothing.
+func NewGRPCServer(im *Importer, cfg GRPCServerConfig) (*GRPCServer, error) {
+	if im == nil {
+		return nil, errors.New("forward: NewGRPCServer needs an Importer")
+	}
+	if cfg.MaxMessageBytes <= 0 {
+		cfg.MaxMessageBytes = DefaultGRPCMaxMessage
+	}
+	if cfg.MaxStreamMetrics <= 0 {
+		cfg.MaxStreamMetrics = DefaultGRPCMaxStreamMetrics
+	}
+	if cfg.MaxStreamBytes <= 0 {
+		cfg.MaxStreamBytes = MaxImportBody
+	}
+	if cfg.MaxCallDuration <= 0 {
+		cfg.MaxCallDuration = DefaultGRPCMaxCallDuration
+	}
+	if cfg.StopGrace <= 0 {
+		cfg.StopGrace = DefaultGRPCStopGrace
+	}
+	log := cfg.Log
+	if log == nil {
+		log = logrus.New()
+		log.SetOutput(io.Discard)
+	}
+	s := &GRPCServer{
+		im:     im,
+		cfg:    cfg,
+		log:    log,
+		served: make(chan struct{}),
+		requestErrs: counter.New(
+			"batch_id", "in_progress", "busy", "too_large", "receive", "rejected", "shutdown",
+		),
+		metricErrs: counter.NewErrors(
+			// The precise causes first: each wraps one of the others.
+			counter.Cause{Name: "scope", Err: ErrScope},
+			counter.Cause{Name: "gauge", Err: ErrGauge},
+			counter.Cause{Name: "centroids", Err: ErrCentroids},
+			counter.Cause{Name: "non_finite", Err: ErrNonFinite},
+			counter.Cause{Name: "precision", Err: ErrPrecision},
+			counter.Cause{Name: "name", Err: ErrName},
+			counter.Cause{Name: "type", Err: ErrType},
+			counter.Cause{Name: "tags", Err: ErrTags},
+			counter.Cause{Name: "value", Err: ErrValue},
+		),
+	}
+	opts := []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(cfg.MaxMessageBytes),
+		// Each call gets a deadline of its own, so that a sender that
+		// stops sending cannot hold a place for long: a blocked Recv
+		// returns DeadlineExceeded when it passes.
+		grpc.InTapHandle(s.tap),
+		// Counts the bytes each call received, for MaxStreamBytes.
+		grpc.StatsHandler(payloadCounter{}),
+		// Ping a silent connection, so that a peer that vanished is
+		// noticed and its calls end.
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),
+	}
+	if cfg.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
+	}
+	s.srv = grpc.NewServer(opts...)
+	forwardrpc.RegisterForwardServer(s.srv, s)
+	return s, nil
+}
+
+// callCancel carries the cancel function of the deadline tap gave a call,
+// for the handler to release it.
+type callCancel struct{}
+
+// tap gives every call the deadline MaxCallDuration.
+func (s *GRPCServer) tap(ctx context.Context, _ *tap.Info) (context.Context, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.MaxCallDuration)
+	return context.WithValue(ctx, callCancel{}, cancel), nil
+}
+
+// callBytes is the context key of the bytes a call received so far: an
+// *atomic.Int64 that payloadCounter keeps.
+type callBytes struct{}
+
+// payloadCounter is a gRPC stats handler that adds up the bytes of the
+// messages each call receives (uncompressed), in the counter it puts in
+// the call's context. gRPC hands it a message's size before RecvMsg
+// returns the message, so the counter includes the message just received.
+// It costs nothing per message beyond that; measuring each message
+// ourselves (proto.Size) would walk it a second time. At the end of a
+// call, once its answer is written, it releases the call's deadline.
+type payloadCounter struct{}
+
+func (payloadCounter) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context {
+	return context.WithValue(ctx, callBytes{}, new(atomic.Int64))
+}
+
+func (payloadCounter) HandleRPC(ctx context.Context, s stats.RPCStats) {
+	switch s := s.(type) {
+	case *stats.InPayload:
+		if n, ok := ctx.Value(callBytes{}).(*atomic.Int64); ok {
+			n.Add(int64(s.Length))
+		}
+	case *stats.End:
+		release(ctx)
+	}
+}
+
+func (payloadCounter) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
+func (payloadCounter) HandleConn(context.Context, stats.ConnStats)                       {}
+
+// release ends the deadline of the call of ctx (see tap) early, once the
+// call has ended: its timer then stops rather than running out. (Not when
+// the handler returns: gRPC still writes a unary answer after that, and a
+// call whose context is done may not write.)
+func release(ctx context.Context) {
+	if cancel, ok := ctx.Value(callCancel{}).(context.CancelFunc); ok {
+		cancel()
+	}
+}
+
+// Start binds Address and serves it in the background.
+func (s *GRPCServer) Start() error {
+	if s.cfg.Address == "" {
+		return errors.New("grpc_address is empty; set it to a host:port such as 0.0.0.0:8128")
+	}
+	ln, err := listen.Stream(s.cfg.Address)
+	if err != nil {
+		return fmt.Errorf("grpc_address %w", err)
+	}
+	return s.ServeGRPC(ln)
+}
+
+// ServeGRPC serves ln in the background until Stop, which closes it. It
+// may be called for several listeners; Addr is the first one's. After
+// Stop it closes ln and returns an error.
+func (s *GRPCServer) ServeGRPC(ln net.Listener) error {
+	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
+		ln.Close()
+		return errors.New("forward: the gRPC server is stopped")
+	}
+	if s.ln == nil {
+		s.ln = ln
+	}
+	s.serving++
+	s.mu.Unlock()
+	go func() {
+		defer s.doneServing()
+		if s.cfg.Guard != nil {
+			defer s.cfg.Guard()
+		}
+		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			s.log.WithError(err).Error("gRPC server stopped")
+		}
+	}()
+	return nil
+}
+
+func (s *GRPCServer) doneServing() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.serving--
+	if s.serving == 0 && s.stopped {
+		close(s.served)
+	}
+}
+
+// Stop stops accepting, lets the calls in progress finish for StopGrace
+// at most (less when ctx ends first), then closes every connection left,
+// and returns once the serving goroutines have returned. Calls cut off
+// merge nothing; their senders retry elsewhere or later. Calling it again
+// (or before Start) is harmless.
+func (s *GRPCServer) Stop(ctx context.Context) error {
+	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
+		return nil
+	}
+	s.stopped = true
+	if s.serving == 0 {
+		close(s.served)
+	}
+	s.mu.Unlock()
+
+	graceful := make(chan struct{})
+	go func() {
+		defer close(graceful)
+		s.srv.GracefulStop()
+	}()
+	grace := time.NewTimer(s.cfg.StopGrace)
+	defer grace.Stop()
+	select {
+	case <-graceful:
+	case <-grace.C:
+		s.log.Info("gRPC calls still in progress after the grace; closing their connections")
+		s.srv.Stop()
+	case <-ctx.Done():
+		s.srv.Stop()
+	}
+	<-graceful
+	<-s.served
+	return nil
+}
+
+// Addr is the address of the first listener served, nil before.
+func (s *GRPCServer) Addr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln == nil {
+		return nil
+	}
+	return s.ln.Addr()
+}
+
+// SendMetrics imports one MetricList.
+func (s *GRPCServer) SendMetrics(ctx context.Context, list *forwardrpc.MetricList) (*emptypb.Empty, error) {
+	if s.cfg.Guard != nil {
+		defer s.cfg.Guard()
+	}
+	var trailer metadata.MD
+	err := s.importCall(ctx, &trailer, func(add func(*metricpb.Metric) error) error {
+		for _, m := range list.GetMetrics() {
+			if err := add(m); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if trailer != nil {
+		grpc.SetTrailer(ctx, trailer)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &emptypb.Empty{}, nil
+}
+
+// SendMetricsV2 imports the series of one stream, once it ends.
+func (s *GRPCServer) SendMetricsV2(stream forwardrpc.Forward_SendMetricsV2Server) error {
+	if s.cfg.Guard != nil {
+		defer s.cfg.Guard()
+	}
+	ctx := stream.Context()
+	var trailer metadata.MD
+	err := s.importCall(ctx, &trailer, func(add func(*metricpb.Metric) error) error {
+		for {
+			m, err := stream.Recv()
+			if err == io.EOF {
+				return nil
+			}
+			if err != nil {
+				return &receiveError{err}
+			}
+			if err := add(m); err != nil {
+				return err
+			}
+		}
+	})
+	if trailer != nil {
+		stream.SetTrailer(trailer)
+	}
+	if err != nil {
+		return err
+	}
+	return stream.SendAndClose(&emptypb.Empty{})
+}
+
+// receiveError is a failure to receive a call's next message: the sender
+// went away or gave up, the call's deadline passed, or the message did
+// not parse or was over MaxMessageBytes.
+type receiveError struct{ err error }
+
+func (e *receiveError) Error() string { return e.err.Error() }
+
+// grpcCall gathers the series of one call as they are decoded. Its metric
+// errors are counted apart, and published only once the whole call was
+// received, so that a call refused midway counts none of them, as nothing
+// of it is merged.
+type grpcCall struct {
+	s   *GRPCServer
+	fwd []samplers.Forwarded
+	n   int // series received
+	// received counts the bytes the call received (payloadCounter); nil
+	// when the call did not come through the server (each message is
+	// then measured).
+	received           *atomic.Int64
+	bytes              int64 // bytes received, when received is nil
+	accepted, rejected int
+	errs               counter.Local
+	answers            []string // the first rejections
+}
+
+// add decodes and keeps one series, or refuses the call when it is one
+// too many or too large.
+func (c *grpcCall) add(m *metricpb.Metric) error {
+	c.n++
+	if c.n > c.s.cfg.MaxStreamMetrics {
+		return status.Errorf(codes.ResourceExhausted, "more than %d series in one call; send fewer per call", c.s.cfg.MaxStreamMetrics)
+	}
+	var n int64
+	if c.received != nil {
+		n = c.received.Load()
+	} else {
+		c.bytes += int64(proto.Size(m))
+		n = c.bytes
+	}
+	if n > c.s.cfg.MaxStreamBytes {
+		return status.Errorf(codes.ResourceExhausted, "more than %d bytes of series in one call; send fewer per call", c.s.cfg.MaxStreamBytes)
+	}
+	f, err := DecodeMetricpb(m)
+	if err != nil {
+		c.rejected++
+		c.errs.AddErr(err)
+		if len(c.answers) < grpcMaxAnswerErrors {
+			c.answers = append(c.answers, asciiOnly(fmt.Sprintf("metric %d (%s): %v", c.n-1, strconv.QuoteToASCII(m.GetName()), err)))
+		}
+		return nil
+	}
+	c.fwd = append(c.fwd, f)
+	c.accepted++
+	return nil
+}
+
+// importCall is what both methods share: the batch id, a place among the
+// imports in progress, receiving and decoding with receive (which calls
+// add for each series and returns once the call's series ended, or with
+// the error that ends the call), and the merge. It sets *trailer to what
+// the answer's trailer carries, and returns the call's status error.
+func (s *GRPCServer) importCall(ctx context.Context, trailer *metadata.MD, receive func(add func(*metricpb.Metric) error) error) error {
+	start := time.Now()
+	batches := s.im.grpcBatches()
+	// id is the batch id, "" when the call has none. Until its merge
+	// succeeds (and id is remembered), every way out forgets it.
+	id, err := incomingBatchID(ctx)
+	if err != nil {
+		s.requestErrs.Add(grpcCauseBatchID, 1)
+		return err
+	}
+	if id != "" {
+		state, prev := batches.begin(id, s.im.grpcNow())
+		switch state {
+		case batchDuplicate:
+			s.duplicates.Add(1)
+			*trailer = answerTrailer(prev.accepted, prev.rejected, nil)
+			trailer.Set(trailerDuplicate, "true")
+			return nil
+		case batchMerging:
+			s.requestErrs.Add(grpcCauseInProgress, 1)
+			*trailer = metadata.Pairs(trailerRetryAfter, "1")
+			return status.Errorf(codes.Unavailable, "batch %s is being merged; retry to learn its answer", id)
+		}
+		defer func() {
+			if id != "" {
+				batches.fail(id)
+			}
+		}()
+	}
+	slots := s.im.grpcSlots()
+	select {
+	case slots <- struct{}{}:
+		defer func() { <-slots }()
+	default:
+		s.requestErrs.Add(grpcCauseBusy, 1)
+		*trailer = metadata.Pairs(trailerRetryAfter, "1")
+		return status.Errorf(codes.Unavailable, "busy: %d imports are in progress, the most this instance serves at once; retry later", cap(slots))
+	}
+
+	call := &grpcCall{s: s, errs: s.metricErrs.NewLocal()}
+	call.received, _ = ctx.Value(callBytes{}).(*atomic.Int64)
+	if err := receive(call.add); err != nil {
+		cause := s.requestErrs.Len() - 1 // other: receive returns no other error
+		var re *receiveError
+		if errors.As(err, &re) {
+			err, cause = re.err, grpcCauseReceive
+		}
+		if status.Code(err) == codes.ResourceExhausted {
+			// A message over MaxMessageBytes, or a call over its limits.
+			cause = grpcCauseTooLarge
+		}
+		s.requestErrs.Add(cause, 1)
+		return err
+	}
+	read := time.Now()
+	call.errs.Publish()
+	if call.accepted == 0 && call.rejected > 0 {
+		s.requestErrs.Add(grpcCauseRejected, 1)
+		*trailer = answerTrailer(0, call.rejected, call.answers)
+		return status.Errorf(codes.InvalidArgument, "none of the %d series was accepted; the first: %s", call.rejected, call.answers[0])
+	}
+	if err := s.im.grpcMerger().Merge(call.fwd); err != nil {
+		if errors.Is(err, ErrClosed) {
+			s.requestErrs.Add(grpcCauseShutdown, 1)
+			return status.Error(codes.Unavailable, "shutting down; send to another instance")
+		}
+		s.requestErrs.Add(s.requestErrs.Len()-1, 1) // other
+		return status.Errorf(codes.Internal, "merging the series: %v", err)
+	}
+	s.requestNanos.Add(int64(read.Sub(start)))
+	s.mergeNanos.Add(int64(time.Since(read)))
+	s.requests.Add(1)
+	s.metrics.Add(uint64(call.accepted))
+	if id != "" {
+		batches.done(id, mergedBatch{at: s.im.grpcNow(), accepted: call.accepted, rejected: call.rejected})
+		id = ""
+	}
+	*trailer = answerTrailer(call.accepted, call.rejected, call.answers)
+	return nil
+}
+
+// incomingBatchID is the batch id of the call of ctx: "" when it has
+// none, an InvalidArgument status when it has several or a malformed one.
+func incomingBatchID(ctx context.Context) (string, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	ids := md.Get(BatchMetadataKey)
+	switch {
+	case len(ids) == 0:
+		return "", nil
+	case len(ids) > 1 || !wellFormedBatchID(ids[0]):
+		return "", status.Errorf(codes.InvalidArgument, "%s: want one id of 1 to %d characters of 0-9, a-z, A-Z, _ and -", BatchMetadataKey, maxBatchIDLen)
+	}
+	return ids[0], nil
+}
+
+// answerTrailer is the trailer of a merged call.
+func answerTrailer(accepted, rejected int, errs []string) metadata.MD {
+	md := metadata.Pairs(trailerAccepted, strconv.Itoa(accepted), trailerRejected, strconv.Itoa(rejected))
+	if len(errs) > 0 {
+		md.Append(trailerErrors, errs...)
+	}
+	return md
+}
+
+// asciiOnly replaces what a metadata value may not hold (anything but
+// printable ASCII) with '?'.
+func asciiOnly(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c < ' ' || c > '~' {
+			b[i] = '?'
+		}
+	}
+	return string(b)
+}
+
+// grpcTags tags the self-metrics of the gRPC transport.
+var grpcTags = []string{"transport:grpc"}
+
+// Report sends the self-metrics of the gRPC transport gathered since the
+// last Report, named as the Importer's (which are those of /import) and
+// tagged transport:grpc:
+//
+//   - import.requests_total: calls merged;
+//   - import.metrics_total: series they merged;
+//   - import.duplicate_total: calls answered without merging, their batch
+//     id merged already;
+//   - import.request_error_total (cause batch_id, in_progress, busy,
+//     too_large, receive, rejected: no series accepted, shutdown, other):
+//     calls refused;
+//   - import.metric_error_total (cause scope, gauge, centroids,
+//     non_finite, precision, name, type, tags, value, other): series
+//     rejected, in the calls that were received whole;
+//   - import.response_duration_ns (part request: receiving and decoding a
+//     merged call; part merge), the mean over the merged calls.
+func (s *GRPCServer) Report(stats statsd.ClientInterface) {
+	s.requestErrs.Report(stats, "import.request_error_total", grpcTags...)
+	s.metricErrs.Report(stats, "import.metric_error_total", grpcTags...)
+	if n := s.duplicates.Swap(0); n > 0 {
+		stats.Count("import.duplicate_total", int64(n), grpcTags, 1)
+	}
+	if n := s.metrics.Swap(0); n > 0 {
+		stats.Count("import.metrics_total", int64(n), grpcTags, 1)
+	}
+	if n := s.requests.Swap(0); n > 0 {
+		stats.Count("import.requests_total", int64(n), grpcTags, 1)
+		stats.TimeInMilliseconds("import.response_duration_ns", float64(s.requestNanos.Swap(0))/float64(n), []string{"part:request", "transport:grpc"}, 1)
+		stats.TimeInMilliseconds("import.response_duration_ns", float64(s.mergeNanos.Swap(0))/float64(n), []string{"part:merge", "transport:grpc"}, 1)
+	}
+}

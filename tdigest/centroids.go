@@ -1,0 +1,109 @@
+package tdigest
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+)
+
+// Centroid is one centroid of a digest as other t-digest implementations
+// exchange them (veneur v14 forwards its digests as lists of centroids):
+// the weighted mean of neighbouring samples.
+type Centroid struct {
+	Mean, Weight float64
+	// Single is set when every sample of the centroid has the value
+	// Mean, so that quantiles within it return Mean exactly rather than
+	// an interpolation (see "Exact values" in the package documentation).
+	Single bool
+}
+
+// AppendCentroids appends the digest's centroids to dst, in nondecreasing
+// order of mean, and returns the extended slice. It first folds buffered
+// samples into the centroids, as the other read methods do. Their weights
+// add up to Count; Min and Max are the exact extremes that the centroids
+// do not carry.
+func (t *TDigest) AppendCentroids(dst []Centroid) []Centroid {
+	t.process()
+	dst = slices.Grow(dst, len(t.cents))
+	for i, c := range t.cents {
+		dst = append(dst, Centroid{Mean: c.mean, Weight: c.weight, Single: t.isPure(i)})
+	}
+	return dst
+}
+
+// SetCentroids replaces the digest's contents with cents, whose samples
+// range from lo to hi: the way to build a digest from another
+// implementation's centroids. cents may come in any order (they are
+// sorted by mean, stably, in the digest, not in place); SetCentroids keeps
+// no reference to it. The digest keeps its compression: the centroids are
+// taken as they are, and packed by the compression at the next merge
+// pass, when the digest is merged into another or gets more samples.
+//
+// Count becomes the sum of the weights, Sum the sum of mean×weight (the
+// exact sum is not known), and Min and Max lo and hi, widened to the
+// smallest and largest mean when the centroids lie outside them (another
+// implementation's running means may round past its extremes). With no
+// centroids the digest is left empty, whatever lo and hi are.
+//
+// It refuses means, lo and hi that are NaN or infinite
+// (ErrInvalidValue), weights that are not finite and positive
+// (ErrInvalidWeight), a total weight above 2^200 (ErrInvalidWeight, as
+// UnmarshalBinary refuses it), and a sum that overflows both ways into NaN
+// (ErrInvalidValue). On error the digest is left empty, with its
+// compression unchanged.
+func (t *TDigest) SetCentroids(cents []Centroid, lo, hi float64) error {
+	t.Reset()
+	if len(cents) == 0 {
+		return nil
+	}
+	if !finite(lo) || !finite(hi) {
+		return fmt.Errorf("%w: min %v or max %v", ErrInvalidValue, lo, hi)
+	}
+	total := 0.0
+	sorted := true
+	for i, c := range cents {
+		if !finite(c.Mean) {
+			return fmt.Errorf("%w: centroid %d has mean %v", ErrInvalidValue, i, c.Mean)
+		}
+		if !(c.Weight > 0) || !finite(c.Weight) {
+			return fmt.Errorf("%w: centroid %d has weight %v", ErrInvalidWeight, i, c.Weight)
+		}
+		total += c.Weight
+		if i > 0 && c.Mean < cents[i-1].Mean {
+			sorted = false
+		}
+	}
+	if !(total <= maxTotalWeight) {
+		return fmt.Errorf("%w: total weight %v above 2^200", ErrInvalidWeight, total)
+	}
+	if !sorted {
+		cents = slices.Clone(cents)
+		slices.SortStableFunc(cents, func(a, b Centroid) int { return cmp.Compare(a.Mean, b.Mean) })
+	}
+
+	n := len(cents)
+	if cap(t.cents) < n {
+		t.cents = make([]centroid, 0, n)
+	}
+	words := (n + 63) >> 6
+	if cap(t.pure) < words {
+		t.pure = make([]uint64, words)
+	}
+	t.cents = t.cents[:n]
+	t.pure = t.pure[:words]
+	clear(t.pure)
+	for i, c := range cents {
+		t.cents[i] = centroid{mean: c.Mean, weight: c.Weight}
+		setBit(t.pure, i, c.Single)
+	}
+	sum := centroidSum(t.cents)
+	if sum != sum {
+		t.Reset()
+		return fmt.Errorf("%w: the sum of mean×weight overflows both ways", ErrInvalidValue)
+	}
+	t.merged = total
+	t.sum = sum
+	t.min = min(lo, t.cents[0].mean)
+	t.max = max(hi, t.cents[n-1].mean)
+	return nil
+}
