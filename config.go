@@ -74,6 +74,10 @@ type Config struct {
 	// certificate and key presented to an https:// forward_address.
 	ForwardTLSCertificate string `yaml:"forward_tls_certificate"`
 	ForwardTLSKey         string `yaml:"forward_tls_key"`
+	// GRPCAddress is the host:port where the gRPC forward service
+	// (forwardrpc.Forward, as current veneur speaks it) listens, with the
+	// TLS of the http_tls_* keys. Empty means none.
+	GRPCAddress string `yaml:"grpc_address"`
 	// Hostname is attached to every metric veneur flushes. Default:
 	// os.Hostname(), unless OmitEmptyHostname is true.
 	Hostname string `yaml:"hostname"`
@@ -385,8 +389,8 @@ func (c Config) Validate() error {
 		add(fmt.Errorf("max_series_per_interval = %d: must not be negative; 0 means no cap", c.MaxSeriesPerInterval))
 	}
 	add(checkPair("http_tls", c.HTTPTLSCertificate, c.HTTPTLSKey, c.HTTPTLSAuthorityCertificate, "the HTTP server"))
-	if (c.HTTPTLSCertificate != "" || c.HTTPTLSAuthorityCertificate != "") && c.HTTPAddress == "" {
-		add(errors.New("http_tls_* is set but http_address is empty; set http_address, e.g. 0.0.0.0:8127, or remove them"))
+	if (c.HTTPTLSCertificate != "" || c.HTTPTLSAuthorityCertificate != "") && c.HTTPAddress == "" && c.GRPCAddress == "" {
+		add(errors.New("http_tls_* is set but http_address and grpc_address are empty; set one, e.g. http_address: 0.0.0.0:8127, or remove them"))
 	}
 	if c.HTTPTLSCertificate != "" && c.HTTPTLSKey != "" {
 		if _, err := c.HTTPTLSConfig(); err != nil {
@@ -428,6 +432,7 @@ func (c Config) Validate() error {
 	add(checkHostPort("udp_address", c.UdpAddress, "127.0.0.1:8126"))
 	add(checkHostPort("tcp_address", c.TcpAddress, "127.0.0.1:8129"))
 	add(checkHostPort("stats_address", c.StatsAddress, "127.0.0.1:8125"))
+	add(checkHostPort("grpc_address", c.GRPCAddress, "0.0.0.0:8128"))
 	add(checkHostPort("trace_address", c.TraceAddress, "127.0.0.1:8128"))
 	add(checkHTTPAddress(c.HTTPAddress))
 
@@ -592,6 +597,14 @@ func (c Config) TLSConfig() (*tls.Config, error) {
 // checks), while /healthcheck and /version stay open.
 func (c Config) HTTPTLSConfig() (*tls.Config, error) {
 	return serverTLS("http_tls", c.HTTPTLSCertificate, c.HTTPTLSKey, c.HTTPTLSAuthorityCertificate, tls.VerifyClientCertIfGiven)
+}
+
+// GRPCTLSConfig builds the TLS settings of grpc_address from the http_tls_*
+// keys, or nil when they are unset. With http_tls_authority_certificate
+// every call needs a client certificate that authority signed: the gRPC
+// service has no open routes.
+func (c Config) GRPCTLSConfig() (*tls.Config, error) {
+	return serverTLS("http_tls", c.HTTPTLSCertificate, c.HTTPTLSKey, c.HTTPTLSAuthorityCertificate, tls.RequireAndVerifyClientCert)
 }
 
 // ForwardTLSConfig builds the TLS settings of the forward client: the

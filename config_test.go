@@ -124,9 +124,9 @@ func TestExampleListsEveryKey(t *testing.T) {
 	// flush_spool_max_age and shutdown_timeout (delivery); the http_tls_*
 	// and forward_tls_* keys, import_max_body_bytes,
 	// import_max_concurrency, tcp_max_connections, tcp_idle_timeout and
-	// max_series_per_interval (limits).
-	if len(want) != 49 {
-		t.Errorf("Config has %d keys, want 49", len(want))
+	// max_series_per_interval (limits); grpc_address.
+	if len(want) != 50 {
+		t.Errorf("Config has %d keys, want 50", len(want))
 	}
 
 	c, err := ParseConfig(data)

@@ -35,12 +35,23 @@ func TestForwardParts(t *testing.T) {
 
 // A local instance flushes host-level parts itself and forwards digests,
 // sketches and global counters; the global instance publishes percentiles,
-// set sizes and global counters. Nothing is published twice.
+// set sizes and global counters. Nothing is published twice. The same
+// holds over HTTP /import and over gRPC.
 func TestForwardLocalToGlobal(t *testing.T) {
-	gcfg := testConfig(t, "percentiles: [0.5]\naggregates: [min, max, count]\n")
+	for _, transport := range []string{"http", "grpc"} {
+		t.Run(transport, func(t *testing.T) { testForwardLocalToGlobal(t, transport) })
+	}
+}
+
+func testForwardLocalToGlobal(t *testing.T, transport string) {
+	gcfg := testConfig(t, "percentiles: [0.5]\naggregates: [min, max, count]\ngrpc_address: 127.0.0.1:0\n")
 	gcfg.Hostname = "global"
 	global, gout := startServer(t, gcfg)
-	lcfg := testConfig(t, "percentiles: [0.5]\naggregates: [min, max, count]\nforward_address: http://"+global.HTTPAddr().String()+"\n")
+	addr := "http://" + global.HTTPAddr().String()
+	if transport == "grpc" {
+		addr = "grpc://" + global.GRPCAddr().String()
+	}
+	lcfg := testConfig(t, "percentiles: [0.5]\naggregates: [min, max, count]\nforward_address: "+addr+"\n")
 	lcfg.Hostname = "local"
 	local, lout := startServer(t, lcfg)
 	sendUDP(t, local.UDPAddr(),

@@ -20,8 +20,11 @@ import (
 )
 
 // handler returns the HTTP routes: /healthcheck, /version, /import (metrics
-// forwarded by other instances), and /debug/pprof/ when enable_profiling
-// is set.
+// forwarded by other instances), /debug/cardinality (series and drops per
+// metric name), and /debug/pprof/ when enable_profiling is set. With
+// http_tls_authority_certificate, everything but /healthcheck and
+// /version needs a client certificate that authority signed: the debug
+// routes show metric names and the process's internals.
 func (s *Server) handler(imp *forward.Importer) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthcheck", func(w http.ResponseWriter, r *http.Request) {
@@ -32,16 +35,32 @@ func (s *Server) handler(imp *forward.Importer) http.Handler {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Write([]byte(VERSION + "\n"))
 	})
-	mux.Handle("/import", imp)
-	mux.Handle("/debug/cardinality", s.pool.card)
+	guard := func(h http.Handler) http.Handler { return h }
+	if s.cfg.HTTPTLSAuthorityCertificate != "" {
+		guard = requireClientCert
+	}
+	mux.Handle("/import", imp) // checks the client certificate itself, and counts refusals
+	mux.Handle("/debug/cardinality", guard(s.pool.card))
 	if s.cfg.EnableProfiling {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		mux.Handle("/debug/pprof/", guard(http.HandlerFunc(pprof.Index)))
+		mux.Handle("/debug/pprof/cmdline", guard(http.HandlerFunc(pprof.Cmdline)))
+		mux.Handle("/debug/pprof/profile", guard(http.HandlerFunc(pprof.Profile)))
+		mux.Handle("/debug/pprof/symbol", guard(http.HandlerFunc(pprof.Symbol)))
+		mux.Handle("/debug/pprof/trace", guard(http.HandlerFunc(pprof.Trace)))
 	}
 	return mux
+}
+
+// requireClientCert refuses requests that came without a verified client
+// certificate (the TLS listener verifies one when it is given).
+func requireClientCert(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
+			http.Error(w, "a client certificate signed by http_tls_authority_certificate is required", http.StatusUnauthorized)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // Limits of the HTTP server. A client that is slower than these is cut

@@ -232,18 +232,38 @@ func (s *Server) buildListeners() error {
 			return err
 		}
 	}
-	if cfg.HTTPAddress != "" {
-		// A local retries a forward for as long as it spools it, so the
-		// batch ids it may repeat are remembered that long, and two
-		// intervals more.
+	if cfg.HTTPAddress != "" || cfg.GRPCAddress != "" {
+		// One importer for both transports: one memory of batch ids and
+		// one bound on concurrent imports. A local retries a forward for
+		// as long as it spools it, so the batch ids it may repeat are
+		// remembered that long, and two intervals more.
 		interval, _ := cfg.ParseInterval()
 		age, _ := cfg.SpoolMaxAge()
-		imp := forward.NewImporter(s.pool, forward.ImporterConfig{Remember: age + 2*interval})
-		tlsConf, err := cfg.HTTPTLSConfig()
-		if err != nil {
-			return err
+		imp := forward.NewImporter(s.pool, forward.ImporterConfig{
+			Remember:          age + 2*interval,
+			MaxBodyBytes:      cfg.ImportMaxBodyBytes,
+			MaxConcurrency:    cfg.ImportMaxConcurrency,
+			RequireClientCert: cfg.HTTPTLSAuthorityCertificate != "",
+		})
+		if cfg.GRPCAddress != "" {
+			tlsConf, err := cfg.GRPCTLSConfig()
+			if err != nil {
+				return err
+			}
+			srv, err := forward.NewGRPCServer(imp, forward.GRPCServerConfig{
+				Address: cfg.GRPCAddress, TLS: tlsConf, MaxStreamBytes: cfg.ImportMaxBodyBytes, Log: s.log, Guard: s.guard,
+			})
+			if err := add("grpc_address", srv, err); err != nil {
+				return err
+			}
 		}
-		add("http_address", newWebServer(cfg.HTTPAddress, tlsConf, s.handler(imp), imp, s.guard, s.log), nil)
+		if cfg.HTTPAddress != "" {
+			tlsConf, err := cfg.HTTPTLSConfig()
+			if err != nil {
+				return err
+			}
+			add("http_address", newWebServer(cfg.HTTPAddress, tlsConf, s.handler(imp), imp, s.guard, s.log), nil)
+		}
 	}
 	return nil
 }
@@ -266,6 +286,9 @@ func (s *Server) TCPAddr() net.Addr { return s.addr("tcp_address") }
 
 // TraceAddr returns the bound address of the SSF listener, or nil.
 func (s *Server) TraceAddr() net.Addr { return s.addr("trace_address") }
+
+// GRPCAddr returns the bound address of the gRPC listener, or nil.
+func (s *Server) GRPCAddr() net.Addr { return s.addr("grpc_address") }
 
 // HTTPAddr returns the bound address of the HTTP listener, or nil.
 func (s *Server) HTTPAddr() net.Addr { return s.addr("http_address") }

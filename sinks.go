@@ -113,5 +113,8 @@ func forwardSink(cfg Config, opts Options, env plugins.Env) (plugins.Sink, error
 		t.TLSClientConfig = tlsConf
 		client = &http.Client{Timeout: env.Interval, Transport: t}
 	}
+	if forward.IsGRPCAddress(cfg.ForwardAddress) {
+		return forward.NewGRPCClient(forward.GRPCClientConfig{Address: cfg.ForwardAddress, TLS: tlsConf, Delivery: delivery(cfg)}, env)
+	}
 	return forward.NewClient(forward.ClientConfig{Address: cfg.ForwardAddress, Client: client, Delivery: delivery(cfg)}, env)
 }
