@@ -74,11 +74,11 @@ func TestAPIFailuresAreRetried(t *testing.T) {
 				fake.waitForSeries(t, waitLong, name)
 			}
 			d.waitOutput(t, waitLong, errMark, outMark, tc.log)
-			reqs := fake.waitFor(t, waitLong, "every gauge but a refused one accepted", func(reqs []apiRequest) bool {
+			fake.waitFor(t, waitLong, "every gauge but a refused one accepted", func(reqs []apiRequest) bool {
 				got := accepted(reqs)
 				return got["retry.g1"] > 0 && got["retry.g2"] > 0 && (tc.dropped || got["retry.g0"] > 0)
 			})
-			reqs = d.stopAndCollect(t)
+			reqs := d.stopAndCollect(t)
 			got := accepted(reqs)
 			for i, name := range names {
 				want := 1
