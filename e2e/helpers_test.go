@@ -3,6 +3,8 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"math"
@@ -176,6 +178,10 @@ type daemon struct {
 	exitCode int           // valid once done is closed
 	stopOnce sync.Once
 	paused   bool // SIGSTOPped by pause; terminate resumes it
+	// scheme and client reach http_address: https, trusting the
+	// configured authority, when the config serves it over TLS.
+	scheme string
+	client *http.Client
 }
 
 var errAddrInUse = errors.New("address already in use")
@@ -223,7 +229,17 @@ func tryStartDaemon(t *testing.T, fake *fakeDD, tweak func(config)) (*daemon, er
 	if err != nil {
 		return nil, fmt.Errorf("reading back %s: %w", path, err)
 	}
+	scheme, client := "http", http.DefaultClient
+	if _, ok := cfg["http_tls_certificate"]; ok {
+		pool := x509.NewCertPool()
+		if ca, ok := cfg["http_tls_authority_certificate"].(string); ok {
+			pool.AppendCertsFromPEM([]byte(ca))
+		}
+		scheme, client = "https", &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	}
 	d := &daemon{
+		scheme:   scheme,
+		client:   client,
 		udpAddr:  cfg["udp_address"].(string),
 		httpAddr: cfg["http_address"].(string),
 		config:   string(text),
@@ -291,11 +307,11 @@ func (d *daemon) waitHealthy() error {
 func (d *daemon) health() (int, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+d.httpAddr+"/healthcheck", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.scheme+"://"+d.httpAddr+"/healthcheck", nil)
 	if err != nil {
 		return 0, err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := d.client.Do(req)
 	if err != nil {
 		return 0, err
 	}
