@@ -87,6 +87,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"tcp":      addrString(srv.TCPAddr()),
 		"ssf":      addrString(srv.TraceAddr()),
 		"http":     addrString(srv.HTTPAddr()),
+		"grpc":     addrString(srv.GRPCAddr()),
 		"interval": cfg.Interval,
 		"workers":  cfg.NumWorkers,
 		"readers":  cfg.NumReaders,
