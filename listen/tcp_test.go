@@ -2,16 +2,11 @@ package listen
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"slices"
 	"strings"
@@ -23,6 +18,8 @@ import (
 
 	"github.com/veneur/veneur/internal/statstest"
 	"github.com/veneur/veneur/samplers"
+
+	"github.com/veneur/veneur/internal/testpki"
 )
 
 func startTCP(t *testing.T, cfg TCPConfig, snk *sink) *TCP {
@@ -206,46 +203,17 @@ type testPKI struct {
 
 func newTestPKI(t *testing.T) testPKI {
 	t.Helper()
-	caKey, caTmpl := newKey(t), &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test authority"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	issue := func(serial int64, usage x509.ExtKeyUsage, ips ...net.IP) tls.Certificate {
-		k := newKey(t)
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "test"},
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage}, IPAddresses: ips,
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &k.PublicKey, caKey)
+	pems := testpki.New(t)
+	pair := func(p testpki.Pair) tls.Certificate {
+		c, err := tls.X509KeyPair([]byte(p.Cert), []byte(p.Key))
 		if err != nil {
 			t.Fatal(err)
 		}
-		return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k}
+		return c
 	}
-	p := testPKI{pool: x509.NewCertPool()}
-	p.pool.AddCert(ca)
-	p.server = issue(2, x509.ExtKeyUsageServerAuth, net.IPv4(127, 0, 0, 1))
-	p.client = issue(3, x509.ExtKeyUsageClientAuth)
+	p := testPKI{pool: x509.NewCertPool(), server: pair(pems.Server), client: pair(pems.Client)}
+	p.pool.AppendCertsFromPEM([]byte(pems.CA))
 	return p
-}
-
-func newKey(t *testing.T) *ecdsa.PrivateKey {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
 }
 
 // serverTLS is the listener's TLS config as the root builds it from
