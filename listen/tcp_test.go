@@ -17,9 +17,8 @@ import (
 	logtest "github.com/sirupsen/logrus/hooks/test"
 
 	"github.com/veneur/veneur/internal/statstest"
-	"github.com/veneur/veneur/samplers"
-
 	"github.com/veneur/veneur/internal/testpki"
+	"github.com/veneur/veneur/samplers"
 )
 
 func startTCP(t *testing.T, cfg TCPConfig, snk *sink) *TCP {
