@@ -33,6 +33,12 @@ type JSONMetric struct {
 	Type  string   `json:"type"`
 	Tags  []string `json:"tags"`
 	Value []byte   `json:"value"`
+	// TagString is set only by veneur 1.1.0's locals, which always send
+	// "tagstring" (empty for an untagged series) and encode values in
+	// their own way (see legacy.go); ours never send it. It is a pointer
+	// so that an empty one is told from none; omitempty leaves it out of
+	// what we write.
+	TagString *string `json:"tagstring,omitempty"`
 }
 
 // Limits on an imported metric, beyond which it is refused.
@@ -102,6 +108,11 @@ func DecodeJSON(m *JSONMetric) (samplers.Forwarded, error) {
 	}
 	f.Tags = slices.Clone(m.Tags)
 	slices.Sort(f.Tags)
+	// An element with "tagstring" is veneur 1.1.0's, whatever the others
+	// in its array are: its values are decoded as 1.1.0 encodes them.
+	if m.TagString != nil {
+		return decodeLegacyJSON(m, f)
+	}
 	switch m.Type {
 	case "counter":
 		f.Type, f.Scope = samplers.CounterMetric, samplers.GlobalOnly
