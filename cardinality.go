@@ -2,7 +2,6 @@ package veneur
 
 import (
 	"cmp"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -67,22 +66,6 @@ func (c *seriesCap) give(n int) {
 // names can be too (an id in the name); drops of names past the bound
 // count in the total only.
 const maxDropNames = 1000
-
-// keyName returns the metric name of a series key without decoding the
-// rest, so a refused sample costs no allocation. The layout is
-// samplers.AppendKey's: type, scope, then the name's length as a uvarint
-// and the name.
-func keyName(key []byte) ([]byte, bool) {
-	if len(key) < 2 {
-		return nil, false
-	}
-	n, used := binary.Uvarint(key[2:])
-	if used <= 0 || n > uint64(len(key)-2-used) {
-		return nil, false
-	}
-	start := 2 + used
-	return key[start : start+int(n)], true
-}
 
 // Limits of GET /debug/cardinality's ?top=N.
 const (

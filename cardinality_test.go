@@ -382,18 +382,6 @@ func TestTopNames(t *testing.T) {
 	}
 }
 
-func TestKeyName(t *testing.T) {
-	key := samplers.AppendKey(nil, &samplers.Line{Type: samplers.GaugeMetric, Name: []byte("svc.latency"), Host: []byte("h"), Tags: [][]byte{[]byte("a:b")}})
-	if name, ok := keyName(key); !ok || string(name) != "svc.latency" {
-		t.Errorf("keyName = %q, %v", name, ok)
-	}
-	for _, bad := range [][]byte{nil, {1}, {1, 0, 5, 'a'}, {1, 0, 0x80}} {
-		if name, ok := keyName(bad); ok {
-			t.Errorf("keyName(%v) = %q, want refused", bad, name)
-		}
-	}
-}
-
 // Under the cap, a line of a known series costs no allocation, and neither
 // does a refused line of a name already counted: an explosion of new keys
 // is refused at the price of a map lookup.

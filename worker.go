@@ -276,7 +276,7 @@ func (w *Worker) lookup(hash uint64, key []byte) *series {
 // dropNew counts a sample of a new series refused by the cap, under its
 // metric name.
 func (w *Worker) dropNew(key []byte) {
-	name, ok := keyName(key)
+	name, ok := samplers.KeyName(key)
 	if !ok {
 		w.cur.badKeys++
 		return

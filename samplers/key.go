@@ -100,3 +100,17 @@ func lengthPrefixed(s string) (string, string, error) {
 	}
 	return "", "", errBadKey
 }
+
+// KeyName returns the metric name of a key built by AppendKey without
+// decoding the rest or allocating, and false for a malformed key.
+func KeyName(key []byte) ([]byte, bool) {
+	if len(key) < 2 {
+		return nil, false
+	}
+	n, used := binary.Uvarint(key[2:])
+	if used <= 0 || n > uint64(len(key)-2-used) {
+		return nil, false
+	}
+	start := 2 + used
+	return key[start : start+int(n)], true
+}

@@ -240,3 +240,15 @@ func TestSortTagsHeap(t *testing.T) {
 }
 
 func parseFloatStd(s string) (float64, error) { return strconv.ParseFloat(s, 64) }
+
+func TestKeyName(t *testing.T) {
+	key := AppendKey(nil, &Line{Type: GaugeMetric, Name: []byte("svc.latency"), Host: []byte("h"), Tags: [][]byte{[]byte("a:b")}})
+	if name, ok := KeyName(key); !ok || string(name) != "svc.latency" {
+		t.Errorf("KeyName = %q, %v", name, ok)
+	}
+	for _, bad := range [][]byte{nil, {1}, {1, 0, 5, 'a'}, {1, 0, 0x80}} {
+		if name, ok := KeyName(bad); ok {
+			t.Errorf("KeyName(%v) = %q, want refused", bad, name)
+		}
+	}
+}
