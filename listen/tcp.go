@@ -282,7 +282,9 @@ func logDue(last *atomic.Int64) bool {
 // as MaxConnections allows, were open already; it warns at most once a
 // second.
 func (t *TCP) refuse(open int) {
-	t.errs.Add(tcpErrMaxConns, 1)
+	// Count after logging, so that whoever sees the count sees the
+	// warning too.
+	defer t.errs.Add(tcpErrMaxConns, 1)
 	if !logDue(&t.lastCapLog) {
 		return
 	}
