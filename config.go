@@ -27,6 +27,11 @@ import (
 //
 // For the keys of optional features an empty string means "off".
 type Config struct {
+	// AllowShortInterval lets interval be shorter than 1s, for tests and
+	// benchmarks: Datadog's points and rate intervals are whole seconds, so
+	// flushes less than a second apart publish the same (series, second)
+	// more than once and rates with a wrong interval.
+	AllowShortInterval bool `yaml:"allow_short_interval"`
 	// Aggregates lists the local aggregates flushed for every histogram and
 	// timer: any of min, max, median, avg, count, sum. Default: min, max,
 	// count. An explicit empty list flushes none.
@@ -189,6 +194,9 @@ const (
 	DefaultImportMaxBodyBytes  = 256 << 20
 	DefaultTCPIdleTimeout      = "5m"
 	DefaultTCPMaxConnections   = 10_000
+	// MinInterval is the shortest interval accepted without
+	// allow_short_interval.
+	MinInterval = time.Second
 	// DefaultSpoolIntervals is flush_spool_max_age, in intervals, when it
 	// is unset.
 	DefaultSpoolIntervals = plugins.DefaultSpoolAgeIntervals
@@ -348,6 +356,20 @@ func parsePositiveDuration(key, value, example string) (time.Duration, error) {
 	return d, nil
 }
 
+// Warnings returns what looks wrong in a valid config without making it
+// invalid, each naming its key and what to check: a Datadog API key that
+// looks like a placeholder (see datadog.KeyWarning). veneur -validate
+// prints them and exits 0; veneur logs them at start-up.
+func (c Config) Warnings() []string {
+	var warnings []string
+	if c.APIHostname != "" {
+		if w := datadog.KeyWarning(c.Key); w != "" {
+			warnings = append(warnings, w)
+		}
+	}
+	return warnings
+}
+
 // IsLocal reports whether this instance forwards its global metrics
 // upstream, that is whether forward_address is set.
 func (c Config) IsLocal() bool {
@@ -365,8 +387,10 @@ func (c Config) Validate() error {
 		}
 	}
 
-	if _, err := c.ParseInterval(); err != nil {
+	if iv, err := c.ParseInterval(); err != nil {
 		add(err)
+	} else if iv < MinInterval && !c.AllowShortInterval {
+		add(fmt.Errorf("interval %q: shorter than %v; Datadog keeps points and rate intervals in whole seconds, so use %v or more (10s is usual), or set allow_short_interval: true for a test or a benchmark", c.Interval, MinInterval, MinInterval))
 	}
 	if _, err := c.ParseShutdownTimeout(); err != nil {
 		add(err)

@@ -124,9 +124,10 @@ func TestExampleListsEveryKey(t *testing.T) {
 	// flush_spool_max_age and shutdown_timeout (delivery); the http_tls_*
 	// and forward_tls_* keys, import_max_body_bytes,
 	// import_max_concurrency, tcp_max_connections, tcp_idle_timeout and
-	// max_series_per_interval (limits); grpc_address.
-	if len(want) != 50 {
-		t.Errorf("Config has %d keys, want 50", len(want))
+	// max_series_per_interval (limits); grpc_address;
+	// allow_short_interval.
+	if len(want) != 51 {
+		t.Errorf("Config has %d keys, want 51", len(want))
 	}
 
 	c, err := ParseConfig(data)
@@ -138,6 +139,40 @@ func TestExampleListsEveryKey(t *testing.T) {
 	}
 	if c.IsLocal() {
 		t.Error("example.yaml: IsLocal() = true, want a root instance")
+	}
+}
+
+// Warnings flag a config that is valid but probably not what was meant;
+// -validate prints them and exits 0.
+func TestWarnings(t *testing.T) {
+	for _, tc := range []struct {
+		name, doc string
+		want      string // "" means no warning
+	}{
+		{"real-looking key", "api_hostname: https://app.datadoghq.com\nkey: 0123456789abcdef0123456789abcdef", ""},
+		{"example's placeholder", "api_hostname: https://app.datadoghq.com\nkey: your-datadog-api-key", `key looks like a placeholder (it contains "your")`},
+		{"all x", "api_hostname: https://app.datadoghq.com\nkey: xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", "key looks like a placeholder"},
+		{"changeme", "api_hostname: https://app.datadoghq.com\nkey: changeme", "key looks like a placeholder"},
+		{"short", "api_hostname: https://app.datadoghq.com\nkey: 0123456789abcdef", "key has 16 characters, not the 32 hexadecimal characters"},
+		// Without api_hostname the key is not used.
+		{"placeholder but printing", "key: your-datadog-api-key", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := mustParse(t, minimal+tc.doc+"\n").Warnings()
+			switch {
+			case tc.want == "" && len(w) != 0:
+				t.Errorf("Warnings() = %q, want none", w)
+			case tc.want != "" && (len(w) != 1 || !strings.Contains(w[0], tc.want)):
+				t.Errorf("Warnings() = %q, want one containing %q", w, tc.want)
+			}
+		})
+	}
+	c, err := ReadConfig("example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := c.Warnings(); len(w) != 1 || !strings.Contains(w[0], "placeholder") {
+		t.Errorf("example.yaml: Warnings() = %q, want the placeholder key", w)
 	}
 }
 
@@ -205,6 +240,7 @@ func TestDefaults(t *testing.T) {
 func TestDefaultsKeepExplicitValues(t *testing.T) {
 	c := mustParse(t, minimal+`
 interval: 250ms
+allow_short_interval: true
 hostname: web-1
 num_workers: 3
 num_readers: 2
@@ -220,7 +256,7 @@ flush_spool_max_age: 1m
 shutdown_timeout: 3s
 `)
 	want := Config{
-		UdpAddress: "127.0.0.1:8126", Interval: "250ms", Hostname: "web-1",
+		UdpAddress: "127.0.0.1:8126", Interval: "250ms", AllowShortInterval: true, Hostname: "web-1",
 		NumWorkers: 3, NumReaders: 2, MetricMaxLength: 100, FlushMaxPerBody: 7,
 		ReadBufferSizeBytes: 1024, TraceMaxLengthBytes: 99,
 		FlushMaxConcurrency: 2, FlushSpoolBytes: 1000, FlushSpoolMaxAge: "1m", ShutdownTimeout: "3s",
@@ -301,6 +337,9 @@ func TestValidateRejects(t *testing.T) {
 		{"interval without unit", "interval: 10", []string{"interval", "missing unit"}},
 		{"interval zero", "interval: 0s", []string{"interval", "greater than zero"}},
 		{"interval negative", "interval: -5s", []string{"interval", "greater than zero"}},
+		{"interval under 1s", "interval: 999ms", []string{`interval "999ms": shorter than 1s`, "use 1s or more", "allow_short_interval: true"}},
+		{"interval 1ns", "interval: 1ns", []string{`interval "1ns"`, "allow_short_interval"}},
+		{"interval under 1s, not allowed", "interval: 100ms\nallow_short_interval: false", []string{`interval "100ms"`, "allow_short_interval: true"}},
 		{"shutdown_timeout unparseable", "shutdown_timeout: soon", []string{"shutdown_timeout", `"soon"`, "10s"}},
 		{"flush_spool_max_age zero", "flush_spool_max_age: 0s", []string{"flush_spool_max_age", "greater than zero"}},
 		{"flush_spool_bytes negative", "flush_spool_bytes: -1", []string{"flush_spool_bytes = -1", "64 MiB"}},
@@ -382,6 +421,10 @@ func TestValidateAccepts(t *testing.T) {
 			"tls_authority_certificate: |\n" + indent(testCertPEM),
 		"num_workers: 1e3",
 		"interval: 1h30m",
+		"interval: 1s",
+		"interval: 1000ms",
+		"interval: 100ms\nallow_short_interval: true",
+		"interval: 1ns\nallow_short_interval: true",
 	} {
 		if !strings.HasPrefix(doc, "udp_address:") {
 			doc = minimal + doc

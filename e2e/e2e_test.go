@@ -564,6 +564,8 @@ func badConfigs(t *testing.T) []struct{ name, key, yaml string } {
 		{"misspelt key", "intervall", strings.Replace(valid, "interval:", "intervall:", 1)},
 		{"unknown key", "udp_adress", valid + "udp_adress: \"127.0.0.1:1\"\n"},
 		{"bad duration", "interval", strings.Replace(valid, `interval: "10s"`, `interval: "ten seconds"`, 1)},
+		{"interval under 1s", "allow_short_interval", strings.Replace(valid, `interval: "10s"`, `interval: "200ms"`, 1)},
+		{"api_hostname without key", "key is empty", strings.Replace(valid, fmt.Sprintf("key: %q\n", apiKey), "", 1)},
 	}
 }
 

@@ -1,7 +1,7 @@
 // Command veneur runs the veneur DogStatsD aggregation daemon.
 //
 //	veneur -f config.yaml            run
-//	veneur -f config.yaml -validate  check the config and exit
+//	veneur -f config.yaml -validate  check the config and exit (warnings on stderr)
 package main
 
 import (
@@ -70,9 +70,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "veneur: invalid config: %v\n", err)
 		return 1
 	}
+	warnings := cfg.Warnings()
 	if *validate {
-		fmt.Fprintf(stdout, "%s: valid\n", *path)
+		for _, w := range warnings {
+			fmt.Fprintf(stderr, "veneur: warning: %s\n", w)
+		}
+		switch len(warnings) {
+		case 0:
+			fmt.Fprintf(stdout, "%s: valid\n", *path)
+		case 1:
+			fmt.Fprintf(stdout, "%s: valid, with 1 warning\n", *path)
+		default:
+			fmt.Fprintf(stdout, "%s: valid, with %d warnings\n", *path, len(warnings))
+		}
 		return 0
+	}
+	for _, w := range warnings {
+		log.Warn(w)
 	}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)

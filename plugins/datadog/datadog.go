@@ -100,6 +100,9 @@ var (
 func New(cfg Config, env plugins.Env) (*Sink, error) {
 	var errs []error
 	errs = append(errs, plugins.CheckURL("api_hostname", cfg.APIHostname, "https://app.datadoghq.com"))
+	if cfg.APIHostname != "" {
+		errs = append(errs, checkKey(cfg.APIHostname, cfg.APIKey))
+	}
 	if cfg.MaxPerBody <= 0 {
 		errs = append(errs, fmt.Errorf("flush_max_per_body = %d: must be greater than 0; leave it unset for %d", cfg.MaxPerBody, DefaultMaxPerBody))
 	}

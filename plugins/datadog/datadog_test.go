@@ -161,8 +161,11 @@ func TestNewChecksConfig(t *testing.T) {
 		want string // "" means accepted
 	}{
 		{Config{APIHostname: "https://app.datadoghq.com", APIKey: "k", MaxPerBody: 1}, ""},
-		// An empty key is accepted, as it always was.
-		{Config{APIHostname: "http://127.0.0.1:8080/", MaxPerBody: 5000}, ""},
+		// Datadog would refuse every post without a key.
+		{Config{APIHostname: "http://127.0.0.1:8080/", MaxPerBody: 5000}, `key is empty but api_hostname is "http://127.0.0.1:8080/"`},
+		{Config{APIHostname: "http://127.0.0.1:8080/", MaxPerBody: 5000}, "leave api_hostname empty to print flushes"},
+		// A key of another form is a warning (KeyWarning), not an error.
+		{Config{APIHostname: "http://127.0.0.1:8080/", APIKey: "your-datadog-api-key", MaxPerBody: 5000}, ""},
 		{Config{MaxPerBody: 1}, "api_hostname is empty; use a URL such as https://app.datadoghq.com"},
 		{Config{APIHostname: "app.datadoghq.com", MaxPerBody: 1}, `api_hostname "app.datadoghq.com": not an absolute http(s) URL`},
 		{Config{APIHostname: "ftp://x", MaxPerBody: 1}, `api_hostname "ftp://x": not an absolute http(s) URL`},
@@ -237,7 +240,7 @@ func TestDatadogEncodingExact(t *testing.T) {
 }
 
 func TestDatadogOmitsEmptyHost(t *testing.T) {
-	d := newSink(t, Config{APIHostname: "http://x", MaxPerBody: 10}, plugins.Env{})
+	d := newSink(t, Config{APIHostname: "http://x", APIKey: "k3y", MaxPerBody: 10}, plugins.Env{})
 	got := decodeSeries(t, encode(t, d, []samplers.InterMetric{{Series: &samplers.Series{Name: "a"}, Value: 1}}))
 	if got[0].Host != nil || len(got[0].Tags) != 0 {
 		t.Errorf("host = %v, tags = %v: want no host (omit_empty_hostname) and no tags", got[0].Host, got[0].Tags)
@@ -676,7 +679,7 @@ func TestDatadogEventsAndChecks(t *testing.T) {
 // tags are an empty list, never null.
 func TestDatadogEventsWithoutDefaults(t *testing.T) {
 	url, requests := eventsAPI(t, http.StatusAccepted)
-	d := newSink(t, Config{APIHostname: url, MaxPerBody: 10}, plugins.Env{})
+	d := newSink(t, Config{APIHostname: url, APIKey: "k3y", MaxPerBody: 10}, plugins.Env{})
 	err := d.Flush(context.Background(), &plugins.Batch{
 		Events: []samplers.Event{{Title: "t", Text: "x", Timestamp: 5}},
 		Checks: []samplers.ServiceCheck{{Name: "c", Status: 3, Timestamp: 6}},
@@ -774,7 +777,7 @@ func TestDatadogBatchParts(t *testing.T) {
 	}
 	// Events alone: no series self-metrics.
 	stats2 := &statstest.Recorder{}
-	d2 := newSink(t, Config{APIHostname: srv.URL, MaxPerBody: 10}, testEnv(stats2))
+	d2 := newSink(t, Config{APIHostname: srv.URL, APIKey: "k3y", MaxPerBody: 10}, testEnv(stats2))
 	if err := d2.Flush(context.Background(), &plugins.Batch{Events: []samplers.Event{{Title: "e"}}}); err != nil {
 		t.Fatal(err)
 	}
@@ -790,7 +793,7 @@ func TestDatadogBatchParts(t *testing.T) {
 }
 
 func BenchmarkWriteSeries(b *testing.B) {
-	d, err := New(Config{APIHostname: "http://x", MaxPerBody: 5000}, testEnv(nil))
+	d, err := New(Config{APIHostname: "http://x", APIKey: "k3y", MaxPerBody: 5000}, testEnv(nil))
 	if err != nil {
 		b.Fatal(err)
 	}
