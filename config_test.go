@@ -2,6 +2,8 @@ package veneur
 
 import (
 	"errors"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -11,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/DataDog/datadog-go/v5/statsd"
+	"github.com/sirupsen/logrus"
 	"gopkg.in/yaml.v3"
 )
 
@@ -84,13 +88,75 @@ func TestReadConfigReadmeKeys(t *testing.T) {
 	}
 }
 
+// Every config the repository ships is valid, sinks included, as
+// veneur -validate checks it.
 func TestShippedConfigsLoad(t *testing.T) {
-	for _, path := range []string{"example.yaml", filepath.Join("config", "dev.yaml")} {
+	paths, err := filepath.Glob(filepath.Join("config", "*.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(paths) < 3 {
+		t.Fatalf("config/ holds %q; want dev.yaml, local.yaml and global.yaml at least", paths)
+	}
+	for _, path := range append(paths, "example.yaml") {
 		t.Run(path, func(t *testing.T) {
-			if _, err := ReadConfig(path); err != nil {
+			c, err := ReadConfig(path)
+			if err != nil {
 				t.Fatalf("ReadConfig(%s): %v", path, err)
 			}
+			log := logrus.New()
+			log.SetOutput(io.Discard)
+			// Stats: no client for stats_address, whose goroutines would outlive the test.
+			if _, err := NewFromConfig(c, Options{Stdout: io.Discard, Log: log, Stats: &statsd.NoOpClient{}}); err != nil {
+				t.Fatalf("NewFromConfig(%s): %v", path, err)
+			}
 		})
+	}
+}
+
+// config/local.yaml and config/global.yaml are a pair for one machine:
+// the local forwards to the global's http_address on loopback, neither
+// needs a Datadog account, and they flush on the same interval. (e2e
+// TestLocalGlobalPair runs them.)
+func TestLocalGlobalPair(t *testing.T) {
+	local, err := ReadConfig(filepath.Join("config", "local.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	global, err := ReadConfig(filepath.Join("config", "global.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "http://" + global.HTTPAddress; local.ForwardAddress != want {
+		t.Errorf("local forward_address %q, want the global's http_address, %q", local.ForwardAddress, want)
+	}
+	if !local.IsLocal() || global.IsLocal() {
+		t.Errorf("IsLocal: local %v, global %v; want true, false", local.IsLocal(), global.IsLocal())
+	}
+	if local.Interval != global.Interval {
+		t.Errorf("interval: local %q, global %q; global counters need the same", local.Interval, global.Interval)
+	}
+	seen := map[string]string{}
+	for _, a := range []struct{ name, addr string }{
+		{"local udp_address", local.UdpAddress}, {"local http_address", local.HTTPAddress},
+		{"global udp_address", global.UdpAddress}, {"global http_address", global.HTTPAddress},
+	} {
+		host, _, err := net.SplitHostPort(a.addr)
+		if err != nil || host != "127.0.0.1" {
+			t.Errorf("%s %q: want a loopback host:port", a.name, a.addr)
+		}
+		if other, ok := seen[a.addr]; ok {
+			t.Errorf("%s and %s are both %q", a.name, other, a.addr)
+		}
+		seen[a.addr] = a.name
+	}
+	for _, c := range []Config{local, global} {
+		if c.APIHostname != "" || c.Hostname == "" {
+			t.Errorf("api_hostname %q hostname %q: want flushes printed, under a hostname of their own", c.APIHostname, c.Hostname)
+		}
+	}
+	if local.Hostname == global.Hostname {
+		t.Errorf("both hostnames are %q; the printed flushes should tell them apart", local.Hostname)
 	}
 }
 
