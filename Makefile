@@ -25,7 +25,9 @@ run: build
 # corpora under testdata/fuzz run as ordinary tests), then the race detector.
 test: deps lint test-unit test-race
 
-# Installs what the tests need. Idempotent; does nothing when all is present.
+# Installs what the tests need, saying what it installs; does nothing when
+# all is present. A Debian package it installs is left with no service
+# running or enabled at boot (.ci/deps, install_pkg).
 deps:
 	@./.ci/deps
 
