@@ -77,9 +77,9 @@ chmod 755 `+d.root+`/etc/init.d/fake
 	return d
 }
 
-// run sources .ci/deps and runs shell, returning its exit error, its
-// output and the stubs' log.
-func (d *depsSystem) run(t *testing.T, shell string) (error, string, string) {
+// run sources .ci/deps and runs shell, returning its output, the stubs'
+// log and its exit error.
+func (d *depsSystem) run(t *testing.T, shell string) (string, string, error) {
 	t.Helper()
 	wd, err := os.Getwd()
 	if err != nil {
@@ -90,7 +90,7 @@ func (d *depsSystem) run(t *testing.T, shell string) (error, string, string) {
 	cmd.Env = []string{"PATH=" + d.bin, "DEPS_ROOT=" + d.root, "HOME=" + d.root}
 	out, err := cmd.CombinedOutput()
 	log, _ := os.ReadFile(d.log)
-	return err, string(out), string(log)
+	return string(out), string(log), err
 }
 
 func (d *depsSystem) exists(p string) bool {
@@ -106,7 +106,7 @@ func TestCIDepsInstallPkg(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			d := newDepsSystem(t, systemd)
-			err, out, log := d.run(t, "install_pkg fakedaemon fake")
+			out, log, err := d.run(t, "install_pkg fakedaemon fake")
 			if err != nil {
 				t.Fatalf("install_pkg: %v\n%s", err, out)
 			}
@@ -165,7 +165,7 @@ func TestCIDepsKeepsAPolicy(t *testing.T) {
 	if err := os.WriteFile(policy, []byte("#!/bin/sh\nexit 101\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err, out, _ := d.run(t, "install_pkg fakedaemon fake"); err != nil {
+	if out, _, err := d.run(t, "install_pkg fakedaemon fake"); err != nil {
 		t.Fatalf("install_pkg: %v\n%s", err, out)
 	}
 	if !d.exists("usr/sbin/policy-rc.d") {
@@ -177,7 +177,7 @@ func TestCIDepsKeepsAPolicy(t *testing.T) {
 // of it is pointed out, not changed.
 func TestCIDepsPresentCommand(t *testing.T) {
 	d := newDepsSystem(t, false)
-	if err, out, _ := d.run(t, "install_pkg fakedaemon fake"); err != nil {
+	if out, _, err := d.run(t, "install_pkg fakedaemon fake"); err != nil {
 		t.Fatalf("install_pkg: %v\n%s", err, out)
 	}
 	// Enable it again, as an older script would have left it, and put the
@@ -191,7 +191,7 @@ func TestCIDepsPresentCommand(t *testing.T) {
 	if err := os.Remove(d.log); err != nil {
 		t.Fatal(err)
 	}
-	err, out, log := d.run(t, "install_pkg fakedaemon fake")
+	out, log, err := d.run(t, "install_pkg fakedaemon fake")
 	if err != nil {
 		t.Fatalf("install_pkg: %v\n%s", err, out)
 	}

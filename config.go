@@ -22,8 +22,8 @@ import (
 
 // Config is veneur's configuration, read from a YAML file. The YAML keys are
 // those of veneur 1.1.0, so an existing configuration file loads unchanged.
-// The README's "Configuration" section documents every key, its default and
-// its validation rule.
+// docs/configuration.md documents every key, its default and its
+// validation rule.
 //
 // For the keys of optional features an empty string means "off".
 type Config struct {

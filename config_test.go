@@ -513,7 +513,7 @@ func TestUnknownKey(t *testing.T) {
 		{"percentile: [0.5]", `did you mean "percentiles"?`},
 		{"tls_authority: x", `did you mean "tls_authority_certificate"?`},
 		{"kye: x", `did you mean "key"?`},
-		{"colour: blue", `unknown config key "colour"; see the Configuration section`},
+		{"colour: blue", `unknown config key "colour"; see docs/configuration.md`},
 		{"tls: x", `unknown config key "tls"; see`},
 		{"on: 1", `unknown config key "on"`},
 	} {
@@ -577,7 +577,7 @@ intervall: 10s
 colour: blue
 `,
 		`line 6: unknown config key "intervall"; did you mean "interval"?`,
-		`line 7: unknown config key "colour"; see the Configuration section`)
+		`line 7: unknown config key "colour"; see docs/configuration.md`)
 }
 
 func TestTypeErrorReportsKeyAndLine(t *testing.T) {

@@ -475,7 +475,7 @@ func unknownKeyError(line int, key string, fields []configField) error {
 	if s := suggestKey(key, fields); s != "" {
 		return fmt.Errorf("line %d: unknown config key %q; did you mean %q?", line, key, s)
 	}
-	return fmt.Errorf("line %d: unknown config key %q; see the Configuration section of the README for the valid keys", line, key)
+	return fmt.Errorf("line %d: unknown config key %q; see docs/configuration.md or example.yaml for the valid keys", line, key)
 }
 
 // keySeparators deletes the separators suggestKey ignores. It is built

@@ -309,7 +309,7 @@ func TestServerRecycledSeries(t *testing.T) {
 }
 
 // TestSelfMetrics checks that the ingestion counters reach stats_address
-// under the names the README lists.
+// under the names docs/operations.md lists.
 func TestSelfMetrics(t *testing.T) {
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
