@@ -440,7 +440,11 @@ func (c Config) validateTier(add func(error)) {
 // Validate checks every field and reports all problems at once, joined with
 // errors.Join; each names its key and the fix. It expects defaults to have
 // been applied: a zero num_workers, for instance, is an error here.
-func (c Config) Validate() error {
+func (c Config) Validate() error { return c.validate(false) }
+
+// validate is Validate for veneur (proxy false) or veneur-proxy, which
+// listens for imports only.
+func (c Config) validate(proxy bool) error {
 	var errs []error
 	add := func(err error) {
 		if err != nil {
@@ -520,7 +524,9 @@ func (c Config) Validate() error {
 	add(checkHostPort("trace_address", c.TraceAddress, "127.0.0.1:8128"))
 	add(checkHTTPAddress(c.HTTPAddress))
 
-	if c.UdpAddress == "" && c.TcpAddress == "" {
+	if proxy {
+		c.validateProxy(add)
+	} else if c.UdpAddress == "" && c.TcpAddress == "" {
 		add(errors.New("nothing to listen on: set udp_address, e.g. 127.0.0.1:8126"))
 	}
 

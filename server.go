@@ -342,7 +342,7 @@ func (s *Server) Start() error {
 		defer s.guard()
 		s.runFlushLoop(ctx)
 	}()
-	s.tier.start(s)
+	s.tier.start(s.log, s.stats, s.guard)
 	s.state = started
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/DataDog/datadog-go/v5/statsd"
+	"github.com/sirupsen/logrus"
 
 	"github.com/veneur/veneur/forward"
 	"github.com/veneur/veneur/plugins"
@@ -114,7 +115,7 @@ func newTier(cfg Config, env plugins.Env) (*tier, error) {
 // it succeeds: etcd being down at start delays joining the tier but does
 // not stop the instance (a local counts what it cannot route in
 // forward.ring.dropped_total{cause:no_member}).
-func (t *tier) start(s *Server) {
+func (t *tier) start(log *logrus.Logger, stats statsd.ClientInterface, guard func()) {
 	if t == nil || (!t.watch && t.advertise == "") {
 		return
 	}
@@ -124,14 +125,14 @@ func (t *tier) start(s *Server) {
 		t.wg.Add(1)
 		go func() {
 			defer t.wg.Done()
-			defer s.guard()
+			defer guard()
 			for wait := time.Second; ; wait = min(2*wait, 30*time.Second) {
 				err := try()
 				if err == nil || ctx.Err() != nil {
 					return
 				}
-				s.log.WithError(err).WithField("retry_in", wait.String()).Warn(what)
-				s.stats.Count("forward.etcd.error_total", 1, []string{"cause:" + cause}, 1)
+				log.WithError(err).WithField("retry_in", wait.String()).Warn(what)
+				stats.Count("forward.etcd.error_total", 1, []string{"cause:" + cause}, 1)
 				select {
 				case <-ctx.Done():
 					return
@@ -157,7 +158,7 @@ func (t *tier) start(s *Server) {
 				return err
 			}
 			t.reg.Store(reg)
-			s.log.WithField("address", t.advertise).WithField("from", reg.From().UTC().Format(time.RFC3339)).Info("registered in etcd as a member of the global tier")
+			log.WithField("address", t.advertise).WithField("from", reg.From().UTC().Format(time.RFC3339)).Info("registered in etcd as a member of the global tier")
 			return nil
 		})
 	}
