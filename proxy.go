@@ -159,7 +159,7 @@ func NewProxy(cfg Config, opts Options) (*proxy.Proxy, error) {
 		MaxConcurrency:    cfg.ImportMaxConcurrency,
 		RequireClientCert: cfg.HTTPTLSAuthorityCertificate != "",
 	})
-	var listeners []listen.Listener
+	var grpcL, httpL listen.Listener
 	if cfg.GRPCAddress != "" {
 		tlsConf, err := cfg.GRPCTLSConfig()
 		if err != nil {
@@ -171,7 +171,7 @@ func NewProxy(cfg Config, opts Options) (*proxy.Proxy, error) {
 		if err != nil {
 			return nil, err
 		}
-		listeners = append(listeners, srv)
+		grpcL = srv
 	}
 	if cfg.HTTPAddress != "" {
 		tlsConf, err := cfg.HTTPTLSConfig()
@@ -183,10 +183,10 @@ func NewProxy(cfg Config, opts Options) (*proxy.Proxy, error) {
 			check = requireClientCert
 		}
 		h := proxy.Handler(imp, t, t.members, interval, VERSION, check)
-		listeners = append(listeners, newWebServer(cfg.HTTPAddress, tlsConf, h, imp, guard, log))
+		httpL = newWebServer(cfg.HTTPAddress, tlsConf, h, imp, guard, log)
 	}
 	return proxy.New(proxy.Config{
-		Listeners: listeners, Router: t.sharded, Membership: t.members, Tier: proxyTier{t, log, stats, guard},
+		GRPC: grpcL, HTTP: httpL, Router: t.sharded, Membership: t.members, Tier: proxyTier{t, log, stats, guard},
 		Interval: interval, Log: log, Stats: stats, Guard: guard,
 	})
 }

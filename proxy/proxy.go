@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -37,9 +38,9 @@ type Tier interface {
 
 // Config are the parts of a Proxy.
 type Config struct {
-	// Listeners take imports: the HTTP server (with Handler's routes) and
-	// the gRPC server. They are started in order and stopped in order.
-	Listeners []listen.Listener
+	// GRPC and HTTP take imports: the gRPC server and the HTTP server
+	// (with Handler's routes). Either may be nil, not both.
+	GRPC, HTTP listen.Listener
 	// Router re-shards what the listeners import.
 	Router *forward.Sharded
 	// Membership is what the router routes by, for the healthcheck.
@@ -57,8 +58,9 @@ type Config struct {
 
 // Proxy runs veneur-proxy's parts.
 type Proxy struct {
-	cfg    Config
-	cancel context.CancelFunc
+	cfg       Config
+	listeners []listen.Listener
+	cancel    context.CancelFunc
 	loop   sync.WaitGroup
 }
 
@@ -76,7 +78,16 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.Guard == nil {
 		cfg.Guard = func() {}
 	}
-	return &Proxy{cfg: cfg}, nil
+	p := &Proxy{cfg: cfg}
+	for _, l := range []listen.Listener{cfg.GRPC, cfg.HTTP} {
+		if l != nil {
+			p.listeners = append(p.listeners, l)
+		}
+	}
+	if len(p.listeners) == 0 {
+		return nil, errors.New("proxy: New needs a gRPC or an HTTP listener")
+	}
+	return p, nil
 }
 
 // Start starts the membership watch, the listeners and the self-metrics
@@ -85,11 +96,11 @@ func (p *Proxy) Start() error {
 	if p.cfg.Tier != nil {
 		p.cfg.Tier.Start()
 	}
-	for i, l := range p.cfg.Listeners {
+	for i, l := range p.listeners {
 		if err := l.Start(); err != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			defer cancel()
-			for _, started := range p.cfg.Listeners[:i] {
+			for _, started := range p.listeners[:i] {
 				started.Stop(ctx)
 			}
 			if p.cfg.Tier != nil {
@@ -119,7 +130,7 @@ func (p *Proxy) Start() error {
 }
 
 func (p *Proxy) report() {
-	for _, l := range p.cfg.Listeners {
+	for _, l := range p.listeners {
 		l.Report(p.cfg.Stats)
 	}
 	p.cfg.Router.Report(p.cfg.Stats)
@@ -134,7 +145,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		p.loop.Wait()
 	}
 	var errs []error
-	for _, l := range p.cfg.Listeners {
+	for _, l := range p.listeners {
 		if err := l.Stop(ctx); err != nil {
 			errs = append(errs, err)
 		}
@@ -149,6 +160,19 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// HTTPAddr is the bound address of the HTTP server, or nil.
+func (p *Proxy) HTTPAddr() net.Addr { return addr(p.cfg.HTTP) }
+
+// GRPCAddr is the bound address of the gRPC server, or nil.
+func (p *Proxy) GRPCAddr() net.Addr { return addr(p.cfg.GRPC) }
+
+func addr(l listen.Listener) net.Addr {
+	if l == nil {
+		return nil
+	}
+	return l.Addr()
 }
 
 // Healthy reports whether the proxy has a global to send to in the
