@@ -85,6 +85,9 @@ type Server struct {
 	// flushed is the boundary of the flush loop's last flush, in Unix
 	// nanoseconds.
 	flushed atomic.Int64
+	// gate holds imports that arrive once a boundary is due and before
+	// its flush has collected the workers.
+	gate boundaryGate
 	mu      sync.Mutex // guards state
 	state   serverState
 }
@@ -259,7 +262,7 @@ func (s *Server) buildListeners() error {
 		// remembered that long, and two intervals more.
 		interval, _ := cfg.ParseInterval()
 		age, _ := cfg.SpoolMaxAge()
-		imp := forward.NewImporter(s.pool, forward.ImporterConfig{
+		imp := forward.NewImporter(gatedMerger{s.pool, &s.gate}, forward.ImporterConfig{
 			Remember:          age + 2*interval,
 			MaxBodyBytes:      cfg.ImportMaxBodyBytes,
 			MaxConcurrency:    cfg.ImportMaxConcurrency,
@@ -358,6 +361,8 @@ func (s *Server) Start() error {
 func (s *Server) runFlushLoop(ctx context.Context) {
 	iv := s.flusher.interval
 	next := alignDown(time.Now(), iv).Add(iv)
+	s.gate.advance(next)
+	defer s.gate.advance(time.Time{})
 	t := time.NewTimer(time.Until(next))
 	defer t.Stop()
 	var sinks sync.WaitGroup
@@ -377,6 +382,7 @@ func (s *Server) runFlushLoop(ctx context.Context) {
 			following = alignDown(now, iv).Add(iv)
 		}
 		next = following
+		s.gate.advance(next)
 		t.Reset(time.Until(next))
 	}
 }
@@ -402,6 +408,63 @@ func (s *Server) flush(ctx context.Context, now time.Time, sinks *sync.WaitGroup
 	}
 	s.flusher.flush(ctx, intervals, now, sinks)
 	return true
+}
+
+// boundaryGate keeps imports in the interval they belong to. A local
+// flushes at a boundary and forwards at once, so its import reaches the
+// global just after the same boundary; were the global's own flush a
+// little late (its timer fired late, the machine is busy), the import would
+// be merged into the interval that flush publishes, one interval early,
+// together with the interval before. So an import that arrives once the
+// boundary is due, before the flush of that boundary has collected the
+// workers, waits for it (at most gateMaxWait).
+type boundaryGate struct {
+	mu      sync.Mutex
+	due     time.Time     // the boundary the flush loop waits for; zero when it is not running
+	flushed chan struct{} // closed when the flush of due is done
+}
+
+// gateMaxWait bounds the wait of an import for a late flush.
+const gateMaxWait = 2 * time.Second
+
+// advance lets through the imports waiting for the flush that was due,
+// and makes due the boundary the loop waits for next (zero: none).
+func (g *boundaryGate) advance(due time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.flushed != nil {
+		close(g.flushed)
+	}
+	g.flushed = make(chan struct{})
+	g.due = due
+}
+
+// wait returns at once unless the boundary the loop waits for has passed
+// (its flush is late); then it waits for that flush, or gateMaxWait.
+func (g *boundaryGate) wait() {
+	g.mu.Lock()
+	due, ch := g.due, g.flushed
+	g.mu.Unlock()
+	if due.IsZero() || time.Now().Before(due) {
+		return
+	}
+	t := time.NewTimer(gateMaxWait)
+	defer t.Stop()
+	select {
+	case <-ch:
+	case <-t.C:
+	}
+}
+
+// gatedMerger is the importers' Merger: the workers, behind the gate.
+type gatedMerger struct {
+	pool *workerPool
+	gate *boundaryGate
+}
+
+func (m gatedMerger) Merge(metrics []samplers.Forwarded) error {
+	m.gate.wait()
+	return m.pool.Merge(metrics)
 }
 
 // waitFlushed waits until the flush loop has flushed the boundary b, or

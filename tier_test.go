@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -239,4 +240,45 @@ func TestTierConfig(t *testing.T) {
 	if err != nil || c.IsLocal() {
 		t.Errorf("a registered global: err %v, IsLocal %v; want a global", err, c.IsLocal())
 	}
+}
+
+func TestBoundaryGate(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var g boundaryGate
+		// Not running: no wait.
+		g.wait()
+		start := time.Now()
+		g.advance(start.Add(time.Second))
+		g.wait()
+		if time.Since(start) != 0 {
+			t.Fatalf("an import before the boundary waited %v", time.Since(start))
+		}
+		// The boundary has passed and its flush is late: the import waits
+		// for it.
+		time.Sleep(time.Second + time.Millisecond)
+		released := make(chan time.Duration)
+		go func() {
+			at := time.Now()
+			g.wait()
+			released <- time.Since(at)
+		}()
+		time.Sleep(300 * time.Millisecond)
+		synctest.Wait()
+		select {
+		case d := <-released:
+			t.Fatalf("an import after the boundary, before its flush, was let through after %v", d)
+		default:
+		}
+		g.advance(start.Add(2 * time.Second))
+		if d := <-released; d != 300*time.Millisecond {
+			t.Errorf("the import waited %v, want until the flush (300ms)", d)
+		}
+		// A flush that never comes holds an import gateMaxWait at most.
+		time.Sleep(time.Second)
+		at := time.Now()
+		g.wait()
+		if d := time.Since(at); d != gateMaxWait {
+			t.Errorf("with no flush, the import waited %v, want %v", d, gateMaxWait)
+		}
+	})
 }
