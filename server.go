@@ -87,9 +87,9 @@ type Server struct {
 	flushed atomic.Int64
 	// gate holds imports that arrive once a boundary is due and before
 	// its flush has collected the workers.
-	gate boundaryGate
-	mu      sync.Mutex // guards state
-	state   serverState
+	gate  boundaryGate
+	mu    sync.Mutex // guards state
+	state serverState
 }
 
 type serverState int

@@ -61,7 +61,7 @@ type Proxy struct {
 	cfg       Config
 	listeners []listen.Listener
 	cancel    context.CancelFunc
-	loop   sync.WaitGroup
+	loop      sync.WaitGroup
 }
 
 // New returns a Proxy of the parts in cfg; it starts nothing.
