@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/DataDog/datadog-go/v5/statsd"
@@ -54,7 +55,10 @@ type Sharded struct {
 	// dropped counts series that no global could take:
 	// forward.ring.dropped_total{cause:no_member|member}.
 	dropped *counter.ByCause
-	// changes are the epochs seen by Flush, for forward.ring.epoch.
+	// resent counts the series taken back from members that left the
+	// ring, sent again: forward.ring.resent_total.
+	resent atomic.Uint64
+	// epoch is the last epoch routed by, for forward.ring.epoch.
 	epoch int64
 }
 
@@ -137,11 +141,7 @@ func (s *Sharded) Merge(metrics []samplers.Forwarded) error {
 	if len(metrics) == 0 {
 		return nil
 	}
-	now := s.now()
-	last := Boundary(now, s.cfg.Interval) // the boundary at or before now
-	if !last.Equal(now) {
-		last = last.Add(-s.cfg.Interval)
-	}
+	last := alignDownUnix(s.now(), s.cfg.Interval)
 	return s.send(context.Background(), last.Add(-s.cfg.Interval), metrics)
 }
 
@@ -212,31 +212,57 @@ func (s *Sharded) member(address string, start time.Time, series int) (plugins.S
 	return m.sink, nil
 }
 
+// Reclaimer is a member's sink that can give back, when its member has
+// left the ring, the series its global provably never received (Client
+// and GRPCClient do).
+type Reclaimer interface {
+	Reclaim(ctx context.Context) ([]samplers.Forwarded, error)
+}
+
 // retire closes, in the background, the sinks of members that are in
-// neither the ring of start nor that of the next interval and were not
-// used in the last two intervals: what their queues hold is delivered
-// until the spool's age limit, as for any destination.
+// neither the ring of start nor that of the next interval: they left the
+// ring. What such a sink still holds that its global provably never
+// received (its connection was refused, or it was never sent) is sent
+// again, to the series' owners in the interval in progress, and counted in
+// forward.ring.resent_total; the rest is delivered, or dropped and counted
+// by the sink, within ten intervals.
 func (s *Sharded) retire(start time.Time) {
 	ring, _ := s.cfg.Membership.RingFor(start)
 	next, _ := s.cfg.Membership.RingFor(start.Add(s.cfg.Interval))
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
 	for address, m := range s.members {
-		if slices.Contains(ring.Members(), address) || slices.Contains(next.Members(), address) ||
-			!m.lastUsed.Before(start.Add(-2*s.cfg.Interval)) {
+		if slices.Contains(ring.Members(), address) || slices.Contains(next.Members(), address) {
 			continue
 		}
 		delete(s.members, address)
-		c, ok := m.sink.(plugins.Closer)
-		if !ok {
-			continue
-		}
 		s.closing.Add(1)
 		go func() {
 			defer s.closing.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), 10*s.cfg.Interval)
 			defer cancel()
-			if err := c.Close(ctx); err != nil && s.log != nil {
+			var err error
+			switch sink := m.sink.(type) {
+			case Reclaimer:
+				var back []samplers.Forwarded
+				back, err = sink.Reclaim(ctx)
+				if len(back) > 0 {
+					s.resent.Add(uint64(len(back)))
+					if s.log != nil {
+						s.log.Warnf("forward: %s left the ring without taking %d series; sending them to their new owners", address, len(back))
+					}
+					now := s.now()
+					if serr := s.send(ctx, alignDownUnix(now, s.cfg.Interval), back); serr != nil {
+						err = errors.Join(err, serr)
+					}
+				}
+			case plugins.Closer:
+				err = sink.Close(ctx)
+			}
+			if err != nil && s.log != nil {
 				s.log.Warnf("forward: closing the sink of %s, which left the ring: %v", address, err)
 			}
 			if r, ok := m.sink.(plugins.Reporter); ok {
@@ -244,6 +270,16 @@ func (s *Sharded) retire(start time.Time) {
 			}
 		}()
 	}
+}
+
+// alignDownUnix is the last multiple of interval, in Unix time, at or
+// before t.
+func alignDownUnix(t time.Time, interval time.Duration) time.Time {
+	b := Boundary(t, interval)
+	if !b.Equal(t) {
+		b = b.Add(-interval)
+	}
+	return b
 }
 
 // Close delivers what every member's sink holds until ctx ends.
@@ -296,6 +332,9 @@ func (s *Sharded) Report(stats statsd.ClientInterface) {
 		}
 	}
 	stats.Gauge("forward.ring.epoch", float64(epoch), nil, 1)
+	if n := s.resent.Swap(0); n > 0 {
+		stats.Count("forward.ring.resent_total", int64(n), nil, 1)
+	}
 	s.dropped.Report(stats, "forward.ring.dropped_total")
 	if r, ok := s.cfg.Membership.(plugins.Reporter); ok {
 		r.Report(stats)

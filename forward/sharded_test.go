@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -256,5 +257,65 @@ func TestShardedMergeUsesThePreviousInterval(t *testing.T) {
 	}
 	if err := s.Merge(counters(1)); !errors.Is(err, ErrClosed) {
 		t.Errorf("Merge after Close: %v, want ErrClosed", err)
+	}
+}
+
+// A member that left the ring without taking its share (its connection
+// was refused) has that share sent to the new owner, once, and counted.
+func TestShardedResendsWhatALeftMemberNeverTook(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + ln.Addr().String()
+	ln.Close()
+	iv := time.Second
+	t0 := time.Unix(1_700_000_000, 0)
+	m := &movable{def: NewRing([]string{"http://alive:1"}), rings: map[int64]*Ring{t0.Unix(): NewRing([]string{dead, "http://alive:1"})}}
+	rec := &recordingMembers{}
+	stats := &statstest.Recorder{}
+	env := plugins.Env{Stats: stats}
+	build := func(address string) (plugins.Sink, error) {
+		if address == dead {
+			return NewClient(ClientConfig{Address: address, Delivery: plugins.DeliveryConfig{BackoffInitial: time.Millisecond, BackoffMax: 5 * time.Millisecond, MaxAge: time.Minute}}, env)
+		}
+		return rec.build(address)
+	}
+	s, _ := NewSharded(ShardedConfig{Membership: m, NewMember: build, Interval: iv}, env)
+	s.now = func() time.Time { return t0.Add(2*iv + 100*time.Millisecond) }
+	in := counters(300)
+	if err := s.Flush(context.Background(), &plugins.Batch{Start: t0, Forward: in}); err != nil {
+		t.Fatal(err)
+	}
+	first := len(rec.sinks["http://alive:1"].batches[0].Forward)
+	if first == len(in) || first == 0 {
+		t.Fatalf("the alive member got %d of %d series, want a share", first, len(in))
+	}
+	// The dead member is gone from the next intervals: the next flush
+	// retires it, and what it never took goes to the alive one.
+	if err := s.Flush(context.Background(), &plugins.Batch{Start: t0.Add(iv)}); err != nil {
+		t.Fatal(err)
+	}
+	s.closing.Wait()
+	got := map[string]int{}
+	for _, b := range rec.sinks["http://alive:1"].batches {
+		for _, f := range b.Forward {
+			got[f.Name]++
+			if want := fmt.Sprintf("c.%d", int(f.Counter)); f.Name != want {
+				t.Errorf("%s arrived with the counter of %s", f.Name, want)
+			}
+		}
+	}
+	if len(got) != len(in) {
+		t.Fatalf("the alive member got %d distinct series in all, want %d", len(got), len(in))
+	}
+	for name, n := range got {
+		if n != 1 {
+			t.Errorf("%s sent %d times, want once", name, n)
+		}
+	}
+	s.Report(stats)
+	if n := stats.Sum("forward.ring.resent_total"); n != int64(len(in)-first) {
+		t.Errorf("forward.ring.resent_total = %d, want %d", n, len(in)-first)
 	}
 }
