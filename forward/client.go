@@ -3,10 +3,10 @@ package forward
 import (
 	"bytes"
 	"compress/zlib"
-	"encoding/json"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
