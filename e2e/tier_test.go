@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"net"
 	"net/http"
 	"slices"
 	"sort"
@@ -345,4 +346,158 @@ func startProxy(t *testing.T, cfg config) *daemon {
 		}
 	})
 	return d
+}
+
+// statsSink collects the DogStatsD counters daemons send to it.
+type statsSink struct {
+	conn *net.UDPConn
+	mu   sync.Mutex
+	sums map[string]int64
+}
+
+func newStatsSink(t *testing.T) *statsSink {
+	t.Helper()
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &statsSink{conn: conn, sums: map[string]int64{}}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 65536)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				return
+			}
+			for _, line := range strings.Split(string(buf[:n]), "\n") {
+				// name:value|c|#tags
+				name, rest, ok := strings.Cut(line, ":")
+				if !ok {
+					continue
+				}
+				v, typ, _ := strings.Cut(rest, "|")
+				if !strings.HasPrefix(typ, "c") {
+					continue
+				}
+				var n int64
+				fmt.Sscan(v, &n)
+				s.mu.Lock()
+				s.sums[name] += n
+				s.mu.Unlock()
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		conn.Close()
+		<-done
+	})
+	return s
+}
+
+func (s *statsSink) sum(name string) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sums[name]
+}
+
+// A global killed with SIGKILL loses at most its share of the interval it
+// held; its lease expires, it leaves the ring, and what the locals could
+// not deliver to it is sent to the new owners (forward.ring.resent_total);
+// later intervals are complete, and nothing is published twice.
+func TestTierEtcdKill(t *testing.T) {
+	etcd := etcdtest.Start(t)
+	fake := newFakeDD(t)
+	stats := newStatsSink(t)
+	var globals []*daemon
+	for i := range 3 {
+		globals = append(globals, tierGlobal(t, fake, etcd.Endpoint(), i))
+	}
+	var locals []*daemon
+	for i := range tierLocals {
+		locals = append(locals, startDaemon(t, fake, func(c config) {
+			c["interval"] = tierInterval.String()
+			c["hostname"] = fmt.Sprintf("local-%d", i)
+			c["etcd_endpoints"] = []string{etcd.Endpoint()}
+			c["stats_address"] = stats.conn.LocalAddr().String()
+		}))
+	}
+	waitRing(t, 3, locals...)
+	s := &tierSender{locals: locals}
+	for range 3 {
+		s.sendInterval(t)
+	}
+	killedAfter := len(s.sent)
+	if err := globals[2].cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-globals[2].done
+	globals[2].stopOnce.Do(func() {}) // killed: no SIGTERM at cleanup
+	for range 8 {
+		s.sendInterval(t)
+	}
+	time.Sleep(time.Until(s.sent[len(s.sent)-1].Add(3*tierInterval + 500*time.Millisecond)))
+	// The locals' last self-metrics come with their shutdown.
+	for _, l := range locals {
+		l.terminate(t, syscall.SIGTERM)
+	}
+
+	p := globalSeries(fake.snapshot())
+	median := wantMedian(tierLocals)
+	// The first interval was published before the kill (the second was
+	// held by global-2 when it was killed; the third forwarded after):
+	// complete, and global-2 owned a share.
+	owners, _ := checkInterval(t, p, s.sent[killedAfter-3], median, nil)
+	share := 0
+	for name, h := range owners {
+		if h == "global-2" && strings.HasPrefix(name, "tier.gc") {
+			share++
+		}
+	}
+	if share == 0 {
+		t.Fatalf("global-2 owned no global counter before the kill: %v", owners)
+	}
+	// The last three intervals: complete, each series exactly once, from
+	// the globals left.
+	for _, start := range s.sent[len(s.sent)-3:] {
+		ts := start.Add(2 * tierInterval).Unix()
+		for j := range tierSeries {
+			for _, name := range []string{fmt.Sprintf("tier.h%d.50percentile", j), fmt.Sprintf("tier.gc%d", j), fmt.Sprintf("tier.s%d", j)} {
+				pts := p[name][ts]
+				if len(pts) != 1 {
+					t.Errorf("interval %v after the kill: %s published %d times (%v), want once", start.Unix(), name, len(pts), pts)
+				} else if pts[0].host == "global-2" {
+					t.Errorf("interval %v: %s published by the killed global", start.Unix(), name)
+				}
+			}
+		}
+	}
+	// Nothing twice, anywhere.
+	for name, byTS := range p {
+		for ts, pts := range byTS {
+			if len(pts) > 1 {
+				t.Errorf("%s published at %d by %v", name, ts, pts)
+			}
+		}
+	}
+	// Global counters: what was published is what was sent, but for at
+	// most global-2's share of one interval, lost with it.
+	var published float64
+	for j := range tierSeries {
+		for _, pts := range p[fmt.Sprintf("tier.gc%d", j)] {
+			published += pts[0].value
+		}
+	}
+	sent := float64(len(s.sent) * tierSeries * tierLocals)
+	lost := sent - published
+	t.Logf("global counters: %v sent, %v published, %v lost (global-2's share of one interval: %d)", sent, published, lost, share*tierLocals)
+	if lost < 0 || lost > float64(share*tierLocals) {
+		t.Errorf("lost %v of the global counters sent, want between 0 and global-2's share of one interval, %d", lost, share*tierLocals)
+	}
+	if n := stats.sum("veneur.forward.ring.resent_total"); n == 0 {
+		t.Errorf("veneur.forward.ring.resent_total = 0: nothing the killed global did not take was sent again")
+	} else {
+		t.Logf("veneur.forward.ring.resent_total = %d", n)
+	}
 }
