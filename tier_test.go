@@ -2,6 +2,7 @@ package veneur
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/veneur/veneur/internal/etcdtest"
 )
 
 // tierSeries sends n histograms, n global counters and n sets to addr
@@ -281,4 +284,69 @@ func TestBoundaryGate(t *testing.T) {
 			t.Errorf("with no flush, the import waited %v, want %v", d, gateMaxWait)
 		}
 	})
+}
+
+// veneur-proxy answers 503 on /healthcheck while it has no global to send
+// to, and 200 once a global has registered in etcd and joined the ring;
+// GET /debug/ring shows it.
+func TestProxyHealthFollowsEtcd(t *testing.T) {
+	etcd := etcdtest.Start(t)
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	pcfg, err := ParseProxyConfig([]byte("http_address: 127.0.0.1:0\ninterval: 1s\netcd_endpoints: [" + etcd.Endpoint() + "]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := NewProxy(pcfg, Options{Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		p.Shutdown(ctx)
+	})
+	base := "http://" + p.HTTPAddr().String()
+	health := func() int {
+		resp, err := http.Get(base + "/healthcheck")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := health(); code != http.StatusServiceUnavailable {
+		t.Errorf("/healthcheck with no global = %d, want 503", code)
+	}
+	// A global registers.
+	gcfg := testConfig(t, "etcd_endpoints: ["+etcd.Endpoint()+"]\netcd_advertise_address: http://127.0.0.1:1\n")
+	gcfg.Interval = "1s"
+	g, _ := startServer(t, gcfg)
+	t.Cleanup(func() { shutdown(t, g) })
+	deadline := time.Now().Add(15 * time.Second)
+	for health() != http.StatusOK {
+		if time.Now().After(deadline) {
+			t.Fatal("/healthcheck did not turn 200 after a global registered")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	resp, err := http.Get(base + "/debug/ring")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var v struct {
+		Members []string           `json:"members"`
+		Epoch   int64              `json:"epoch"`
+		Share   map[string]float64 `json:"share"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+		t.Fatal(err)
+	}
+	if len(v.Members) != 1 || v.Members[0] != "http://127.0.0.1:1" || v.Epoch == 0 || v.Share["http://127.0.0.1:1"] != 1 {
+		t.Errorf("/debug/ring = %+v, want the one global, its epoch and its whole share", v)
+	}
 }
