@@ -39,10 +39,10 @@ lint:
 
 # make test installs influxd (see deps), so its tests must not skip.
 test-unit:
-	VENEUR_REQUIRE_INFLUXD=1 $(GO) test -count=1 $(PKGS)
+	VENEUR_REQUIRE_INFLUXD=1 VENEUR_REQUIRE_ETCD=1 $(GO) test -count=1 $(PKGS)
 
 test-race:
-	VENEUR_REQUIRE_INFLUXD=1 $(GO) test -race -count=1 $(PKGS)
+	VENEUR_REQUIRE_INFLUXD=1 VENEUR_REQUIRE_ETCD=1 $(GO) test -race -count=1 $(PKGS)
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)

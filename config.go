@@ -54,6 +54,24 @@ type Config struct {
 	Debug bool `yaml:"debug"`
 	// EnableProfiling serves /debug/pprof on http_address.
 	EnableProfiling bool `yaml:"enable_profiling"`
+	// EtcdAdvertiseAddress makes this instance a member of the global tier
+	// in etcd: the forward URL locals reach it at (http(s):// for
+	// http_address, grpc(s):// for grpc_address), registered under
+	// EtcdPrefix with a lease while it runs. Empty means it does not
+	// register.
+	EtcdAdvertiseAddress string `yaml:"etcd_advertise_address"`
+	// EtcdEndpoints are the client URLs of the etcd cluster that holds the
+	// members of the global tier, such as http://127.0.0.1:2379. An
+	// instance that forwards, with these set and no forward_address(es),
+	// shards over the members it sees there.
+	EtcdEndpoints []string `yaml:"etcd_endpoints"`
+	// EtcdLeaseTTL is the lease of a member's registration, as a Go
+	// duration: a member that stops renewing it leaves the tier that long
+	// after. Default "10s".
+	EtcdLeaseTTL string `yaml:"etcd_lease_ttl"`
+	// EtcdPrefix is the etcd key prefix of the tier's members. Default
+	// "/veneur/globals/".
+	EtcdPrefix string `yaml:"etcd_prefix"`
 	// FlushMaxConcurrency is how many bodies of one flush a destination
 	// gets at once. Default 4.
 	FlushMaxConcurrency int `yaml:"flush_max_concurrency"`
@@ -71,6 +89,10 @@ type Config struct {
 	// histogram digests, sets and global counters to. Empty means this
 	// instance is the root.
 	ForwardAddress string `yaml:"forward_address"`
+	// ForwardAddresses is a static list of global instances (the same
+	// URL forms as forward_address) that forwarded series are sharded
+	// over: each series goes to exactly one of them.
+	ForwardAddresses []string `yaml:"forward_addresses"`
 	// ForwardTLSAuthorityCertificate is the PEM certificate of the
 	// authority that signed the global's certificate, for an https://
 	// forward_address. Empty trusts the system's authorities.
@@ -194,6 +216,8 @@ const (
 	DefaultImportMaxBodyBytes  = 256 << 20
 	DefaultTCPIdleTimeout      = "5m"
 	DefaultTCPMaxConnections   = 10_000
+	DefaultEtcdPrefix          = "/veneur/globals/"
+	DefaultEtcdLeaseTTL        = "10s"
 	// MinInterval is the shortest interval accepted without
 	// allow_short_interval.
 	MinInterval = time.Second
@@ -300,6 +324,12 @@ func (c *Config) ApplyDefaults() error {
 	if c.TCPMaxConnections == 0 {
 		c.TCPMaxConnections = DefaultTCPMaxConnections
 	}
+	if c.EtcdPrefix == "" {
+		c.EtcdPrefix = DefaultEtcdPrefix
+	}
+	if c.EtcdLeaseTTL == "" {
+		c.EtcdLeaseTTL = DefaultEtcdLeaseTTL
+	}
 	if c.TraceMaxLengthBytes == 0 {
 		c.TraceMaxLengthBytes = DefaultTraceMaxLengthBytes
 	}
@@ -371,15 +401,72 @@ func (c Config) Warnings() []string {
 }
 
 // IsLocal reports whether this instance forwards its global metrics
-// upstream, that is whether forward_address is set.
+// upstream: forward_address or forward_addresses is set, or etcd_endpoints
+// is, without etcd_advertise_address (which makes it a global).
 func (c Config) IsLocal() bool {
-	return c.ForwardAddress != ""
+	return c.ForwardAddress != "" || len(c.ForwardAddresses) > 0 ||
+		(len(c.EtcdEndpoints) > 0 && c.EtcdAdvertiseAddress == "")
+}
+
+// ParseEtcdLeaseTTL returns etcd_lease_ttl as a duration.
+func (c Config) ParseEtcdLeaseTTL() (time.Duration, error) {
+	return parsePositiveDuration("etcd_lease_ttl", c.EtcdLeaseTTL, "10s")
+}
+
+// validateTier checks the keys of the global tier: forward_address(es)
+// and etcd_*.
+func (c Config) validateTier(add func(error)) {
+	if c.ForwardAddress != "" && len(c.ForwardAddresses) > 0 {
+		add(errors.New("forward_address and forward_addresses are both set; use forward_address for one global, or list every global in forward_addresses"))
+	}
+	seen := map[string]bool{}
+	for i, a := range c.ForwardAddresses {
+		if a == "" {
+			add(fmt.Errorf("forward_addresses[%d] is empty; give the URL of a global, such as http://veneur-global-1:8127", i))
+		}
+		if seen[a] {
+			add(fmt.Errorf("forward_addresses[%d] %q is listed twice; list each global once", i, a))
+		}
+		if scheme, _, _ := strings.Cut(a, "://"); a != "" && !contains([]string{"http", "https", "grpc", "grpcs"}, strings.ToLower(scheme)) {
+			add(fmt.Errorf("forward_addresses[%d] %q: not an http(s):// or grpc(s):// URL; use a URL such as http://veneur-global-1:8127", i, a))
+		}
+		seen[a] = true
+	}
+	if _, err := c.ParseEtcdLeaseTTL(); err != nil {
+		add(err)
+	}
+	if !strings.HasPrefix(c.EtcdPrefix, "/") || !strings.HasSuffix(c.EtcdPrefix, "/") {
+		add(fmt.Errorf("etcd_prefix %q: must start and end with /; leave it unset for %s", c.EtcdPrefix, DefaultEtcdPrefix))
+	}
+	for i, e := range c.EtcdEndpoints {
+		if !strings.HasPrefix(e, "http://") && !strings.HasPrefix(e, "https://") {
+			add(fmt.Errorf("etcd_endpoints[%d] %q: not an http(s) URL; use the client URL of an etcd member, such as http://127.0.0.1:2379", i, e))
+		}
+	}
+	if c.EtcdAdvertiseAddress != "" {
+		if len(c.EtcdEndpoints) == 0 {
+			add(errors.New("etcd_advertise_address is set but etcd_endpoints is empty; list the etcd cluster's client URLs, such as [http://127.0.0.1:2379]"))
+		}
+		if c.HTTPAddress == "" && c.GRPCAddress == "" {
+			add(errors.New("etcd_advertise_address is set but neither http_address nor grpc_address is: a member of the global tier must take imports; set http_address, e.g. 0.0.0.0:8127"))
+		}
+		if c.ForwardAddress != "" || len(c.ForwardAddresses) > 0 {
+			add(errors.New("etcd_advertise_address is set with forward_address(es): a member of the global tier publishes what it imports and does not forward it; remove one of them"))
+		}
+		if !strings.Contains(c.EtcdAdvertiseAddress, "://") {
+			add(fmt.Errorf("etcd_advertise_address %q: not a URL; give the URL locals forward to, such as http://10.0.0.5:8127 or grpc://10.0.0.5:8128", c.EtcdAdvertiseAddress))
+		}
+	}
 }
 
 // Validate checks every field and reports all problems at once, joined with
 // errors.Join; each names its key and the fix. It expects defaults to have
 // been applied: a zero num_workers, for instance, is an error here.
-func (c Config) Validate() error {
+func (c Config) Validate() error { return c.validate(false) }
+
+// validate is Validate for veneur (proxy false) or veneur-proxy, which
+// listens for imports only.
+func (c Config) validate(proxy bool) error {
 	var errs []error
 	add := func(err error) {
 		if err != nil {
@@ -425,6 +512,7 @@ func (c Config) Validate() error {
 	if _, err := c.ForwardTLSConfig(); err != nil {
 		add(err)
 	}
+	c.validateTier(add)
 	if c.FlushSpoolBytes <= 0 {
 		add(fmt.Errorf("flush_spool_bytes = %d: must be greater than 0; leave it unset for the default of %d (64 MiB)", c.FlushSpoolBytes, DefaultFlushSpoolBytes))
 	}
@@ -460,7 +548,9 @@ func (c Config) Validate() error {
 	add(checkHostPort("trace_address", c.TraceAddress, "127.0.0.1:8128"))
 	add(checkHTTPAddress(c.HTTPAddress))
 
-	if c.UdpAddress == "" && c.TcpAddress == "" {
+	if proxy {
+		c.validateProxy(add)
+	} else if c.UdpAddress == "" && c.TcpAddress == "" {
 		add(errors.New("nothing to listen on: set udp_address, e.g. 127.0.0.1:8126"))
 	}
 

@@ -79,6 +79,8 @@ func TestReadConfigReadmeKeys(t *testing.T) {
 		ImportMaxConcurrency: 2 * runtime.NumCPU(),
 		TCPIdleTimeout:       DefaultTCPIdleTimeout,
 		TCPMaxConnections:    DefaultTCPMaxConnections,
+		EtcdPrefix:           DefaultEtcdPrefix,
+		EtcdLeaseTTL:         DefaultEtcdLeaseTTL,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("ReadConfig(readme.yaml)\n got %+v\nwant %+v", c, want)
@@ -191,9 +193,10 @@ func TestExampleListsEveryKey(t *testing.T) {
 	// and forward_tls_* keys, import_max_body_bytes,
 	// import_max_concurrency, tcp_max_connections, tcp_idle_timeout and
 	// max_series_per_interval (limits); grpc_address;
-	// allow_short_interval.
-	if len(want) != 51 {
-		t.Errorf("Config has %d keys, want 51", len(want))
+	// allow_short_interval; forward_addresses and the etcd_* keys (the
+	// global tier).
+	if len(want) != 56 {
+		t.Errorf("Config has %d keys, want 56", len(want))
 	}
 
 	c, err := ParseConfig(data)
@@ -328,6 +331,7 @@ shutdown_timeout: 3s
 		FlushMaxConcurrency: 2, FlushSpoolBytes: 1000, FlushSpoolMaxAge: "1m", ShutdownTimeout: "3s",
 		ImportMaxBodyBytes: DefaultImportMaxBodyBytes, ImportMaxConcurrency: 2 * runtime.NumCPU(),
 		TCPIdleTimeout: DefaultTCPIdleTimeout, TCPMaxConnections: DefaultTCPMaxConnections,
+		EtcdPrefix: DefaultEtcdPrefix, EtcdLeaseTTL: DefaultEtcdLeaseTTL,
 		Percentiles: []float64{0.9}, Aggregates: []string{"sum"},
 	}
 	if !reflect.DeepEqual(c, want) {
@@ -838,13 +842,13 @@ func TestValidateZeroConfigListsEveryProblem(t *testing.T) {
 	if err == nil {
 		t.Fatal("Validate accepted the zero Config")
 	}
-	for _, w := range []string{"interval", "shutdown_timeout", "flush_max_concurrency", "flush_spool_bytes", "tcp_idle_timeout", "tcp_max_connections", "import_max_concurrency", "import_max_body_bytes", "num_workers", "num_readers", "metric_max_length", "read_buffer_size_bytes", "trace_max_length_bytes", "nothing to listen on"} {
+	for _, w := range []string{"interval", "shutdown_timeout", "flush_max_concurrency", "flush_spool_bytes", "tcp_idle_timeout", "tcp_max_connections", "import_max_concurrency", "import_max_body_bytes", "num_workers", "num_readers", "metric_max_length", "read_buffer_size_bytes", "trace_max_length_bytes", "etcd_lease_ttl", "etcd_prefix", "nothing to listen on"} {
 		if !strings.Contains(err.Error(), w) {
 			t.Errorf("error %q does not mention %q", err, w)
 		}
 	}
-	if n := joinedCount(err); n != 14 {
-		t.Errorf("Validate joined %d problems, want 14:\n%v", n, err)
+	if n := joinedCount(err); n != 16 {
+		t.Errorf("Validate joined %d problems, want 16:\n%v", n, err)
 	}
 }
 

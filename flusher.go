@@ -69,7 +69,7 @@ func (f *flusher) flush(ctx context.Context, intervals []interval, now time.Time
 	for _, r := range f.reporters {
 		r.Report(f.stats)
 	}
-	b := &plugins.Batch{}
+	b := &plugins.Batch{Start: intervalStart(now, f.interval)}
 	f.takeEvents(b)
 
 	var perType [8]int
@@ -389,3 +389,26 @@ func forwardParts(t samplers.MetricType, scope samplers.MetricScope) (local, glo
 // nanos gives a duration in nanoseconds for the *_duration_ns self-metrics,
 // which are timers whose values are nanoseconds, as their names say.
 func nanos(d time.Duration) float64 { return float64(d.Nanoseconds()) }
+
+// alignDown returns the last multiple of interval, in Unix time, at or
+// before t.
+func alignDown(t time.Time, interval time.Duration) time.Time {
+	ns := t.UnixNano()
+	r := ns % int64(interval)
+	if r < 0 {
+		r += int64(interval)
+	}
+	return time.Unix(0, ns-r).In(t.Location())
+}
+
+// intervalStart is the start of the interval a flush at now holds: the
+// boundary before now when now is itself a boundary (the flush loop's
+// ticks), otherwise the boundary at or before now (a flush in the middle
+// of an interval, such as Shutdown's).
+func intervalStart(now time.Time, interval time.Duration) time.Time {
+	b := alignDown(now, interval)
+	if b.Equal(now) {
+		return b.Add(-interval)
+	}
+	return b
+}

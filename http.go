@@ -41,6 +41,7 @@ func (s *Server) handler(imp *forward.Importer) http.Handler {
 	}
 	mux.Handle("/import", imp) // checks the client certificate itself, and counts refusals
 	mux.Handle("/debug/cardinality", guard(s.pool.card))
+	mux.Handle("GET /debug/ring", guard(s.tier))
 	if s.cfg.EnableProfiling {
 		mux.Handle("/debug/pprof/", guard(http.HandlerFunc(pprof.Index)))
 		mux.Handle("/debug/pprof/cmdline", guard(http.HandlerFunc(pprof.Cmdline)))

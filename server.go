@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/DataDog/datadog-go/v5/statsd"
@@ -77,10 +78,18 @@ type Server struct {
 	// listeners first, the HTTP server (which takes imports) last.
 	listeners []namedListener
 	flusher   *flusher
-	cancel    context.CancelFunc
-	loop      sync.WaitGroup
-	mu        sync.Mutex // guards state
-	state     serverState
+	// tier is the instance's part in a tier of several globals, or nil.
+	tier   *tier
+	cancel context.CancelFunc
+	loop   sync.WaitGroup
+	// flushed is the boundary of the flush loop's last flush, in Unix
+	// nanoseconds.
+	flushed atomic.Int64
+	// gate holds imports that arrive once a boundary is due and before
+	// its flush has collected the workers.
+	gate  boundaryGate
+	mu    sync.Mutex // guards state
+	state serverState
 }
 
 type serverState int
@@ -161,6 +170,20 @@ func NewFromConfig(cfg Config, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	if s.tier, err = newTier(cfg, env); err != nil {
+		return nil, err
+	}
+	if s.tier != nil && cfg.IsLocal() {
+		member, err := forwardMember(cfg, opts, env)
+		if err != nil {
+			return nil, err
+		}
+		s.tier.sharded, err = forward.NewSharded(forward.ShardedConfig{Membership: s.tier.members, NewMember: member, Interval: interval}, env)
+		if err != nil {
+			return nil, err
+		}
+		sinks = append(sinks, s.tier.sharded)
+	}
 	if err := s.buildListeners(); err != nil {
 		return nil, err
 	}
@@ -168,7 +191,7 @@ func NewFromConfig(cfg Config, opts Options) (*Server, error) {
 		interval:   interval,
 		aggs:       aggs,
 		pcts:       samplers.NewPercentiles(cfg.Percentiles),
-		forwarding: cfg.ForwardAddress != "",
+		forwarding: cfg.IsLocal(),
 		sinks:      sinks,
 		ingest:     s.ingest,
 		card:       s.pool.card,
@@ -239,7 +262,7 @@ func (s *Server) buildListeners() error {
 		// remembered that long, and two intervals more.
 		interval, _ := cfg.ParseInterval()
 		age, _ := cfg.SpoolMaxAge()
-		imp := forward.NewImporter(s.pool, forward.ImporterConfig{
+		imp := forward.NewImporter(gatedMerger{s.pool, &s.gate}, forward.ImporterConfig{
 			Remember:          age + 2*interval,
 			MaxBodyBytes:      cfg.ImportMaxBodyBytes,
 			MaxConcurrency:    cfg.ImportMaxConcurrency,
@@ -322,23 +345,45 @@ func (s *Server) Start() error {
 		defer s.guard()
 		s.runFlushLoop(ctx)
 	}()
+	s.tier.start(s.log, s.stats, s.guard)
 	s.state = started
 	return nil
 }
 
-// runFlushLoop flushes every interval until ctx ends. It does not wait for
-// the sinks: a slow one must not delay the next flush.
+// runFlushLoop flushes at every wall-clock interval boundary (Unix time a
+// multiple of the interval) until ctx ends, so that every instance of a
+// tier agrees on which interval a series belongs to; the first interval
+// is the part of one left after Start. A flush is stamped with its
+// boundary. It does not wait for the sinks: a slow one must not delay the
+// next flush. A boundary missed (the process was stopped, or a flush took
+// longer than an interval) is skipped and counted in
+// flush.skipped_total: the next flush holds both intervals.
 func (s *Server) runFlushLoop(ctx context.Context) {
-	t := time.NewTicker(s.flusher.interval)
+	iv := s.flusher.interval
+	next := alignDown(time.Now(), iv).Add(iv)
+	s.gate.advance(next)
+	defer s.gate.advance(time.Time{})
+	t := time.NewTimer(time.Until(next))
 	defer t.Stop()
 	var sinks sync.WaitGroup
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case now := <-t.C:
-			s.flush(ctx, now, &sinks)
+		case <-t.C:
 		}
+		s.flush(ctx, next, &sinks)
+		s.flushed.Store(next.UnixNano())
+		following := next.Add(iv)
+		if now := time.Now(); !now.Before(following) {
+			skipped := alignDown(now, iv).Sub(next) / iv
+			s.stats.Count("flush.skipped_total", int64(skipped), nil, 1)
+			s.log.WithField("intervals", int64(skipped)).Warn("flush boundaries were missed; the next flush holds them")
+			following = alignDown(now, iv).Add(iv)
+		}
+		next = following
+		s.gate.advance(next)
+		t.Reset(time.Until(next))
 	}
 }
 
@@ -363,6 +408,77 @@ func (s *Server) flush(ctx context.Context, now time.Time, sinks *sync.WaitGroup
 	}
 	s.flusher.flush(ctx, intervals, now, sinks)
 	return true
+}
+
+// boundaryGate keeps imports in the interval they belong to. A local
+// flushes at a boundary and forwards at once, so its import reaches the
+// global just after the same boundary; were the global's own flush a
+// little late (its timer fired late, the machine is busy), the import would
+// be merged into the interval that flush publishes, one interval early,
+// together with the interval before. So an import that arrives once the
+// boundary is due, before the flush of that boundary has collected the
+// workers, waits for it (at most gateMaxWait).
+type boundaryGate struct {
+	mu      sync.Mutex
+	due     time.Time     // the boundary the flush loop waits for; zero when it is not running
+	flushed chan struct{} // closed when the flush of due is done
+}
+
+// gateMaxWait bounds the wait of an import for a late flush.
+const gateMaxWait = 2 * time.Second
+
+// advance lets through the imports waiting for the flush that was due,
+// and makes due the boundary the loop waits for next (zero: none).
+func (g *boundaryGate) advance(due time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.flushed != nil {
+		close(g.flushed)
+	}
+	g.flushed = make(chan struct{})
+	g.due = due
+}
+
+// wait returns at once unless the boundary the loop waits for has passed
+// (its flush is late); then it waits for that flush, or gateMaxWait.
+func (g *boundaryGate) wait() {
+	g.mu.Lock()
+	due, ch := g.due, g.flushed
+	g.mu.Unlock()
+	if due.IsZero() || time.Now().Before(due) {
+		return
+	}
+	t := time.NewTimer(gateMaxWait)
+	defer t.Stop()
+	select {
+	case <-ch:
+	case <-t.C:
+	}
+}
+
+// gatedMerger is the importers' Merger: the workers, behind the gate.
+type gatedMerger struct {
+	pool *workerPool
+	gate *boundaryGate
+}
+
+func (m gatedMerger) Merge(metrics []samplers.Forwarded) error {
+	m.gate.wait()
+	return m.pool.Merge(metrics)
+}
+
+// waitFlushed waits until the flush loop has flushed the boundary b, or
+// ctx ends.
+func (s *Server) waitFlushed(ctx context.Context, b time.Time) error {
+	for s.flushed.Load() < b.UnixNano() {
+		wait := max(time.Until(b), 20*time.Millisecond)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+	return nil
 }
 
 // waitCtx waits for wg, or until ctx ends.
@@ -420,12 +536,27 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if !wasStarted {
 		return nil
 	}
+	var errs []error
+
+	// A member of the global tier leaves it first: it announces the
+	// boundary from which no local routes to it, and keeps importing (and
+	// flushing on time) until it has published the last interval routed to
+	// it.
+	if until, err := s.tier.leave(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("announcing the leave in etcd: %w", err))
+	} else if !until.IsZero() {
+		last := until.Add(s.flusher.interval)
+		s.log.WithField("until", until.UTC().Format(time.RFC3339)).WithField("last_flush", last.UTC().Format(time.RFC3339)).
+			Info("leaving the global tier: importing until the last interval routed here is flushed")
+		if err := s.waitFlushed(ctx, last); err != nil {
+			errs = append(errs, fmt.Errorf("waiting for the flush of the last interval routed here: %w", err))
+		}
+	}
 
 	// Stop the ticker first so that the final flush is the last one.
 	s.cancel()
 	s.loop.Wait()
 
-	var errs []error
 	for _, l := range s.listeners {
 		if err := l.Stop(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("stopping %s: %w", l.key, err))
@@ -437,6 +568,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("waiting for in-flight flushes: %w", err))
 	}
 	s.closeSinks(ctx)
+	if err := s.tier.stop(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("leaving etcd: %w", err))
+	}
 	// The queues' last self-metrics: what they delivered or dropped.
 	for _, sink := range s.flusher.sinks {
 		if r, ok := sink.(plugins.Reporter); ok {

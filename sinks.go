@@ -96,11 +96,24 @@ func s3Sink(cfg Config, opts Options, env plugins.Env) (plugins.Sink, error) {
 	}, env)
 }
 
-// forwardSink forwards the global parts of every flush to forward_address.
+// forwardSink forwards the global parts of every flush to forward_address
+// (one global). A tier of several globals (forward_addresses, etcd) is the
+// sharded forwarder the tier builds, with a forwardMember per global.
 func forwardSink(cfg Config, opts Options, env plugins.Env) (plugins.Sink, error) {
 	if cfg.ForwardAddress == "" {
 		return nil, nil
 	}
+	member, err := forwardMember(cfg, opts, env)
+	if err != nil {
+		return nil, err
+	}
+	return member(cfg.ForwardAddress)
+}
+
+// forwardMember returns what builds the sink that forwards to one global
+// at a forward URL: gRPC for grpc(s)://, /import for http(s)://, with the
+// forward_tls_* settings.
+func forwardMember(cfg Config, opts Options, env plugins.Env) (func(address string) (plugins.Sink, error), error) {
 	client := opts.HTTPClient
 	tlsConf, err := cfg.ForwardTLSConfig()
 	if err != nil {
@@ -113,8 +126,10 @@ func forwardSink(cfg Config, opts Options, env plugins.Env) (plugins.Sink, error
 		t.TLSClientConfig = tlsConf
 		client = &http.Client{Timeout: env.Interval, Transport: t}
 	}
-	if forward.IsGRPCAddress(cfg.ForwardAddress) {
-		return forward.NewGRPCClient(forward.GRPCClientConfig{Address: cfg.ForwardAddress, TLS: tlsConf, Delivery: delivery(cfg)}, env)
-	}
-	return forward.NewClient(forward.ClientConfig{Address: cfg.ForwardAddress, Client: client, Delivery: delivery(cfg)}, env)
+	return func(address string) (plugins.Sink, error) {
+		if forward.IsGRPCAddress(address) {
+			return forward.NewGRPCClient(forward.GRPCClientConfig{Address: address, TLS: tlsConf, Delivery: delivery(cfg)}, env)
+		}
+		return forward.NewClient(forward.ClientConfig{Address: address, Client: client, Delivery: delivery(cfg)}, env)
+	}, nil
 }

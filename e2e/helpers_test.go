@@ -42,6 +42,15 @@ func binPath() string {
 	return filepath.Join(os.TempDir(), fmt.Sprintf("veneur-e2e-%d", os.Getpid()), "veneur")
 }
 
+// proxyBinPath is where TestMain builds veneur-proxy.
+func proxyBinPath() string { return filepath.Join(filepath.Dir(binPath()), "veneur-proxy") }
+
+// str is v as a string, "" when it is not one.
+func str(v any) string {
+	s, _ := v.(string)
+	return s
+}
+
 func TestMain(m *testing.M) {
 	os.Exit(runMain(m))
 }
@@ -67,10 +76,12 @@ func runMain(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "e2e: the go tool is needed to build the daemon: %v; put it on PATH\n", err)
 		return 1
 	}
-	build := exec.Command(goTool, "build", "-o", binPath(), "github.com/veneur/veneur/cmd/veneur")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "e2e: building the daemon failed: %v; fix `go build ./cmd/veneur` first:\n%s\n", err, out)
-		return 1
+	for bin, pkg := range map[string]string{binPath(): "./cmd/veneur", proxyBinPath(): "./cmd/veneur-proxy"} {
+		build := exec.Command(goTool, "build", "-o", bin, "github.com/veneur/veneur/"+strings.TrimPrefix(pkg, "./"))
+		if out, err := build.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: building %s failed: %v; fix `go build %s` first:\n%s\n", bin, err, pkg, out)
+			return 1
+		}
 	}
 	return m.Run()
 }
@@ -224,6 +235,12 @@ func tryStartDaemon(t *testing.T, fake *fakeDD, tweak func(config)) (*daemon, er
 	if tweak != nil {
 		tweak(cfg)
 	}
+	return launch(t, binPath(), cfg, fake)
+}
+
+// launch starts the binary bin (veneur or veneur-proxy) on cfg and waits
+// for its /healthcheck.
+func launch(t *testing.T, bin string, cfg config, fake *fakeDD) (*daemon, error) {
 	path := writeConfig(t, cfg)
 	text, err := os.ReadFile(path)
 	if err != nil {
@@ -240,7 +257,7 @@ func tryStartDaemon(t *testing.T, fake *fakeDD, tweak func(config)) (*daemon, er
 	d := &daemon{
 		scheme:   scheme,
 		client:   client,
-		udpAddr:  cfg["udp_address"].(string),
+		udpAddr:  str(cfg["udp_address"]),
 		httpAddr: cfg["http_address"].(string),
 		config:   string(text),
 		fake:     fake,
@@ -248,11 +265,11 @@ func tryStartDaemon(t *testing.T, fake *fakeDD, tweak func(config)) (*daemon, er
 		stderr:   &syncBuffer{},
 		done:     make(chan struct{}),
 	}
-	d.cmd = exec.Command(binPath(), "-f", path)
+	d.cmd = exec.Command(bin, "-f", path)
 	d.cmd.Stdout = d.stdout
 	d.cmd.Stderr = d.stderr
 	if err := d.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("running %s: %w", binPath(), err)
+		return nil, fmt.Errorf("running %s: %w", bin, err)
 	}
 	go func() {
 		_ = d.cmd.Wait()

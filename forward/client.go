@@ -2,9 +2,11 @@ package forward
 
 import (
 	"bytes"
+	"compress/zlib"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +19,7 @@ import (
 
 	"github.com/veneur/veneur/internal/counter"
 	"github.com/veneur/veneur/plugins"
+	"github.com/veneur/veneur/samplers"
 )
 
 // ClientConfig sets up a Client.
@@ -159,4 +162,38 @@ func newBatchID() string {
 	var b [16]byte
 	rand.Read(b[:]) // never fails, as of Go 1.24
 	return hex.EncodeToString(b[:])
+}
+
+// Reclaim closes the client and gives back, decoded, the series of the
+// flushes the global provably never received (see plugins.Queue.Reclaim),
+// for the sharded forwarder to send to their new owner. The rest is
+// delivered, or dropped, within ctx.
+func (c *Client) Reclaim(ctx context.Context) ([]samplers.Forwarded, error) {
+	ds, err := c.queue.Reclaim(ctx)
+	var out []samplers.Forwarded
+	var errs []error
+	for _, d := range ds {
+		zr, zerr := zlib.NewReader(bytes.NewReader(d.Body))
+		if zerr != nil {
+			errs = append(errs, zerr)
+			continue
+		}
+		var list []JSONMetric
+		if derr := json.NewDecoder(zr).Decode(&list); derr != nil {
+			errs = append(errs, derr)
+			continue
+		}
+		for i := range list {
+			f, derr := DecodeJSON(&list[i])
+			if derr != nil {
+				errs = append(errs, derr)
+				continue
+			}
+			out = append(out, f)
+		}
+	}
+	if len(errs) > 0 {
+		err = errors.Join(err, fmt.Errorf("decoding the flushes taken back: %w", errors.Join(errs...)))
+	}
+	return out, err
 }

@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/DataDog/datadog-go/v5/statsd"
@@ -90,6 +92,10 @@ type GRPCClient struct {
 	// rounded and unrepresentable count the counters whose sum was
 	// rounded to an int64, and those left out as not fitting one.
 	rounded, unrepresentable atomic.Uint64
+
+	// refused is whether the last connection attempt was refused: an
+	// attempt that then fails as Unavailable sent nothing (plugins.NotSent).
+	refused atomic.Bool
 
 	mu     sync.Mutex
 	conn   *grpc.ClientConn
@@ -226,7 +232,7 @@ func (c *GRPCClient) connection() (*grpc.ClientConn, error) {
 		return nil, errors.New("the forward client is closed")
 	}
 	if c.conn == nil {
-		opts := append([]grpc.DialOption{grpc.WithTransportCredentials(c.creds)}, c.dial...)
+		opts := append([]grpc.DialOption{grpc.WithTransportCredentials(c.creds), grpc.WithContextDialer(c.dialContext)}, c.dial...)
 		conn, err := grpc.NewClient(c.target, opts...)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", c.what, err)
@@ -234,6 +240,22 @@ func (c *GRPCClient) connection() (*grpc.ClientConn, error) {
 		c.conn = conn
 	}
 	return c.conn, nil
+}
+
+// dialContext connects to the global, noting whether it refused.
+func (c *GRPCClient) dialContext(ctx context.Context, addr string) (net.Conn, error) {
+	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	c.refused.Store(errors.Is(err, syscall.ECONNREFUSED))
+	return conn, err
+}
+
+// notSent marks err as plugins.NotSent when it says the global is
+// unavailable and the last connection attempt was refused.
+func (c *GRPCClient) notSent(err error) error {
+	if status.Code(err) == codes.Unavailable && c.refused.Load() {
+		return plugins.NotSent(err)
+	}
+	return err
 }
 
 // send is one attempt at a flush, the Delivery's Send: it streams the
@@ -255,7 +277,7 @@ func (c *GRPCClient) send(ctx context.Context, r plugins.Request) error {
 	}
 	stream, err := forwardrpc.NewForwardClient(conn).SendMetricsV2(ctx)
 	if err != nil {
-		return grpcAnswer(r.What, err, nil)
+		return c.notSent(grpcAnswer(r.What, err, nil))
 	}
 	for _, m := range list.GetMetrics() {
 		if err := stream.Send(m); err != nil {
@@ -264,11 +286,11 @@ func (c *GRPCClient) send(ctx context.Context, r plugins.Request) error {
 				// answered a duplicate): CloseAndRecv has its status.
 				break
 			}
-			return grpcAnswer(r.What, err, nil)
+			return c.notSent(grpcAnswer(r.What, err, nil))
 		}
 	}
 	if _, err := stream.CloseAndRecv(); err != nil {
-		return grpcAnswer(r.What, err, stream.Trailer())
+		return c.notSent(grpcAnswer(r.What, err, stream.Trailer()))
 	}
 	return nil
 }
@@ -360,4 +382,34 @@ func (c *GRPCClient) Report(stats statsd.ClientInterface) {
 		stats.Count("forward.counter_unrepresentable_total", int64(n), nil, 1)
 	}
 	c.queue.Report(stats)
+}
+
+// Reclaim closes the client and gives back, decoded, the series of the
+// flushes the global provably never received (see plugins.Queue.Reclaim),
+// for the sharded forwarder to send to their new owner. The rest is
+// delivered, or dropped, within ctx.
+func (c *GRPCClient) Reclaim(ctx context.Context) ([]samplers.Forwarded, error) {
+	ds, err := c.queue.Reclaim(ctx)
+	c.Close(ctx)
+	var out []samplers.Forwarded
+	var errs []error
+	for _, d := range ds {
+		var list forwardrpc.MetricList
+		if uerr := proto.Unmarshal(d.Body, &list); uerr != nil {
+			errs = append(errs, uerr)
+			continue
+		}
+		for _, m := range list.GetMetrics() {
+			f, derr := DecodeMetricpb(m)
+			if derr != nil {
+				errs = append(errs, derr)
+				continue
+			}
+			out = append(out, f)
+		}
+	}
+	if len(errs) > 0 {
+		err = errors.Join(err, fmt.Errorf("decoding the flushes taken back: %w", errors.Join(errs...)))
+	}
+	return out, err
 }

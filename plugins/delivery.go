@@ -260,6 +260,9 @@ type entry struct {
 	enqueued time.Time
 	attempts int
 	state    entryState
+	// reached is set once an attempt may have reached the destination
+	// (any outcome but ErrNotSent): Reclaim does not give it back.
+	reached bool
 }
 
 // NewQueue returns a Queue that sends to one destination, called name in
@@ -563,6 +566,9 @@ func (q *Queue) attempt(e *entry, r Request, send func(context.Context, Request)
 		// Close gave up on it; its summary reports the drop.
 		q.drop(e, causeShutdown)
 	default:
+		if !errors.Is(err, ErrNotSent) {
+			e.reached = true
+		}
 		if se != nil {
 			q.errs.Add(causeResponse, 1)
 		} else {
@@ -624,6 +630,27 @@ func roundWait(d time.Duration) time.Duration {
 		return d.Round(time.Millisecond)
 	}
 	return d.Round(100 * time.Millisecond)
+}
+
+// Reclaim closes the queue and gives back the requests its destination
+// provably never received: those waiting that were never attempted, or
+// whose every attempt was refused (ErrNotSent). They are neither
+// delivered nor counted as dropped: the caller sends them elsewhere. The
+// rest is closed as Close does, within ctx.
+func (q *Queue) Reclaim(ctx context.Context) ([]Delivery, error) {
+	var out []Delivery
+	q.mu.Lock()
+	for _, g := range q.gens {
+		for _, e := range g.entries {
+			if e.state == waiting && !e.reached {
+				out = append(out, e.d)
+				q.settle(e)
+			}
+		}
+	}
+	q.mu.Unlock()
+	q.signal()
+	return out, q.Close(ctx)
 }
 
 // Close stops taking requests and delivers what waits, retrying as

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
@@ -774,5 +775,71 @@ func TestDeliveryDefaults(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), key) {
 			t.Errorf("Validate = %v, want it to name %s", err, key)
 		}
+	}
+}
+
+// Reclaim gives back the requests a destination that refuses connections
+// never received, and keeps those it may have: one that answered.
+func TestQueueReclaimGivesBackWhatWasNeverReceived(t *testing.T) {
+	// A port nothing listens on: connections are refused.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + ln.Addr().String() + "/in"
+	ln.Close()
+	log, _ := test.NewNullLogger()
+	cfg := fastConfig()
+	cfg.BackoffInitial, cfg.BackoffMax = 5*time.Millisecond, 10*time.Millisecond
+	q := NewQueue("test", &Poster{Client: &http.Client{}}, cfg, Env{Log: log}, "x")
+	var sent []Delivery
+	for _, b := range []string{"a", "b", "c"} {
+		sent = append(sent, Delivery{Request: Request{Method: http.MethodPost, URL: dead, What: "a dead global", Body: []byte(b)}, Count: itemsPer})
+	}
+	q.Send(sent[0])
+	q.Send(sent[1], sent[2])
+	// Let it fail at least once: refused.
+	eventually(t, "a refused attempt", func() bool { return report(q).Sum("x.error_total", "cause:post", "destination:test") > 0 })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	back, err := q.Reclaim(ctx)
+	if err != nil {
+		t.Fatalf("Reclaim: %v", err)
+	}
+	var bodies []string
+	for _, d := range back {
+		bodies = append(bodies, string(d.Body))
+	}
+	slices.Sort(bodies)
+	if !slices.Equal(bodies, []string{"a", "b", "c"}) {
+		t.Errorf("Reclaim gave back %v, want a, b and c", bodies)
+	}
+	rec := report(q)
+	wantCount(t, rec, 0, "x.dropped_total", "cause:shutdown")
+
+	// A destination that answered 500 may have taken the request: it is
+	// not given back, and Close drops it when its time is up.
+	s := newStandIn(t, func(string, int) answer { return answer{status: http.StatusInternalServerError} })
+	q2, _ := testQueue(t, s, cfg)
+	q2.Send(requests(s, "x")...)
+	eventually(t, "a failed attempt", func() bool { return s.attemptsOf("x") > 0 })
+	ctx2, cancel2 := context.WithTimeout(context.Background(), time.Second)
+	defer cancel2()
+	back, _ = q2.Reclaim(ctx2)
+	if len(back) != 0 {
+		t.Errorf("Reclaim gave back %d requests the destination answered, want none", len(back))
+	}
+}
+
+func TestNotSentIsFoundThroughWrapping(t *testing.T) {
+	err := fmt.Errorf("posting: %w", NotSent(errors.New("connect: connection refused")))
+	if !errors.Is(err, ErrNotSent) {
+		t.Error("errors.Is(wrapped NotSent, ErrNotSent) = false")
+	}
+	if errors.Is(errors.New("timeout"), ErrNotSent) {
+		t.Error("a plain error is ErrNotSent")
+	}
+	if !strings.Contains(err.Error(), "connection refused") {
+		t.Errorf("NotSent hides the cause: %v", err)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/klauspost/compress/gzip"
@@ -82,11 +83,16 @@ func (p *Poster) Send(ctx context.Context, r Request) error {
 	}
 	resp, err := p.Client.Do(req)
 	if err != nil {
+		refused := errors.Is(err, syscall.ECONNREFUSED)
 		var ue *url.Error
 		if errors.As(err, &ue) {
 			err = fmt.Errorf("%s: %w", ue.Op, ue.Err)
 		}
-		return p.redact(fmt.Errorf("%s: %w", r.What, err))
+		err = p.redact(fmt.Errorf("%s: %w", r.What, err))
+		if refused {
+			err = NotSent(err)
+		}
+		return err
 	}
 	defer resp.Body.Close()
 	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, snippetBytes))
@@ -142,6 +148,20 @@ func (p *Poster) scrub(s string) string {
 	}
 	return strings.ReplaceAll(s, p.Secret, "REDACTED")
 }
+
+// ErrNotSent is what errors.Is finds in the error of a send after which
+// the destination provably received nothing of the request: it refused
+// the connection. A Queue can give such requests back (Reclaim), to be
+// sent elsewhere without risk of their being taken twice.
+var ErrNotSent = errors.New("the destination received nothing")
+
+// NotSent marks err as ErrNotSent.
+func NotSent(err error) error { return notSentError{err} }
+
+type notSentError struct{ error }
+
+func (e notSentError) Is(target error) bool { return target == ErrNotSent }
+func (e notSentError) Unwrap() error        { return e.error }
 
 func (p *Poster) redact(err error) error {
 	if p.Secret == "" || !strings.Contains(err.Error(), p.Secret) {

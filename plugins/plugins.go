@@ -47,6 +47,10 @@ type Reporter interface {
 
 // Batch is one interval's output.
 type Batch struct {
+	// Start is the start of the interval the batch holds. The flush loop
+	// flushes at wall-clock boundaries (Unix time a multiple of the
+	// interval), so every instance of a tier agrees on it.
+	Start time.Time
 	// Metrics are the values flushed here.
 	Metrics []samplers.InterMetric
 	// Forward is the state of the series a global instance publishes:

@@ -114,7 +114,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	// part that does not stop (a listener's drain takes 2 s at most).
 	timeout, _ := cfg.ParseShutdownTimeout()
 	interval, _ := cfg.ParseInterval()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout+interval+5*time.Second)
+	budget := timeout + interval + 5*time.Second
+	if cfg.EtcdAdvertiseAddress != "" {
+		// A member of the global tier first leaves it: it imports and
+		// flushes for up to three more intervals (see Server.Shutdown).
+		budget += 3 * interval
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), budget)
 	defer cancel()
 	if err := srv.Shutdown(ctx); err != nil {
 		log.WithError(err).Error("shutdown was not clean")
