@@ -320,11 +320,11 @@ func (m *EtcdMembership) list(ctx context.Context) error {
 func (m *EtcdMembership) watchLoop(ctx context.Context) {
 	defer m.wg.Done()
 	b := newBackoff(min(m.cfg.Interval, 5*time.Second))
+	m.mu.Lock()
+	needList := m.rev == 0 // WatchEtcd's own list failed
+	m.mu.Unlock()
 	for ctx.Err() == nil {
-		m.mu.Lock()
-		rev := m.rev
-		m.mu.Unlock()
-		if rev == 0 {
+		if needList {
 			lctx, cancel := context.WithTimeout(ctx, m.cfg.DialTimeout)
 			err := m.list(lctx)
 			cancel()
@@ -336,10 +336,10 @@ func (m *EtcdMembership) watchLoop(ctx context.Context) {
 				b.wait(ctx)
 				continue
 			}
-			m.mu.Lock()
-			rev = m.rev
-			m.mu.Unlock()
 		}
+		m.mu.Lock()
+		rev := m.rev
+		m.mu.Unlock()
 		began := time.Now()
 		err := m.watch(ctx, rev)
 		if ctx.Err() != nil {
@@ -351,10 +351,8 @@ func (m *EtcdMembership) watchLoop(ctx context.Context) {
 		} else {
 			m.fail(causeWatch, err)
 		}
-		// Every end of a watch lists again from a fresh revision.
-		m.mu.Lock()
-		m.rev = 0
-		m.mu.Unlock()
+		// Every end of a watch lists again, for a fresh revision.
+		needList = true
 		if time.Since(began) > b.max {
 			b.reset()
 		}
