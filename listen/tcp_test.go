@@ -460,7 +460,9 @@ func TestTCPMaxConnections(t *testing.T) {
 // A connection that sends nothing for IdleTimeout is closed and counted,
 // without a log; one that keeps sending stays open however long it lasts.
 func TestTCPIdleTimeout(t *testing.T) {
-	const idle = 100 * time.Millisecond
+	// Long enough that the active connection, which writes every idle/10,
+	// never looks idle to the server on a busy machine.
+	const idle = 400 * time.Millisecond
 	snk := newSink(t)
 	log, hook := logtest.NewNullLogger()
 	l := newTCP(t, TCPConfig{IdleTimeout: idle}, snk, log)
