@@ -15,6 +15,7 @@ all: build
 
 build:
 	$(GO) build $(LDFLAGS) -o $(BIN) ./cmd/veneur
+	$(GO) build $(LDFLAGS) -o bin/veneur-proxy ./cmd/veneur-proxy
 
 # Starts veneur on a development config that needs no Datadog account: it
 # listens on the usual ports and prints every flush to standard output.
