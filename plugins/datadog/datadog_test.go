@@ -525,7 +525,7 @@ func TestDatadogDeliversEverySeriesOnce(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-flushed:
-		case <-time.After(20 * time.Second):
+		case <-time.After(50 * time.Second):
 			t.Error("the API got a body before every Flush returned: Flush waits for the API")
 		}
 		zr, err := zlib.NewReader(r.Body)
@@ -567,7 +567,10 @@ func TestDatadogDeliversEverySeriesOnce(t *testing.T) {
 	}))
 	defer srv.Close()
 	stats := &statstest.Recorder{}
-	d := newSink(t, Config{APIHostname: srv.URL, APIKey: "k3y", MaxPerBody: perBody}, testEnv(stats))
+	// The API holds every request until the last Flush returns, which
+	// takes seconds under the race detector on a busy machine: an attempt
+	// that timed out meanwhile would be retried and delivered twice.
+	d := newSink(t, Config{APIHostname: srv.URL, APIKey: "k3y", MaxPerBody: perBody, Delivery: plugins.DeliveryConfig{Timeout: time.Minute}}, testEnv(stats))
 	for g := range flushes {
 		metrics := make([]samplers.InterMetric, perFlush)
 		for i := range metrics {
