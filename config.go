@@ -123,9 +123,10 @@ type Config struct {
 	// ImportMaxBodyBytes bounds the decompressed body of one /import
 	// request. Default 268435456 (256 MiB).
 	ImportMaxBodyBytes int64 `yaml:"import_max_body_bytes"`
-	// ImportMaxConcurrency bounds the /import requests served at once;
-	// past it requests get 503 with Retry-After. Default: twice the number
-	// of CPUs.
+	// ImportMaxConcurrency bounds the /import requests (and gRPC import
+	// calls) served at once; past it a request waits for a place, a
+	// second at most and with 16 times as many waiting at most, then gets
+	// 503 with Retry-After. Default: twice the number of CPUs.
 	ImportMaxConcurrency int `yaml:"import_max_concurrency"`
 	// InfluxAddress is the URL of an InfluxDB 1.x server that every flush
 	// is also written to. Empty means no InfluxDB.

@@ -25,6 +25,11 @@ const (
 	DefaultMaxBatchIDs = 100_000
 )
 
+// maxPartialBatches bounds the batches remembered as merged in part (see
+// ServeHTTP): only a large body cut off midway leaves one, and its
+// sender retries within seconds, so few are ever kept.
+const maxPartialBatches = 1024
+
 // wellFormedBatchID reports whether id is 1 to maxBatchIDLen characters of
 // [0-9a-zA-Z_-]: what an id must be to be remembered, so that an id is
 // small and safe to quote in an answer.
@@ -48,13 +53,20 @@ const (
 	batchNew       batchState = iota // unknown: the caller now merges it
 	batchMerging                     // being merged by another request
 	batchDuplicate                   // merged within the window
+	// batchResume: merged in part by an earlier request, which was cut
+	// off; the caller now merges the rest.
+	batchResume
 )
 
-// mergedBatch is what is kept of a merged batch: when it was merged, and
-// its answer.
+// mergedBatch is what is kept of a batch merged whole, or in part: when
+// it was merged, and its answer (so far).
 type mergedBatch struct {
 	at                 time.Time
 	accepted, rejected int
+	// elements is, for a batch merged in part, how many elements of its
+	// body (from the first) the parts merged took, accepted or rejected:
+	// the request that resumes it skips those.
+	elements int
 }
 
 // batchMemory remembers the ids of the batches merged in the last remember,
@@ -63,7 +75,11 @@ type mergedBatch struct {
 // background: what is too old is forgotten by the next call.
 //
 // The ids being merged are not bounded by max: there is one per request
-// in flight, so the server's concurrency bounds them.
+// in flight (or waiting for a place), so the server's limits bound them.
+//
+// Apart, it remembers the batches merged in part, at most
+// maxPartialBatches of them, for remember from their last part: begin
+// answers batchResume for them, with how far they got.
 type batchMemory struct {
 	remember time.Duration
 	max      int
@@ -71,6 +87,7 @@ type batchMemory struct {
 	mu      sync.Mutex
 	merging map[string]struct{}
 	merged  map[string]mergedBatch
+	partial map[string]mergedBatch
 	// order holds the ids of merged as a ring, oldest first, from
 	// order[head], n of them. Since ids are added as they are merged, the
 	// oldest is the first to expire, so expiring and bounding only ever
@@ -85,12 +102,14 @@ func newBatchMemory(remember time.Duration, maxIDs int) *batchMemory {
 		max:      maxIDs,
 		merging:  map[string]struct{}{},
 		merged:   map[string]mergedBatch{},
+		partial:  map[string]mergedBatch{},
 	}
 }
 
-// begin looks id up at now. When it is new, it is marked as being merged
-// and the caller must call done or fail for it. When it is a duplicate,
-// what its merge answered is returned.
+// begin looks id up at now. When it is new, or to resume, it is marked
+// as being merged and the caller must call done, fail or partial for it.
+// When it is a duplicate, what its merge answered is returned; when it is
+// to resume, how far its parts got.
 func (b *batchMemory) begin(id string, now time.Time) (batchState, mergedBatch) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -104,11 +123,38 @@ func (b *batchMemory) begin(id string, now time.Time) (batchState, mergedBatch) 
 	// A copy: the id may be kept for long, and should not hold on to
 	// whatever the request's header was cut from.
 	b.merging[strings.Clone(id)] = struct{}{}
+	if m, ok := b.partial[id]; ok {
+		if now.Sub(m.at) < b.remember {
+			return batchResume, m
+		}
+		delete(b.partial, id)
+	}
 	return batchNew, mergedBatch{}
 }
 
-// fail forgets id, which begin marked and which was not merged: a retry
-// merges it.
+// partialDone remembers id, which begin marked, as merged in part: its parts
+// took m.elements elements, the last at m.at. What is remembered past
+// maxPartialBatches forgets the oldest (its retry, if one ever comes,
+// merges those parts again).
+func (b *batchMemory) partialDone(id string, m mergedBatch) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.merging, id)
+	if _, ok := b.partial[id]; !ok && len(b.partial) >= maxPartialBatches {
+		oldest := ""
+		for k, p := range b.partial {
+			if oldest == "" || p.at.Before(b.partial[oldest].at) {
+				oldest = k
+			}
+		}
+		delete(b.partial, oldest)
+	}
+	b.partial[strings.Clone(id)] = m
+}
+
+// fail forgets that id, which begin marked, is being merged; nothing more
+// of it was merged. A retry merges it, or what is left of it when it was
+// merged in part before.
 func (b *batchMemory) fail(id string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -121,6 +167,7 @@ func (b *batchMemory) done(id string, m mergedBatch) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	delete(b.merging, id)
+	delete(b.partial, id)
 	b.expire(m.at)
 	for b.n >= b.max {
 		b.dropOldest()

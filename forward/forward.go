@@ -22,10 +22,13 @@ import (
 // Merger takes the decoded series of one import request into an instance.
 type Merger interface {
 	// Merge hands metrics over to the instance that merges them, or
-	// returns ErrClosed when the instance is shutting down and takes
-	// nothing more. It is called once per well-formed request, with all of
-	// its metrics that decoded (possibly none), and may keep metrics and
-	// what they point to: nobody else uses them afterwards.
+	// returns ErrClosed (taking none of them) when the instance is
+	// shutting down and takes nothing more. It is called for each part of
+	// a request, with the metrics of that part that decoded: once per
+	// well-formed request (possibly with none) when its body fits one
+	// part, as most do, and once per part of a larger /import body (see
+	// Importer.ServeHTTP). It may keep metrics and what they point to:
+	// nobody else uses them afterwards.
 	Merge(metrics []samplers.Forwarded) error
 }
 

@@ -1,6 +1,9 @@
 package forward
 
-import "time"
+import (
+	"context"
+	"time"
+)
 
 // The parts of an Importer that GRPCServer shares with ServeHTTP, so that
 // both transports merge into the same Merger, answer a batch id merged by
@@ -14,9 +17,15 @@ func (im *Importer) grpcMerger() Merger { return im.merger }
 // grpcBatches is the memory of the batch ids merged recently.
 func (im *Importer) grpcBatches() *batchMemory { return im.batches }
 
-// grpcSlots holds a token per import in progress, over every transport;
-// its capacity is ImporterConfig.MaxConcurrency.
-func (im *Importer) grpcSlots() chan struct{} { return im.slots }
+// grpcTakePlace takes a place among the imports in progress, over every
+// transport (ImporterConfig.MaxConcurrency), waiting for one as /import
+// does; grpcLeavePlace gives it back. grpcBusyMessage is the answer when
+// there is none.
+func (im *Importer) grpcTakePlace(ctx context.Context) (waited, ok bool) {
+	return im.takePlace(ctx)
+}
+func (im *Importer) grpcLeavePlace()         { im.leavePlace() }
+func (im *Importer) grpcBusyMessage() string { return im.busyMessage() }
 
 // grpcNow is the clock of the batch memory.
 func (im *Importer) grpcNow() time.Time { return im.now() }

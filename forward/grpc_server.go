@@ -129,8 +129,9 @@ type GRPCServerConfig struct {
 //     A malformed id is refused with InvalidArgument. A call without an
 //     id is merged whatever came before.
 //   - Calls take a place among the Importer's imports in progress
-//     (ImporterConfig.MaxConcurrency, shared with /import); with none
-//     left, a call is refused at once with Unavailable (retry-after: 1).
+//     (ImporterConfig.MaxConcurrency, shared with /import), waiting for
+//     one as /import requests do; a call that gets none is refused with
+//     Unavailable (retry-after: 1).
 //   - Limits (GRPCServerConfig): the bytes of a message, the series and
 //     bytes of a call (ResourceExhausted), and its duration
 //     (DeadlineExceeded).
@@ -161,6 +162,7 @@ type GRPCServer struct {
 	metricErrs  *counter.ByCause // by the errors of DecodeMetricpb
 	requests    atomic.Uint64
 	duplicates  atomic.Uint64
+	waited      atomic.Uint64 // calls that waited for a place
 	metrics     atomic.Uint64 // series merged
 	// requestNanos and mergeNanos are the times of the merged calls:
 	// receiving and decoding, and merging.
@@ -534,21 +536,25 @@ func (s *GRPCServer) importCall(ctx context.Context, trailer *metadata.MD, recei
 			*trailer = metadata.Pairs(trailerRetryAfter, "1")
 			return status.Errorf(codes.Unavailable, "batch %s is being merged; retry to learn its answer", id)
 		}
+		// batchResume, a batch that /import merged in part, is merged
+		// as a new one: a call is merged whole, and no sender moves a
+		// batch from one transport to the other.
 		defer func() {
 			if id != "" {
 				batches.fail(id)
 			}
 		}()
 	}
-	slots := s.im.grpcSlots()
-	select {
-	case slots <- struct{}{}:
-		defer func() { <-slots }()
-	default:
+	waited, ok := s.im.grpcTakePlace(ctx)
+	if waited {
+		s.waited.Add(1)
+	}
+	if !ok {
 		s.requestErrs.Add(grpcCauseBusy, 1)
 		*trailer = metadata.Pairs(trailerRetryAfter, "1")
-		return status.Errorf(codes.Unavailable, "busy: %d imports are in progress, the most this instance serves at once; retry later", cap(slots))
+		return status.Error(codes.Unavailable, s.im.grpcBusyMessage())
 	}
+	defer s.im.grpcLeavePlace()
 
 	call := &grpcCall{s: s, errs: s.metricErrs.NewLocal()}
 	call.received, _ = ctx.Value(callBytes{}).(*atomic.Int64)
@@ -638,6 +644,8 @@ var grpcTags = []string{"transport:grpc"}
 //   - import.metrics_total: series they merged;
 //   - import.duplicate_total: calls answered without merging, their batch
 //     id merged already;
+//   - import.waited_total: calls that waited for a place, whether they
+//     got one or were refused as busy;
 //   - import.request_error_total (cause batch_id, in_progress, busy,
 //     too_large, receive, rejected: no series accepted, shutdown, other):
 //     calls refused;
@@ -651,6 +659,9 @@ func (s *GRPCServer) Report(stats statsd.ClientInterface) {
 	s.metricErrs.Report(stats, "import.metric_error_total", grpcTags...)
 	if n := s.duplicates.Swap(0); n > 0 {
 		stats.Count("import.duplicate_total", int64(n), grpcTags, 1)
+	}
+	if n := s.waited.Swap(0); n > 0 {
+		stats.Count("import.waited_total", int64(n), grpcTags, 1)
 	}
 	if n := s.metrics.Swap(0); n > 0 {
 		stats.Count("import.metrics_total", int64(n), grpcTags, 1)

@@ -342,10 +342,11 @@ func (r *responseRecorder) Write(b []byte) (int, error) {
 }
 
 // While a batch is being merged, its retry is answered Unavailable with
-// retry-after; while every place is taken, any other call is too.
+// retry-after; while every place is taken, any other call is too, once
+// it waited MaxWait for one.
 func TestGRPCServerInProgressAndBusy(t *testing.T) {
 	m := &pbMerger{hold: make(chan struct{}), entered: make(chan struct{}, 1)}
-	h := startGRPC(t, m, ImporterConfig{MaxConcurrency: 1}, GRPCServerConfig{})
+	h := startGRPC(t, m, ImporterConfig{MaxConcurrency: 1, MaxWait: 20 * time.Millisecond}, GRPCServerConfig{})
 	stats := &statstest.Recorder{}
 	const id = "held"
 
@@ -378,6 +379,46 @@ func TestGRPCServerInProgressAndBusy(t *testing.T) {
 		if n := stats.Sum("import.request_error_total", "cause:"+cause, "transport:grpc"); n != want {
 			t.Errorf("request_error_total{cause:%s} = %d, want %d", cause, n, want)
 		}
+	}
+	if n := len(m.merged()); n != 2 {
+		t.Errorf("%d merges, want 2", n)
+	}
+}
+
+// A call that finds every place taken waits for one, and is served once
+// the call before it is done; it is counted in
+// import.waited_total{transport:grpc}.
+func TestGRPCServerWaitsForPlace(t *testing.T) {
+	m := &pbMerger{hold: make(chan struct{}), entered: make(chan struct{}, 1)}
+	h := startGRPC(t, m, ImporterConfig{MaxConcurrency: 1, MaxWait: time.Minute}, GRPCServerConfig{})
+	errs := make(chan error, 2)
+	go func() {
+		_, err := streamV2(t, h.client, "first", pbCounter("c", 1))
+		errs <- err
+	}()
+	<-m.entered
+	go func() {
+		_, err := streamV2(t, h.client, "second", pbCounter("c", 2))
+		errs <- err
+	}()
+	for deadline := time.Now().Add(10 * time.Second); h.im.waiting.Load() != 1; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the second call does not wait")
+		}
+	}
+	close(m.hold)
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Errorf("%v", err)
+		}
+	}
+	stats := &statstest.Recorder{}
+	h.srv.Report(stats)
+	if n := stats.Sum("import.waited_total", "transport:grpc"); n != 1 {
+		t.Errorf("import.waited_total{transport:grpc} = %d, want 1", n)
+	}
+	if n := stats.Sum("import.request_error_total"); n != 0 {
+		t.Errorf("import.request_error_total = %d, want 0", n)
 	}
 	if n := len(m.merged()); n != 2 {
 		t.Errorf("%d merges, want 2", n)

@@ -2,6 +2,7 @@ package forward
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -18,65 +19,170 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/veneur/veneur/internal/statstest"
 	"github.com/veneur/veneur/samplers"
 )
 
-// Past MaxConcurrency requests being read and merged, one more is refused
-// at once with 503 and Retry-After: 1, counted as busy, and its batch id
-// forgotten: it is merged when retried after the others are done. Answers
-// that read nothing (a duplicate, a batch in progress) take no place.
+// Past MaxConcurrency requests being read and merged, one more waits for
+// a place; one that gets none within MaxWait is refused with 503 and
+// Retry-After: 1, counted as busy, and its batch id forgotten: it is
+// merged when retried after the others are done. Answers that read
+// nothing (a duplicate, a batch in progress) neither take a place nor
+// wait. (In a synctest bubble: the wait passes on the bubble's clock.)
 func TestImportConcurrency(t *testing.T) {
-	m := &blockingMerger{entered: make(chan struct{}), release: make(chan struct{})}
-	im := NewImporter(m, ImporterConfig{MaxConcurrency: 1})
-	if rec := postBatch(t, im, "merged-before", counterBody(t, "fast", 1)); rec.Code != http.StatusAccepted {
-		t.Fatalf("%d %q", rec.Code, rec.Body.String())
-	}
-
-	first := make(chan *httptest.ResponseRecorder)
-	go func() { first <- postBatch(t, im, batchA, counterBody(t, "slow", 1)) }()
-	<-m.entered
-
-	second := counterBody(t, "second", 2)
-	for range 2 {
-		rec := postBatch(t, im, "second-batch", second)
-		if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") != "1" ||
-			rec.Body.String() != "busy: 1 imports are in progress, the most this instance serves at once; retry later\n" {
-			t.Errorf("while busy: %d Retry-After %q %q", rec.Code, rec.Header().Get("Retry-After"), rec.Body.String())
+	synctest.Test(t, func(t *testing.T) {
+		m := &blockingMerger{entered: make(chan struct{}), release: make(chan struct{})}
+		im := NewImporter(m, ImporterConfig{MaxConcurrency: 1})
+		if rec := postBatch(t, im, "merged-before", counterBody(t, "fast", 1)); rec.Code != http.StatusAccepted {
+			t.Fatalf("%d %q", rec.Code, rec.Body.String())
 		}
-	}
-	if rec := postBatch(t, im, "", second); rec.Code != http.StatusServiceUnavailable {
-		t.Errorf("while busy, without a batch id: %d %q", rec.Code, rec.Body.String())
-	}
-	if rec := postBatch(t, im, "merged-before", second); rec.Code != http.StatusAccepted || !strings.Contains(rec.Body.String(), `"duplicate":true`) {
-		t.Errorf("a duplicate while busy: %d %q", rec.Code, rec.Body.String())
-	}
-	if rec := postBatch(t, im, batchA, second); rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "is being merged") {
-		t.Errorf("the batch being merged, while busy: %d %q", rec.Code, rec.Body.String())
-	}
-	if merged, merging := im.batches.size(); merged != 1 || merging != 1 {
-		t.Errorf("%d ids remembered, %d being merged; want 1, 1 (the busy one forgotten)", merged, merging)
-	}
 
-	close(m.release)
-	if rec := <-first; rec.Code != http.StatusAccepted {
-		t.Errorf("first: %d %q", rec.Code, rec.Body.String())
-	}
-	rec := postBatch(t, im, "second-batch", second)
-	if rec.Code != http.StatusAccepted || rec.Body.String() != `{"accepted":1,"rejected":0}`+"\n" {
-		t.Errorf("the retry: %d %q", rec.Code, rec.Body.String())
-	}
-	if sum := counterSum(&m.fakeMerger); sum != 1+1+2 {
-		t.Errorf("merged counters %v, want 4 (fast, slow, second once)", sum)
-	}
+		first := make(chan *httptest.ResponseRecorder)
+		go func() { first <- postBatch(t, im, batchA, counterBody(t, "slow", 1)) }()
+		<-m.entered
 
-	stats := &statstest.Recorder{}
-	im.Report(stats)
-	for cause, want := range map[string]int64{"busy": 3, "in_progress": 1} {
-		if n := stats.Sum("import.request_error_total", "cause:"+cause); n != want {
-			t.Errorf("import.request_error_total cause:%s = %d, want %d", cause, n, want)
+		// post is the answer to body as batch id, and how long it took.
+		post := func(id string, body []byte) (*httptest.ResponseRecorder, time.Duration) {
+			start := time.Now()
+			rec := postBatch(t, im, id, body)
+			return rec, time.Since(start)
+		}
+		second := counterBody(t, "second", 2)
+		for range 2 {
+			rec, took := post("second-batch", second)
+			if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") != "1" ||
+				rec.Body.String() != "busy: 1 imports are in progress, the most this instance serves at once; retry later\n" {
+				t.Errorf("while busy: %d Retry-After %q %q", rec.Code, rec.Header().Get("Retry-After"), rec.Body.String())
+			}
+			if took != importMaxWait {
+				t.Errorf("refused as busy after %v, want the wait, %v", took, importMaxWait)
+			}
+		}
+		if rec, _ := post("", second); rec.Code != http.StatusServiceUnavailable {
+			t.Errorf("while busy, without a batch id: %d %q", rec.Code, rec.Body.String())
+		}
+		if rec, took := post("merged-before", second); rec.Code != http.StatusAccepted || !strings.Contains(rec.Body.String(), `"duplicate":true`) || took != 0 {
+			t.Errorf("a duplicate while busy: %d %q after %v", rec.Code, rec.Body.String(), took)
+		}
+		if rec, took := post(batchA, second); rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "is being merged") || took != 0 {
+			t.Errorf("the batch being merged, while busy: %d %q after %v", rec.Code, rec.Body.String(), took)
+		}
+		if merged, merging := im.batches.size(); merged != 1 || merging != 1 {
+			t.Errorf("%d ids remembered, %d being merged; want 1, 1 (the busy one forgotten)", merged, merging)
+		}
+
+		close(m.release)
+		if rec := <-first; rec.Code != http.StatusAccepted {
+			t.Errorf("first: %d %q", rec.Code, rec.Body.String())
+		}
+		rec, took := post("second-batch", second)
+		if rec.Code != http.StatusAccepted || rec.Body.String() != `{"accepted":1,"rejected":0}`+"\n" || took != 0 {
+			t.Errorf("the retry: %d %q after %v", rec.Code, rec.Body.String(), took)
+		}
+		if sum := counterSum(&m.fakeMerger); sum != 1+1+2 {
+			t.Errorf("merged counters %v, want 4 (fast, slow, second once)", sum)
+		}
+
+		stats := &statstest.Recorder{}
+		im.Report(stats)
+		for cause, want := range map[string]int64{"busy": 3, "in_progress": 1} {
+			if n := stats.Sum("import.request_error_total", "cause:"+cause); n != want {
+				t.Errorf("import.request_error_total cause:%s = %d, want %d", cause, n, want)
+			}
+		}
+		if n := stats.Sum("import.waited_total"); n != 3 {
+			t.Errorf("import.waited_total = %d, want 3", n)
+		}
+	})
+}
+
+// A request that finds every place taken waits for one, in turn, and is
+// served when one is given back; at most MaxWaiting wait, and one more is
+// refused at once. A request whose client goes away stops waiting. No
+// place is kept once all are answered.
+func TestImportWaitForPlace(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := &blockingMerger{entered: make(chan struct{}), release: make(chan struct{})}
+		im := NewImporter(m, ImporterConfig{MaxConcurrency: 1, MaxWaiting: 2})
+		answers := make(chan *httptest.ResponseRecorder, 3)
+		go func() { answers <- postImport(t, im, "", counterBody(t, "slow", 1)) }()
+		<-m.entered
+		for i := range 2 {
+			go func() { answers <- postImport(t, im, "", counterBody(t, "waits", float64(i+1))) }()
+		}
+		synctest.Wait()
+		if n := im.waiting.Load(); n != 2 {
+			t.Fatalf("%d waiting, want 2", n)
+		}
+		start := time.Now()
+		if rec := postImport(t, im, "", counterBody(t, "one too many", 1)); rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") != "1" || time.Since(start) != 0 {
+			t.Errorf("with 2 waiting: %d %q after %v; want 503 at once", rec.Code, rec.Body.String(), time.Since(start))
+		}
+
+		// Less than the wait later, the place is given back: the two
+		// waiting are served in turn.
+		time.Sleep(importMaxWait / 2)
+		close(m.release)
+		for range 3 {
+			if rec := <-answers; rec.Code != http.StatusAccepted {
+				t.Errorf("%d %q", rec.Code, rec.Body.String())
+			}
+		}
+		if sum := counterSum(&m.fakeMerger); sum != 1+1+2 {
+			t.Errorf("merged counters %v, want 4", sum)
+		}
+
+		// A client that goes away while it waits.
+		hold := make(chan struct{})
+		im2 := NewImporter(&blockingMerger{entered: make(chan struct{}), release: hold}, ImporterConfig{MaxConcurrency: 1})
+		im2.slots <- struct{}{} // the only place, taken
+		ctx, cancel := context.WithCancel(context.Background())
+		gone := make(chan *httptest.ResponseRecorder)
+		go func() {
+			req := httptest.NewRequestWithContext(ctx, http.MethodPost, "/import", bytes.NewReader(counterBody(t, "gone", 1)))
+			rec := httptest.NewRecorder()
+			im2.ServeHTTP(rec, req)
+			gone <- rec
+		}()
+		synctest.Wait()
+		start = time.Now()
+		cancel()
+		if rec := <-gone; rec.Code != http.StatusServiceUnavailable || time.Since(start) != 0 {
+			t.Errorf("client gone: %d after %v; want 503 at once", rec.Code, time.Since(start))
+		}
+		<-im2.slots
+
+		stats := &statstest.Recorder{}
+		im.Report(stats)
+		im2.Report(stats)
+		if n := stats.Sum("import.waited_total"); n != 3 {
+			t.Errorf("import.waited_total = %d, want 3", n)
+		}
+		if n := stats.Sum("import.request_error_total", "cause:busy"); n != 2 {
+			t.Errorf("import.request_error_total cause:busy = %d, want 2", n)
+		}
+		if len(im.slots) != 0 || im.waiting.Load() != 0 || len(im2.slots) != 0 || im2.waiting.Load() != 0 {
+			t.Errorf("places %d, %d and waiting %d, %d once all are answered", len(im.slots), len(im2.slots), im.waiting.Load(), im2.waiting.Load())
+		}
+	})
+}
+
+// With MaxWaiting or MaxWait below zero, none waits: a request that finds
+// no place is refused at once.
+func TestImportNoWait(t *testing.T) {
+	for _, cfg := range []ImporterConfig{{MaxConcurrency: 1, MaxWaiting: -1}, {MaxConcurrency: 1, MaxWait: -1}} {
+		im := NewImporter(&fakeMerger{}, cfg)
+		im.slots <- struct{}{}
+		if rec := postImport(t, im, "", counterBody(t, "c", 1)); rec.Code != http.StatusServiceUnavailable {
+			t.Errorf("%+v: %d %q", cfg, rec.Code, rec.Body.String())
+		}
+		stats := &statstest.Recorder{}
+		im.Report(stats)
+		if n := stats.Sum("import.waited_total"); n != 0 {
+			t.Errorf("%+v: import.waited_total = %d", cfg, n)
 		}
 	}
 }
@@ -124,13 +230,20 @@ func TestImportConcurrencyReleased(t *testing.T) {
 func TestImporterLimitDefaults(t *testing.T) {
 	for _, cfg := range []ImporterConfig{{}, {MaxBodyBytes: -1, MaxConcurrency: -1}} {
 		im := NewImporter(&fakeMerger{}, cfg)
-		if im.maxBody != MaxImportBody || cap(im.slots) != 2*runtime.NumCPU() || im.maxElement != maxImportElement || im.requireClientCert {
-			t.Errorf("%+v: body %d, concurrency %d, element %d, client cert %v", cfg, im.maxBody, cap(im.slots), im.maxElement, im.requireClientCert)
+		if im.maxBody != MaxImportBody || cap(im.slots) != 2*runtime.NumCPU() || im.maxElement != maxImportElement || im.requireClientCert ||
+			im.maxWaiting != int64(16*cap(im.slots)) || im.maxWait != time.Second || im.spaceSlack != 64<<10 || im.partBytes != 8<<20 {
+			t.Errorf("%+v: body %d, concurrency %d, element %d, client cert %v, waiting %d for %v, whitespace slack %d, parts of %d",
+				cfg, im.maxBody, cap(im.slots), im.maxElement, im.requireClientCert, im.maxWaiting, im.maxWait, im.spaceSlack, im.partBytes)
 		}
 	}
-	im := NewImporter(&fakeMerger{}, ImporterConfig{MaxBodyBytes: 1000, MaxConcurrency: 3, RequireClientCert: true})
-	if im.maxBody != 1000 || cap(im.slots) != 3 || !im.requireClientCert {
-		t.Errorf("body %d, concurrency %d, client cert %v", im.maxBody, cap(im.slots), im.requireClientCert)
+	im := NewImporter(&fakeMerger{}, ImporterConfig{MaxBodyBytes: 1000, MaxConcurrency: 3, RequireClientCert: true, MaxWaiting: 5, MaxWait: time.Minute})
+	if im.maxBody != 1000 || cap(im.slots) != 3 || !im.requireClientCert || im.maxWaiting != 5 || im.maxWait != time.Minute {
+		t.Errorf("body %d, concurrency %d, client cert %v, waiting %d for %v", im.maxBody, cap(im.slots), im.requireClientCert, im.maxWaiting, im.maxWait)
+	}
+	for _, cfg := range []ImporterConfig{{MaxWaiting: -1}, {MaxWait: -1}} {
+		if im := NewImporter(&fakeMerger{}, cfg); im.maxWaiting != 0 || im.maxWait != 0 {
+			t.Errorf("%+v: waiting %d for %v, want none", cfg, im.maxWaiting, im.maxWait)
+		}
 	}
 }
 
@@ -282,7 +395,9 @@ func largeImport(t testing.TB, n int) []byte {
 }
 
 // A legitimate large import, 200,000 metrics in some 50 MB of JSON, is
-// accepted whole, in one merge. The peak memory is logged.
+// accepted whole, merged in parts of about importPartBytes of JSON, in
+// order. The peak memory is logged (it includes the metrics the test's
+// Merger keeps).
 func TestImportLarge(t *testing.T) {
 	if testing.Short() {
 		t.Skip("50 MB of JSON")
@@ -296,13 +411,13 @@ func TestImportLarge(t *testing.T) {
 	m := &fakeMerger{}
 	im := NewImporter(m, ImporterConfig{})
 	var rec *httptest.ResponseRecorder
-	measureRSS(t, "a 50 MB import", func() { rec = postImport(t, im, "", body) })
+	measureRSS(t, "a 50 MB import", 300, func() { rec = postImport(t, im, "", body) })
 	var resp importResponse
 	if err := json.Unmarshal(rec.Body.Bytes(), &resp); rec.Code != http.StatusAccepted || err != nil || resp.Accepted != n || resp.Rejected != 0 {
 		t.Fatalf("%d %q", rec.Code, rec.Body.String())
 	}
-	if calls := m.numCalls(); calls != 1 {
-		t.Errorf("%d merges, want 1", calls)
+	if calls, parts := m.numCalls(), len(body)/importPartBytes; calls < parts || calls > parts+1 {
+		t.Errorf("%d merges, want %d or %d", calls, parts, parts+1)
 	}
 	got := m.merged()
 	if len(got) != n || got[0].Name != "service.request.latency.0" || got[n-1].Name != fmt.Sprintf("service.request.latency.%d", n-1) {
@@ -318,7 +433,9 @@ func TestImportLarge(t *testing.T) {
 }
 
 // Four such imports at once are all accepted (at most MaxConcurrency are
-// served at once). The peak memory is logged.
+// served at once). The peak memory is logged, and asserted under rssEnv:
+// under 500 MiB, as each holds a part at most (a Merger that kept the
+// metrics would hold them too).
 func TestImportLargeAtOnce(t *testing.T) {
 	if testing.Short() || raceDetector {
 		t.Skip("4 × 50 MB of JSON: a measure, too slow with the race detector")
@@ -328,7 +445,7 @@ func TestImportLargeAtOnce(t *testing.T) {
 	m := &countingMerger{}
 	im := NewImporter(m, ImporterConfig{MaxConcurrency: at})
 	codes := make([]int, at)
-	measureRSS(t, fmt.Sprintf("%d imports of 50 MB at once (deflated to %s)", at, byteSize(len(body))), func() {
+	measureRSS(t, fmt.Sprintf("%d imports of 50 MB at once (deflated to %s)", at, byteSize(len(body))), 500, func() {
 		var wg sync.WaitGroup
 		for i := range at {
 			wg.Go(func() { codes[i] = postImport(t, im, "deflate", body).Code })

@@ -49,3 +49,30 @@ func contentEncoding(name string) string {
 	}
 	return name
 }
+
+// BenchmarkImportBomb is the refusal of a deflated GiB of one byte: of
+// whitespace (refused once the whitespace allowance is read), and of one
+// long string (once the element cap is). Bytes are those sent.
+func BenchmarkImportBomb(b *testing.B) {
+	for _, c := range []struct {
+		name, prefix string
+		fill         byte
+		suffix       string
+		code         int
+	}{
+		{"whitespace", "[", ' ', "]", http.StatusBadRequest},
+		{"string", `["`, 'x', `"]`, http.StatusRequestEntityTooLarge},
+	} {
+		body := bomb(b, c.prefix, c.fill, 1<<10, c.suffix)
+		b.Run(c.name, func(b *testing.B) {
+			im := NewImporter(&countingMerger{}, ImporterConfig{})
+			b.ReportAllocs()
+			b.SetBytes(int64(len(body)))
+			for b.Loop() {
+				if rec := postImport(b, im, "deflate", body); rec.Code != c.code {
+					b.Fatalf("%d %s", rec.Code, short(rec.Body.String()))
+				}
+			}
+		})
+	}
+}

@@ -22,24 +22,33 @@ const maxImportElement = 16 << 20
 // its array.
 var errTrailingData = errors.New("body has data after the JSON array")
 
+// streamLimits are the limits of readJSONArray: the bytes of one element
+// (maxImportElement), and the whitespace allowed before a body is refused
+// as mostly whitespace (whitespaceSlack, see spaceSqueezer).
+type streamLimits struct {
+	element, spaceSlack int64
+}
+
 // readJSONArray reads one JSON array of JSONMetric from r, and calls each
-// with every element in turn and its index; m and its Tags are reused for
-// the next element, so each keeps neither. It decodes one element at a
-// time, so memory follows the largest element, not the body: the decoder
-// reads at most maxElement bytes past the start of an element (else a
+// with every element in turn, its index, and its size in bytes (as
+// decoded, its whitespace squeezed); m and its Tags are reused for the
+// next element, so each keeps neither. It decodes one element at a time,
+// so memory follows the largest element, not the body: the decoder reads
+// at most lim.element bytes past the start of an element (else a
 // *tooLargeError), and a run of whitespace anywhere reaches it as one
-// space (a run over maxElement is a *tooLargeError too).
+// space (a body mostly of whitespace is a *whitespaceError).
 //
 // It returns nil when r held exactly one array, and whitespace around it.
-// Otherwise the error is r's (*readError, *tooLargeError), or says why the
-// body is not such an array: a JSON syntax error, an element that is not
-// an object of JSONMetric's fields (*json.UnmarshalTypeError), an early
-// end, or errTrailingData. each may have been called for the elements
-// before the error.
-func readJSONArray(r io.Reader, maxElement int64, each func(i int, m *JSONMetric)) error {
-	lim := &elementLimit{r: &spaceSqueezer{r: r, maxRun: maxElement}, max: maxElement}
-	dec := json.NewDecoder(lim)
-	lim.from(0)
+// Otherwise the error is each's, r's (*readError, *tooLargeError), the
+// squeezer's (*whitespaceError), or says why the body is not such an
+// array: a JSON syntax error, an element that is not an object of
+// JSONMetric's fields (*json.UnmarshalTypeError), an early end, or
+// errTrailingData. each may have been called for the elements before the
+// error; an error of each stops the reading at once.
+func readJSONArray(r io.Reader, lim streamLimits, each func(i int, m *JSONMetric, size int64) error) error {
+	el := &elementLimit{r: &spaceSqueezer{r: r, slack: lim.spaceSlack}, max: lim.element}
+	dec := json.NewDecoder(el)
+	el.from(0)
 	tok, err := dec.Token()
 	if err != nil {
 		return err
@@ -49,7 +58,8 @@ func readJSONArray(r io.Reader, maxElement int64, each func(i int, m *JSONMetric
 	}
 	var m JSONMetric
 	for i := 0; ; i++ {
-		lim.from(dec.InputOffset())
+		start := dec.InputOffset()
+		el.from(start)
 		// More is false at the closing ] and at an error, which Token
 		// below returns again: the readers' errors are sticky.
 		if !dec.More() {
@@ -62,12 +72,14 @@ func readJSONArray(r io.Reader, maxElement int64, each func(i int, m *JSONMetric
 		if err := dec.Decode(&m); err != nil {
 			return noEOF(err)
 		}
-		each(i, &m)
+		if err := each(i, &m, dec.InputOffset()-start); err != nil {
+			return err
+		}
 	}
 	if _, err := dec.Token(); err != nil {
 		return noEOF(err)
 	}
-	lim.from(dec.InputOffset())
+	el.from(dec.InputOffset())
 	_, err = dec.Token()
 	switch {
 	case err == io.EOF:

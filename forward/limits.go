@@ -14,7 +14,8 @@ import (
 //	       → deflate or gzip
 //	       → capReader (decompressed bytes; errors of the reads below
 //	         become readError)
-//	       → spaceSqueezer (runs of whitespace)
+//	       → spaceSqueezer (whitespace: each run squeezed to a byte, and
+//	         a body mostly of it refused)
 //	       → elementLimit (bytes of one array element)
 //	       → json.Decoder
 //
@@ -90,21 +91,48 @@ func (c *capReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// whitespaceError is the refusal of a body that is mostly whitespace:
+// the request is answered 400, cause whitespace.
+type whitespaceError struct{ space, data int64 }
+
+func (e *whitespaceError) Error() string {
+	return fmt.Sprintf("body is mostly whitespace: %d bytes of it outside strings, beside %d bytes of JSON; send compact JSON", e.space, e.data)
+}
+
+// Whitespace allowed in a body, outside strings: whitespaceSlack bytes,
+// and whitespaceRatio bytes per byte of anything else. JSON indented by
+// hand or by an encoder (four spaces a level, one element a line) has
+// about one byte of whitespace per byte of the rest, and the slack covers
+// more at its start; compact JSON, what our locals and veneur 1.1.0's
+// send, has none. A body of whitespace is refused after 64 KiB of it.
+const (
+	whitespaceSlack = 64 << 10
+	whitespaceRatio = 4
+)
+
 // spaceSqueezer hands on what r reads, with each run of JSON whitespace
 // (space, tab, newline, carriage return) outside a string replaced by one
 // space. That leaves the JSON the same (whitespace only separates tokens,
 // and one space does so as well as many), but a decoder, which keeps the
 // whitespace before a token in its buffer, never holds more than a byte
-// of it. A run longer than maxRun is refused as too large: no sender
-// writes one, and refusing it early spares reading the rest of the body.
+// of it.
+//
+// It also refuses a body that is mostly whitespace, with a
+// *whitespaceError, as soon as the whitespace outside strings passes
+// slack bytes plus whitespaceRatio per byte of the rest: no sender writes
+// such a body, and a deflated gigabyte of whitespace is a megabyte, so
+// that refusing it after slack bytes spares reading the rest. (Whitespace
+// costs no memory, as it is squeezed; only the time to read it.)
 //
 // It follows strings by their quotes and backslash escapes. In JSON that
 // is not valid, it may lose track after the first error, which the
 // decoder reports before any byte past it matters.
 type spaceSqueezer struct {
 	r      io.Reader
-	maxRun int64
-	run    int64 // whitespace bytes in the current run, outside strings
+	slack  int64
+	space  int64 // whitespace bytes read outside strings
+	data   int64 // the other bytes read
+	inRun  bool  // the last byte read was whitespace outside a string
 	inStr  bool  // within a string
 	escape bool  // within a string, after a backslash
 	err    error // sticky
@@ -116,9 +144,9 @@ func (s *spaceSqueezer) Read(p []byte) (int, error) {
 			return 0, s.err
 		}
 		n, err := s.r.Read(p)
-		w, tooLarge := s.squeeze(p[:n])
-		if tooLarge != nil {
-			s.err = tooLarge
+		w, refused := s.squeeze(p[:n])
+		if refused != nil {
+			s.err = refused
 			return w, s.err
 		}
 		if err != nil {
@@ -135,14 +163,15 @@ func (s *spaceSqueezer) Read(p []byte) (int, error) {
 // spaces8 is eight spaces read as a little-endian uint64.
 const spaces8 = 0x2020202020202020
 
-// squeeze squeezes p in place, and returns how many bytes it kept, or an
-// error when a run of whitespace grows over maxRun. It goes through
-// strings and runs of spaces by more than a byte at a time: a body is
-// mostly those.
+// squeeze squeezes p in place, and returns how many bytes it kept, or a
+// *whitespaceError once the whitespace passes its allowance. It goes
+// through strings and runs of spaces by more than a byte at a time: a
+// body is mostly those.
 func (s *spaceSqueezer) squeeze(p []byte) (int, error) {
 	w := 0 // p[:w] is kept
 	keep := func(from, to int) {
 		w += copy(p[w:], p[from:to])
+		s.data += int64(to - from)
 	}
 	for i := 0; i < len(p); {
 		switch c := p[i]; {
@@ -175,17 +204,19 @@ func (s *spaceSqueezer) squeeze(p []byte) (int, error) {
 					break
 				}
 			}
-			if s.run == 0 {
+			if !s.inRun {
 				p[w] = ' '
 				w++
+				s.inRun = true
 			}
-			s.run += int64(j - i)
-			if s.run > s.maxRun {
-				return w, &tooLargeError{fmt.Sprintf("body has a run of over %d bytes of whitespace", s.maxRun)}
+			s.space += int64(j - i)
+			// data is at most the body's bytes, far from overflowing.
+			if s.space > s.slack+whitespaceRatio*s.data {
+				return w, &whitespaceError{space: s.space, data: s.data}
 			}
 			i = j
 		default:
-			s.run = 0
+			s.inRun = false
 			if c == '"' {
 				s.inStr = true
 			}

@@ -69,28 +69,37 @@ func TestSpaceSqueezer(t *testing.T) {
 	for _, rd := range readers {
 		for _, c := range []struct {
 			in, want string
-			maxRun   int64
-			tooLarge bool
+			slack    int64
+			refused  bool
 		}{
 			{"", "", 4, false},
-			{"[ \t\r\n1 ,\n\n 2 ]\n", "[ 1 , 2 ] ", 4, false},
+			{"[ \t\r\n1 ,\n\n 2 ]\n", "[ 1 , 2 ] ", 100, false},
 			// Whitespace in strings is kept, escaped quotes and
 			// backslashes do not end them.
-			{`{ "a  b" :  "x\"  y" , "c\\"  :  "\\\"  " }`, `{ "a  b" : "x\"  y" , "c\\" : "\\\"  " }`, 4, false},
+			{`{ "a  b" :  "x\"  y" , "c\\"  :  "\\\"  " }`, `{ "a  b" : "x\"  y" , "c\\" : "\\\"  " }`, 100, false},
 			{`"\\"   "`, `"\\" "`, 4, false},
-			// A run of exactly maxRun is kept, as one byte; one more is
-			// refused.
-			{"[    ]", "[ ]", 4, false},
-			{"[     ]", "[ ", 4, true},
+			// Whitespace is allowed up to the slack plus four bytes
+			// per byte of the rest, one more is refused.
+			{"    []", " []", 4, false},
 			{"     []", " ", 4, true},
-			{`["     "]`, `["     "]`, 4, false}, // in a string: not a run
-			{"[1,  2,  3,  4]", "[1, 2, 3, 4]", 2, false},
+			{"[    ]", "[ ]", 0, false},
+			{"[     ]", "[ ", 0, true},
+			{"[" + strings.Repeat("1    ", 100) + "]", "[" + strings.Repeat("1 ", 100) + "]", 0, false},
+			// 5 bytes each: 8 × 5 is 3 + 4 × 8 and passes, 9 × 5 does not.
+			{"[" + strings.Repeat("1     ", 100) + "]", "[1 1 1 1 1 1 1 1 ", 3, true},
+			// In a string, whitespace is not a run: it is the rest.
+			{`["     "]   `, `["     "] `, 0, false},
 		} {
-			s := &spaceSqueezer{r: rd.wrap(strings.NewReader(c.in)), maxRun: c.maxRun}
+			s := &spaceSqueezer{r: rd.wrap(strings.NewReader(c.in)), slack: c.slack}
 			got, err := io.ReadAll(s)
-			var tl *tooLargeError
-			if string(got) != c.want || errors.As(err, &tl) != c.tooLarge || (!c.tooLarge && err != nil) {
+			var ws *whitespaceError
+			if string(got) != c.want || errors.As(err, &ws) != c.refused || (!c.refused && err != nil) {
 				t.Errorf("%s: %q: %q, %v; want %q", rd.name, c.in, got, err, c.want)
+			}
+			if c.refused {
+				if n, err := s.Read(make([]byte, 8)); n != 0 || !errors.As(err, &ws) {
+					t.Errorf("%s: %q: read after the refusal: %d, %v", rd.name, c.in, n, err)
+				}
 			}
 		}
 	}
@@ -104,7 +113,7 @@ func TestSpaceSqueezerKeepsJSON(t *testing.T) {
 		"[\"a\tb\"]", "[\"a\nb\"]", `"unterminated   `, `[1  ,  2  ]  x`, `  [  ]  `,
 		`["\u0020  \\\\  \"  "]`, `[- 1]`, `[1. 5]`, `[1e 5]`, `[tr  ue]`, `{"a":"b"  "c":1}`,
 	} {
-		s := &spaceSqueezer{r: strings.NewReader(in), maxRun: 1 << 20}
+		s := &spaceSqueezer{r: strings.NewReader(in), slack: 1 << 20}
 		out, err := io.ReadAll(s)
 		if err != nil {
 			t.Fatalf("%q: %v", in, err)
@@ -164,11 +173,16 @@ func TestReadJSONArrayElementCap(t *testing.T) {
 			{"a long number after", `[` + fits + `] ` + strings.Repeat("1", maxElement+1), 1, true},
 		} {
 			n := 0
-			err := readJSONArray(rd.wrap(strings.NewReader(c.body)), maxElement, func(i int, m *JSONMetric) {
+			err := readJSONArray(rd.wrap(strings.NewReader(c.body)), streamLimits{element: maxElement, spaceSlack: 1 << 20}, func(i int, m *JSONMetric, size int64) error {
 				if i != n || m.Type != "counter" {
 					t.Errorf("%s, %s: element %d is %d, %+v", rd.name, c.name, n, i, m)
 				}
+				// Its size is its own, and the separator before it.
+				if size < int64(len(fits)) || size > maxElement {
+					t.Errorf("%s, %s: element %d of %d bytes", rd.name, c.name, i, size)
+				}
 				n++
+				return nil
 			})
 			var tl *tooLargeError
 			if n != c.n || errors.As(err, &tl) != c.tooLarge || (!c.tooLarge && err != nil) {
@@ -212,15 +226,44 @@ func TestReadJSONArrayShape(t *testing.T) {
 		{`[] "`, 0, "unexpected EOF"},
 	} {
 		var names []string
-		err := readJSONArray(strings.NewReader(c.body), 1<<20, func(i int, m *JSONMetric) {
+		err := readJSONArray(strings.NewReader(c.body), streamLimits{element: 1 << 20, spaceSlack: 1 << 20}, func(i int, m *JSONMetric, _ int64) error {
 			if i > 0 && m.Type != "" && m.Name == "b" {
 				t.Errorf("%q: element %d kept the type of the one before: %+v", c.body, i, m)
 			}
 			names = append(names, m.Name)
+			return nil
 		})
 		if len(names) != c.n || (err == nil) != (c.err == "") || (err != nil && !strings.Contains(err.Error(), c.err)) {
 			t.Errorf("%q: %d elements, %v; want %d, %q", c.body, len(names), err, c.n, c.err)
 		}
+	}
+}
+
+// The sizes of the elements add up to the body, squeezed, but for its
+// brackets; an error of each stops the reading there, and is returned.
+func TestReadJSONArraySizesAndStop(t *testing.T) {
+	elems := []string{`{"name":"a"}`, `{"name":"bb","tags":["x"]}`, `{}`, `{"name":"c"}`}
+	body := "[" + strings.Join(elems, " ,\n  ") + "  ]"
+	var sizes []int64
+	stop := errors.New("stop")
+	err := readJSONArray(strings.NewReader(body), streamLimits{element: 1 << 10, spaceSlack: 1 << 10}, func(i int, _ *JSONMetric, size int64) error {
+		sizes = append(sizes, size)
+		return nil
+	})
+	want := []int64{int64(len(elems[0])), int64(len(elems[1]) + 3), int64(len(elems[2]) + 3), int64(len(elems[3]) + 3)}
+	if err != nil || !reflect.DeepEqual(sizes, want) {
+		t.Errorf("sizes %v, %v; want %v", sizes, err, want)
+	}
+	n := 0
+	err = readJSONArray(strings.NewReader(body), streamLimits{element: 1 << 10, spaceSlack: 1 << 10}, func(i int, _ *JSONMetric, _ int64) error {
+		n++
+		if i == 1 {
+			return stop
+		}
+		return nil
+	})
+	if err != stop || n != 2 {
+		t.Errorf("%d elements read, %v; want 2, stop", n, err)
 	}
 }
 
