@@ -28,6 +28,7 @@ import (
 	"github.com/veneur/veneur/forward/forwardrpc"
 	"github.com/veneur/veneur/forward/metricpb"
 	"github.com/veneur/veneur/internal/counter"
+	"github.com/veneur/veneur/internal/grpcwire"
 	"github.com/veneur/veneur/listen"
 	"github.com/veneur/veneur/samplers"
 )
@@ -116,12 +117,15 @@ type GRPCServerConfig struct {
 // our grpc:// forward client) forward to this instance. Each call is
 // one import, like one POST /import:
 //
-//   - SendMetricsV2 (what v14 sends, one stream per flush) and SendMetrics
-//     (one MetricList) are decoded by DecodeMetricpb as the series come,
-//     and merged once the call has ended well, all at once: a call that
-//     fails midway merges nothing. Series that do not decode are skipped
-//     and counted (import.metric_error_total); a call none of whose series
-//     decoded is refused with InvalidArgument, merging nothing.
+//   - SendMetricsV2 (what v14 sends, one stream per flush; each series is
+//     decoded from its bytes by DecodeMetricpbWire) and SendMetrics (one
+//     MetricList, decoded by DecodeMetricpb) are decoded as the series
+//     come, and merged once the call has ended well, all at once: a call
+//     that fails midway merges nothing. Series that do not decode
+//     (including a message of SendMetricsV2 that is not a protobuf Metric)
+//     are skipped and counted (import.metric_error_total); a call none of
+//     whose series decoded is refused with InvalidArgument, merging
+//     nothing.
 //   - The batch id in the metadata key BatchMetadataKey, when there is
 //     one, is remembered with the Importer's ids: a call whose id was
 //     merged (over HTTP or gRPC) is answered OK and not merged again, one
@@ -158,7 +162,7 @@ type GRPCServer struct {
 	stopped bool
 
 	requestErrs *counter.ByCause // by grpcCause*
-	metricErrs  *counter.ByCause // by the errors of DecodeMetricpb
+	metricErrs  *counter.ByCause // by the errors of DecodeMetricpb(Wire)
 	requests    atomic.Uint64
 	duplicates  atomic.Uint64
 	metrics     atomic.Uint64 // series merged
@@ -225,6 +229,7 @@ func NewGRPCServer(im *Importer, cfg GRPCServerConfig) (*GRPCServer, error) {
 			counter.Cause{Name: "centroids", Err: ErrCentroids},
 			counter.Cause{Name: "non_finite", Err: ErrNonFinite},
 			counter.Cause{Name: "precision", Err: ErrPrecision},
+			counter.Cause{Name: "protobuf", Err: ErrProtobuf},
 			counter.Cause{Name: "name", Err: ErrName},
 			counter.Cause{Name: "type", Err: ErrType},
 			counter.Cause{Name: "tags", Err: ErrTags},
@@ -233,6 +238,10 @@ func NewGRPCServer(im *Importer, cfg GRPCServerConfig) (*GRPCServer, error) {
 	}
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(cfg.MaxMessageBytes),
+		// SendMetricsV2 receives each series as its bytes, and decodes
+		// them itself (DecodeMetricpbWire); the rest is protobuf as
+		// usual.
+		grpc.ForceServerCodecV2(grpcwire.Codec{}),
 		// Each call gets a deadline of its own, so that a sender that
 		// stops sending cannot hold a place for long: a blocked Recv
 		// returns DeadlineExceeded when it passes.
@@ -403,9 +412,9 @@ func (s *GRPCServer) SendMetrics(ctx context.Context, list *forwardrpc.MetricLis
 		defer s.cfg.Guard()
 	}
 	var trailer metadata.MD
-	err := s.importCall(ctx, &trailer, func(add func(*metricpb.Metric) error) error {
+	err := s.importCall(ctx, &trailer, func(c *grpcCall) error {
 		for _, m := range list.GetMetrics() {
-			if err := add(m); err != nil {
+			if err := c.add(m); err != nil {
 				return err
 			}
 		}
@@ -420,23 +429,26 @@ func (s *GRPCServer) SendMetrics(ctx context.Context, list *forwardrpc.MetricLis
 	return &emptypb.Empty{}, nil
 }
 
-// SendMetricsV2 imports the series of one stream, once it ends.
+// SendMetricsV2 imports the series of one stream, once it ends. Each
+// series is received as its bytes (grpcwire), into one buffer, and decoded
+// from them.
 func (s *GRPCServer) SendMetricsV2(stream forwardrpc.Forward_SendMetricsV2Server) error {
 	if s.cfg.Guard != nil {
 		defer s.cfg.Guard()
 	}
 	ctx := stream.Context()
 	var trailer metadata.MD
-	err := s.importCall(ctx, &trailer, func(add func(*metricpb.Metric) error) error {
+	err := s.importCall(ctx, &trailer, func(c *grpcCall) error {
+		var msg grpcwire.Message
 		for {
-			m, err := stream.Recv()
+			err := stream.RecvMsg(&msg)
 			if err == io.EOF {
 				return nil
 			}
 			if err != nil {
 				return &receiveError{err}
 			}
-			if err := add(m); err != nil {
+			if err := c.addWire(msg.B); err != nil {
 				return err
 			}
 		}
@@ -464,6 +476,7 @@ func (e *receiveError) Error() string { return e.err.Error() }
 type grpcCall struct {
 	s   *GRPCServer
 	fwd []samplers.Forwarded
+	dec wireDecoder
 	n   int // series received
 	// received counts the bytes the call received (payloadCounter); nil
 	// when the call did not come through the server (each message is
@@ -475,9 +488,36 @@ type grpcCall struct {
 	answers            []string // the first rejections
 }
 
-// add decodes and keeps one series, or refuses the call when it is one
-// too many or too large.
+// add decodes and keeps one series of a SendMetrics, or refuses the call
+// when it is one too many or too large.
 func (c *grpcCall) add(m *metricpb.Metric) error {
+	size := 0
+	if c.received == nil {
+		size = proto.Size(m)
+	}
+	if err := c.count(size); err != nil {
+		return err
+	}
+	f, err := DecodeMetricpb(m)
+	c.keep(f, err)
+	return nil
+}
+
+// addWire is add for the bytes of a series, as SendMetricsV2 receives
+// them; it keeps nothing of b.
+func (c *grpcCall) addWire(b []byte) error {
+	if err := c.count(len(b)); err != nil {
+		return err
+	}
+	f, err := c.dec.decode(b)
+	c.keep(f, err)
+	return nil
+}
+
+// count counts a series of size bytes, and refuses the call when it is one
+// too many or too large. size is used only when the call did not come
+// through the server (received is nil).
+func (c *grpcCall) count(size int) error {
 	c.n++
 	if c.n > c.s.cfg.MaxStreamMetrics {
 		return status.Errorf(codes.ResourceExhausted, "more than %d series in one call; send fewer per call", c.s.cfg.MaxStreamMetrics)
@@ -486,32 +526,35 @@ func (c *grpcCall) add(m *metricpb.Metric) error {
 	if c.received != nil {
 		n = c.received.Load()
 	} else {
-		c.bytes += int64(proto.Size(m))
+		c.bytes += int64(size)
 		n = c.bytes
 	}
 	if n > c.s.cfg.MaxStreamBytes {
 		return status.Errorf(codes.ResourceExhausted, "more than %d bytes of series in one call; send fewer per call", c.s.cfg.MaxStreamBytes)
 	}
-	f, err := DecodeMetricpb(m)
+	return nil
+}
+
+// keep keeps f, the last series counted, or its rejection err.
+func (c *grpcCall) keep(f samplers.Forwarded, err error) {
 	if err != nil {
 		c.rejected++
 		c.errs.AddErr(err)
 		if len(c.answers) < grpcMaxAnswerErrors {
-			c.answers = append(c.answers, asciiOnly(fmt.Sprintf("metric %d (%s): %v", c.n-1, strconv.QuoteToASCII(m.GetName()), err)))
+			c.answers = append(c.answers, asciiOnly(fmt.Sprintf("metric %d (%s): %v", c.n-1, strconv.QuoteToASCII(f.Name), err)))
 		}
-		return nil
+		return
 	}
 	c.fwd = append(c.fwd, f)
 	c.accepted++
-	return nil
 }
 
 // importCall is what both methods share: the batch id, a place among the
 // imports in progress, receiving and decoding with receive (which calls
-// add for each series and returns once the call's series ended, or with
-// the error that ends the call), and the merge. It sets *trailer to what
+// the call's add or addWire for each series and returns once the call's
+// series ended, or with the error that ends the call), and the merge. It sets *trailer to what
 // the answer's trailer carries, and returns the call's status error.
-func (s *GRPCServer) importCall(ctx context.Context, trailer *metadata.MD, receive func(add func(*metricpb.Metric) error) error) error {
+func (s *GRPCServer) importCall(ctx context.Context, trailer *metadata.MD, receive func(*grpcCall) error) error {
 	start := time.Now()
 	batches := s.im.grpcBatches()
 	// id is the batch id, "" when the call has none. Until its merge
@@ -552,7 +595,7 @@ func (s *GRPCServer) importCall(ctx context.Context, trailer *metadata.MD, recei
 
 	call := &grpcCall{s: s, errs: s.metricErrs.NewLocal()}
 	call.received, _ = ctx.Value(callBytes{}).(*atomic.Int64)
-	if err := receive(call.add); err != nil {
+	if err := receive(call); err != nil {
 		cause := s.requestErrs.Len() - 1 // other: receive returns no other error
 		var re *receiveError
 		if errors.As(err, &re) {
@@ -642,8 +685,9 @@ var grpcTags = []string{"transport:grpc"}
 //     too_large, receive, rejected: no series accepted, shutdown, other):
 //     calls refused;
 //   - import.metric_error_total (cause scope, gauge, centroids,
-//     non_finite, precision, name, type, tags, value, other): series
-//     rejected, in the calls that were received whole;
+//     non_finite, precision, protobuf: not a protobuf Metric, name, type,
+//     tags, value, other): series rejected, in the calls that were
+//     received whole;
 //   - import.response_duration_ns (part request: receiving and decoding a
 //     merged call; part merge), the mean over the merged calls.
 func (s *GRPCServer) Report(stats statsd.ClientInterface) {

@@ -95,13 +95,15 @@ func wireCentroid(mean, weight float64, samples ...float64) []byte {
 	return b
 }
 
+// decodeWire decodes b as the gRPC import does (DecodeMetricpbWire), and
+// checks that the generated code and DecodeMetricpb decode it the same.
 func decodeWire(t *testing.T, b []byte) (samplers.Forwarded, error) {
 	t.Helper()
 	var m metricpb.Metric
 	if err := proto.Unmarshal(b, &m); err != nil {
 		t.Fatalf("the wire bytes do not parse as a Metric: %v", err)
 	}
-	return DecodeMetricpb(&m)
+	return checkSameDecoding(t, b)
 }
 
 // The golden v14 series of each type and scope, as bytes on the wire, and
@@ -312,7 +314,15 @@ func TestMetricpbMatchesTheWire(t *testing.T) {
 	}
 }
 
-func TestDecodeMetricpbRefuses(t *testing.T) {
+// refusedCase is a series DecodeMetricpb refuses, and the error it wraps.
+type refusedCase struct {
+	name string
+	m    *metricpb.Metric
+	want error
+}
+
+// refusedSeries is a series of each kind DecodeMetricpb refuses.
+func refusedSeries(t testing.TB) []refusedCase {
 	counter := func(v int64) *metricpb.Metric_Counter {
 		return &metricpb.Metric_Counter{Counter: &metricpb.CounterValue{Value: v}}
 	}
@@ -332,11 +342,7 @@ func TestDecodeMetricpbRefuses(t *testing.T) {
 		tooMany[i] = "t" + strconv.Itoa(i)
 	}
 	nan, inf := math.NaN(), math.Inf(1)
-	for _, tc := range []struct {
-		name string
-		m    *metricpb.Metric
-		want error
-	}{
+	return []refusedCase{
 		{"empty name", &metricpb.Metric{Value: counter(1)}, ErrName},
 		{"long name", &metricpb.Metric{Name: long, Value: counter(1)}, ErrName},
 		{"too many tags", &metricpb.Metric{Name: "n", Tags: tooMany, Value: counter(1)}, ErrTags},
@@ -361,7 +367,11 @@ func TestDecodeMetricpbRefuses(t *testing.T) {
 		{"short sketch", &metricpb.Metric{Name: "n", Type: metricpb.Type_Set, Value: &metricpb.Metric_Set{Set: &metricpb.SetValue{HyperLogLog: []byte{1}}}}, ErrValue},
 		{"precision 16", &metricpb.Metric{Name: "n", Type: metricpb.Type_Set, Value: &metricpb.Metric_Set{Set: &metricpb.SetValue{HyperLogLog: p16}}}, ErrPrecision},
 		{"truncated sketch", &metricpb.Metric{Name: "n", Type: metricpb.Type_Set, Value: &metricpb.Metric_Set{Set: &metricpb.SetValue{HyperLogLog: sk[:len(sk)-1]}}}, ErrValue},
-	} {
+	}
+}
+
+func TestDecodeMetricpbRefuses(t *testing.T) {
+	for _, tc := range refusedSeries(t) {
 		_, err := DecodeMetricpb(tc.m)
 		if !errors.Is(err, tc.want) {
 			t.Errorf("%s: error %v, want %v", tc.name, err, tc.want)
