@@ -71,12 +71,14 @@ func DecodeMetricpbWire(b []byte) (samplers.Forwarded, error) {
 
 // wireDecoder decodes the series of one import. Its scratch space is
 // reused from one series to the next; what it hands out (the tags slices,
-// carved from tagChunk) is never reused, since a Merger may keep it.
+// carved from tagChunk, and the digests of its Builder) is never reused,
+// since a Merger may keep it.
 type wireDecoder struct {
 	strs     []byte             // the name, then the tags, of a series
 	tagEnds  []int              // where each tag ends in strs
 	cents    []tdigest.Centroid // the centroids of a digest
 	tagChunk []string           // tags slices are carved from its spare capacity
+	digests  tdigest.Builder
 }
 
 // decode is DecodeMetricpbWire with d's scratch space.
@@ -312,17 +314,12 @@ func (d *wireDecoder) digestFromWire(b []byte) (*tdigest.TDigest, bool) {
 			return nil, false
 		}
 	}
-	out := tdigest.New()
-	if len(cents) == 0 {
-		return out, true
-	}
-	if !isFinite(lo) || !isFinite(hi) {
+	if len(cents) > 0 && (!isFinite(lo) || !isFinite(hi)) {
 		return nil, false
 	}
-	if out.SetCentroids(cents, lo, hi) != nil {
-		return nil, false
-	}
-	return out, true
+	// With no centroids, an empty digest (digestFromPB's tdigest.New()).
+	out, err := d.digests.Digest(cents, lo, hi)
+	return out, err == nil
 }
 
 // centroidFromWire reads a Centroid: finite, of positive weight, and
