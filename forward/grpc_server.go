@@ -73,6 +73,10 @@ const (
 // grpcMaxAnswerErrors is how many rejections an answer describes.
 const grpcMaxAnswerErrors = 10
 
+// grpcPresizeMax bounds the series a call's slice is sized for before any
+// arrive (about 1 MiB).
+const grpcPresizeMax = 1 << 14
+
 // GRPCServerConfig sets up a GRPCServer. Zero values mean the defaults.
 type GRPCServerConfig struct {
 	// Address is grpc_address, where Start listens: host:port, or a unix
@@ -166,6 +170,10 @@ type GRPCServer struct {
 	requests    atomic.Uint64
 	duplicates  atomic.Uint64
 	metrics     atomic.Uint64 // series merged
+	// lastCall is the series the last merged call accepted: a call's
+	// slice of series starts at that size (up to grpcPresizeMax), since a
+	// local sends much the same series every interval.
+	lastCall atomic.Int64
 	// requestNanos and mergeNanos are the times of the merged calls:
 	// receiving and decoding, and merging.
 	requestNanos, mergeNanos atomic.Int64
@@ -594,6 +602,7 @@ func (s *GRPCServer) importCall(ctx context.Context, trailer *metadata.MD, recei
 	}
 
 	call := &grpcCall{s: s, errs: s.metricErrs.NewLocal()}
+	call.fwd = make([]samplers.Forwarded, 0, min(s.lastCall.Load(), grpcPresizeMax))
 	call.received, _ = ctx.Value(callBytes{}).(*atomic.Int64)
 	if err := receive(call); err != nil {
 		cause := s.requestErrs.Len() - 1 // other: receive returns no other error
@@ -627,6 +636,7 @@ func (s *GRPCServer) importCall(ctx context.Context, trailer *metadata.MD, recei
 	s.mergeNanos.Add(int64(time.Since(read)))
 	s.requests.Add(1)
 	s.metrics.Add(uint64(call.accepted))
+	s.lastCall.Store(int64(call.accepted))
 	if id != "" {
 		batches.done(id, mergedBatch{at: s.im.grpcNow(), accepted: call.accepted, rejected: call.rejected})
 		id = ""
