@@ -149,6 +149,9 @@ func (d *driver) globalTrial(ctx context.Context, g globalWorkload, flushes []lo
 	}
 	res.otherSrv, res.otherDrv = otherLoadShares(load0, d.snapLoad(), res.cpuSeconds)
 	posts, apiErrs := d.api.snapshot()
+	if n := d.api.repeated(); n > 0 {
+		res.notes = append(res.notes, fmt.Sprintf("%d POST bodies arrived twice (sent again after a slow answer), counted once", n))
+	}
 	for _, e := range apiErrs {
 		res.notes = append(res.notes, "API: "+e)
 	}
