@@ -19,7 +19,6 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/tap"
 	"google.golang.org/protobuf/proto"
@@ -254,8 +253,6 @@ func NewGRPCServer(im *Importer, cfg GRPCServerConfig) (*GRPCServer, error) {
 		// stops sending cannot hold a place for long: a blocked Recv
 		// returns DeadlineExceeded when it passes.
 		grpc.InTapHandle(s.tap),
-		// Counts the bytes each call received, for MaxStreamBytes.
-		grpc.StatsHandler(payloadCounter{}),
 		// Ping a silent connection, so that a peer that vanished is
 		// noticed and its calls end.
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),
@@ -278,41 +275,14 @@ func (s *GRPCServer) tap(ctx context.Context, _ *tap.Info) (context.Context, err
 	return context.WithValue(ctx, callCancel{}, cancel), nil
 }
 
-// callBytes is the context key of the bytes a call received so far: an
-// *atomic.Int64 that payloadCounter keeps.
-type callBytes struct{}
-
-// payloadCounter is a gRPC stats handler that adds up the bytes of the
-// messages each call receives (uncompressed), in the counter it puts in
-// the call's context. gRPC hands it a message's size before RecvMsg
-// returns the message, so the counter includes the message just received.
-// It costs nothing per message beyond that; measuring each message
-// ourselves (proto.Size) would walk it a second time. At the end of a
-// call, once its answer is written, it releases the call's deadline.
-type payloadCounter struct{}
-
-func (payloadCounter) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context {
-	return context.WithValue(ctx, callBytes{}, new(atomic.Int64))
-}
-
-func (payloadCounter) HandleRPC(ctx context.Context, s stats.RPCStats) {
-	switch s := s.(type) {
-	case *stats.InPayload:
-		if n, ok := ctx.Value(callBytes{}).(*atomic.Int64); ok {
-			n.Add(int64(s.Length))
-		}
-	case *stats.End:
-		release(ctx)
-	}
-}
-
-func (payloadCounter) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
-func (payloadCounter) HandleConn(context.Context, stats.ConnStats)                       {}
-
-// release ends the deadline of the call of ctx (see tap) early, once the
-// call has ended: its timer then stops rather than running out. (Not when
-// the handler returns: gRPC still writes a unary answer after that, and a
-// call whose context is done may not write.)
+// release ends the deadline of the call of ctx (see tap) early, when its
+// handler returns: its timer then stops rather than running out. gRPC
+// writes a unary call's answer, and every call's status, after the handler
+// returns; neither waits on the call's context (a write waits only when
+// the call's send quota is spent, and these answers are a few bytes), so
+// they still go out. A stats handler could release it after the status
+// instead, but gRPC then allocates and times every message for it, about
+// a tenth of what receiving a message costs.
 func release(ctx context.Context) {
 	if cancel, ok := ctx.Value(callCancel{}).(context.CancelFunc); ok {
 		cancel()
@@ -419,6 +389,7 @@ func (s *GRPCServer) SendMetrics(ctx context.Context, list *forwardrpc.MetricLis
 	if s.cfg.Guard != nil {
 		defer s.cfg.Guard()
 	}
+	defer release(ctx)
 	var trailer metadata.MD
 	err := s.importCall(ctx, &trailer, func(c *grpcCall) error {
 		for _, m := range list.GetMetrics() {
@@ -445,6 +416,7 @@ func (s *GRPCServer) SendMetricsV2(stream forwardrpc.Forward_SendMetricsV2Server
 		defer s.cfg.Guard()
 	}
 	ctx := stream.Context()
+	defer release(ctx)
 	var trailer metadata.MD
 	err := s.importCall(ctx, &trailer, func(c *grpcCall) error {
 		var msg grpcwire.Message
@@ -486,11 +458,9 @@ type grpcCall struct {
 	fwd []samplers.Forwarded
 	dec wireDecoder
 	n   int // series received
-	// received counts the bytes the call received (payloadCounter); nil
-	// when the call did not come through the server (each message is
-	// then measured).
-	received           *atomic.Int64
-	bytes              int64 // bytes received, when received is nil
+	// bytes counts the bytes of the series received: each message's for
+	// SendMetricsV2, each series' encoded size for SendMetrics.
+	bytes              int64
 	accepted, rejected int
 	errs               counter.Local
 	answers            []string // the first rejections
@@ -499,11 +469,7 @@ type grpcCall struct {
 // add decodes and keeps one series of a SendMetrics, or refuses the call
 // when it is one too many or too large.
 func (c *grpcCall) add(m *metricpb.Metric) error {
-	size := 0
-	if c.received == nil {
-		size = proto.Size(m)
-	}
-	if err := c.count(size); err != nil {
+	if err := c.count(proto.Size(m)); err != nil {
 		return err
 	}
 	f, err := DecodeMetricpb(m)
@@ -523,21 +489,14 @@ func (c *grpcCall) addWire(b []byte) error {
 }
 
 // count counts a series of size bytes, and refuses the call when it is one
-// too many or too large. size is used only when the call did not come
-// through the server (received is nil).
+// too many or too large.
 func (c *grpcCall) count(size int) error {
 	c.n++
 	if c.n > c.s.cfg.MaxStreamMetrics {
 		return status.Errorf(codes.ResourceExhausted, "more than %d series in one call; send fewer per call", c.s.cfg.MaxStreamMetrics)
 	}
-	var n int64
-	if c.received != nil {
-		n = c.received.Load()
-	} else {
-		c.bytes += int64(size)
-		n = c.bytes
-	}
-	if n > c.s.cfg.MaxStreamBytes {
+	c.bytes += int64(size)
+	if c.bytes > c.s.cfg.MaxStreamBytes {
 		return status.Errorf(codes.ResourceExhausted, "more than %d bytes of series in one call; send fewer per call", c.s.cfg.MaxStreamBytes)
 	}
 	return nil
@@ -560,8 +519,9 @@ func (c *grpcCall) keep(f samplers.Forwarded, err error) {
 // importCall is what both methods share: the batch id, a place among the
 // imports in progress, receiving and decoding with receive (which calls
 // the call's add or addWire for each series and returns once the call's
-// series ended, or with the error that ends the call), and the merge. It sets *trailer to what
-// the answer's trailer carries, and returns the call's status error.
+// series ended, or with the error that ends the call), and the merge. It
+// sets *trailer to what the answer's trailer carries, and returns the
+// call's status error.
 func (s *GRPCServer) importCall(ctx context.Context, trailer *metadata.MD, receive func(*grpcCall) error) error {
 	start := time.Now()
 	batches := s.im.grpcBatches()
@@ -603,7 +563,6 @@ func (s *GRPCServer) importCall(ctx context.Context, trailer *metadata.MD, recei
 
 	call := &grpcCall{s: s, errs: s.metricErrs.NewLocal()}
 	call.fwd = make([]samplers.Forwarded, 0, min(s.lastCall.Load(), grpcPresizeMax))
-	call.received, _ = ctx.Value(callBytes{}).(*atomic.Int64)
 	if err := receive(call); err != nil {
 		cause := s.requestErrs.Len() - 1 // other: receive returns no other error
 		var re *receiveError
