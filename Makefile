@@ -48,8 +48,11 @@ test-race:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 
+# LOADGEN_FLAGS picks other workloads or settings, e.g. the global import
+# workloads: make bench-load LOADGEN_FLAGS='-workloads g,d'
+LOADGEN_FLAGS ?=
 bench-load:
-	$(GO) run ./cmd/veneur-loadgen
+	$(GO) run ./cmd/veneur-loadgen $(LOADGEN_FLAGS)
 
 # Regenerates the committed protobuf code (builds and tests do not need
 # protoc): ssf/ssf.pb.go from ssf/ssf.proto, and the gRPC forwarding types

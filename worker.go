@@ -3,6 +3,7 @@ package veneur
 import (
 	"errors"
 	"hash/maphash"
+	"slices"
 	"sync"
 	"time"
 
@@ -37,11 +38,12 @@ type batch struct {
 	imports []importItem
 }
 
-// importItem is one imported metric bound for a worker.
+// importItem is one imported metric bound for a worker: its key, and the
+// metric in the slice handed to workerPool.Merge.
 type importItem struct {
 	hash uint64
 	key  []byte
-	f    samplers.Forwarded
+	f    *samplers.Forwarded
 }
 
 const (
@@ -379,23 +381,55 @@ func (p *workerPool) stop() []interval {
 	return out
 }
 
-// Merge hands imported series to the workers that own their keys. It is
-// the importer's forward.Merger.
+// Merge hands imported series to the workers that own their keys, one
+// batch per worker. It is the importer's forward.Merger. The keys share
+// one buffer and the items one array, grouped by worker: an import of
+// many series costs a few allocations, not a few per series. The workers
+// keep them (and metrics) only until they have merged them.
 func (p *workerPool) Merge(metrics []samplers.Forwarded) error {
-	perWorker := make([][]importItem, len(p.workers))
-	for _, f := range metrics {
-		key := samplers.AppendForwardedKey(nil, &f)
-		h, wi := p.route(key)
-		perWorker[wi] = append(perWorker[wi], importItem{hash: h, key: key, f: f})
+	size := 0
+	for i := range metrics {
+		f := &metrics[i]
+		// Type and scope, three uvarint lengths (the name's at most
+		// 10 bytes), the name, the tags and their commas.
+		size += 2 + 10 + 2 + len(f.Name) + len(f.Tags)
+		for _, t := range f.Tags {
+			size += len(t)
+		}
+	}
+	keys := make([]byte, 0, size)
+	ends := make([]int, len(metrics))
+	wis := make([]int32, len(metrics))
+	hashes := make([]uint64, len(metrics))
+	counts := make([]int, len(p.workers)+1)
+	for i := range metrics {
+		start := len(keys)
+		keys = samplers.AppendForwardedKey(keys, &metrics[i])
+		h, wi := p.route(keys[start:])
+		ends[i], wis[i], hashes[i] = len(keys), int32(wi), h
+		counts[wi+1]++
+	}
+	// counts[w] becomes where worker w's items start.
+	for w := 1; w < len(counts); w++ {
+		counts[w] += counts[w-1]
+	}
+	items := make([]importItem, len(metrics))
+	next := slices.Clone(counts)
+	start := 0
+	for i := range metrics {
+		wi := wis[i]
+		items[next[wi]] = importItem{hash: hashes[i], key: keys[start:ends[i]:ends[i]], f: &metrics[i]}
+		next[wi]++
+		start = ends[i]
 	}
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	if p.closed {
 		return forward.ErrClosed
 	}
-	for wi, items := range perWorker {
-		if len(items) > 0 {
-			p.workers[wi].in <- &batch{imports: items}
+	for wi := range p.workers {
+		if part := items[counts[wi]:counts[wi+1]]; len(part) > 0 {
+			p.workers[wi].in <- &batch{imports: part}
 		}
 	}
 	return nil

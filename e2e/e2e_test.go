@@ -641,39 +641,53 @@ func TestTCPLines(t *testing.T) {
 	}
 }
 
-// A local veneur forwards to a global one over /import: the local
-// publishes host-level parts, the global the fleet-wide ones, nothing
-// twice. Both are real binaries; the metrics come from datadog-go.
+// A local veneur forwards to a global one, over /import (forward_address
+// http://) and over gRPC (grpc://, to the global's grpc_address): the
+// local publishes host-level parts, the global the fleet-wide ones,
+// nothing twice, with the same values over both. Both are real binaries;
+// the metrics come from datadog-go.
 func TestLocalForwardsToGlobal(t *testing.T) {
 	t.Parallel()
-	gfake, lfake := newFakeDD(t), newFakeDD(t)
-	global := startDaemon(t, gfake, func(c config) {
-		c["hostname"] = "global-veneur"
-		c["aggregates"] = []string{"min", "max", "count"}
-	})
-	local := startDaemon(t, lfake, func(c config) {
-		c["forward_address"] = "http://" + global.httpAddr
-		c["aggregates"] = []string{"min", "max", "count"}
-	})
-	c := newClient(t, local)
-	for _, v := range []float64{10, 20, 30} {
-		must(t, c.Timing("fwd.lat", time.Duration(v)*time.Millisecond, []string{"svc:a"}, 1))
+	for _, transport := range []string{"http", "grpc"} {
+		t.Run(transport, func(t *testing.T) {
+			t.Parallel()
+			gfake, lfake := newFakeDD(t), newFakeDD(t)
+			var grpcAddr string
+			global := startDaemon(t, gfake, func(c config) {
+				c["hostname"] = "global-veneur"
+				c["aggregates"] = []string{"min", "max", "count"}
+				grpcAddr = freeTCPAddr(t)
+				c["grpc_address"] = grpcAddr
+			})
+			forwardTo := "http://" + global.httpAddr
+			if transport == "grpc" {
+				forwardTo = "grpc://" + grpcAddr
+			}
+			local := startDaemon(t, lfake, func(c config) {
+				c["forward_address"] = forwardTo
+				c["aggregates"] = []string{"min", "max", "count"}
+			})
+			c := newClient(t, local)
+			for _, v := range []float64{10, 20, 30} {
+				must(t, c.Timing("fwd.lat", time.Duration(v)*time.Millisecond, []string{"svc:a"}, 1))
+			}
+			must(t, c.Set("fwd.users", "alice", nil, 1))
+			must(t, c.Set("fwd.users", "bob", nil, 1))
+			must(t, c.Count("fwd.global", 4, []string{"veneurglobalonly"}, 1))
+			must(t, c.Count("fwd.local", 1, nil, 1))
+			flushClient(t, c)
+
+			lreqs := local.stopAndCollect(t) // its last flush forwards before it exits
+			greqs := global.stopAndCollect(t)
+
+			expectNames(t, lreqs, "fwd.lat.count", "fwd.lat.max", "fwd.lat.min", "fwd.local")
+			expectSeries(t, lreqs, "fwd.lat.max", gauge(30, "svc:a"))
+			expectNames(t, greqs, "fwd.global", "fwd.lat.50percentile", "fwd.users")
+			expectSeries(t, greqs, "fwd.lat.50percentile", want{Type: "gauge", Value: 20, Tags: []string{"svc:a"}, Host: "global-veneur"})
+			expectSeries(t, greqs, "fwd.users", want{Type: "gauge", Value: 2, Host: "global-veneur"})
+			expectSeries(t, greqs, "fwd.global", want{Type: "rate", Value: 4 / hour, Interval: hour, Host: "global-veneur"})
+		})
 	}
-	must(t, c.Set("fwd.users", "alice", nil, 1))
-	must(t, c.Set("fwd.users", "bob", nil, 1))
-	must(t, c.Count("fwd.global", 4, []string{"veneurglobalonly"}, 1))
-	must(t, c.Count("fwd.local", 1, nil, 1))
-	flushClient(t, c)
-
-	lreqs := local.stopAndCollect(t) // its last flush forwards before it exits
-	greqs := global.stopAndCollect(t)
-
-	expectNames(t, lreqs, "fwd.lat.count", "fwd.lat.max", "fwd.lat.min", "fwd.local")
-	expectSeries(t, lreqs, "fwd.lat.max", gauge(30, "svc:a"))
-	expectNames(t, greqs, "fwd.global", "fwd.lat.50percentile", "fwd.users")
-	expectSeries(t, greqs, "fwd.lat.50percentile", want{Type: "gauge", Value: 20, Tags: []string{"svc:a"}, Host: "global-veneur"})
-	expectSeries(t, greqs, "fwd.users", want{Type: "gauge", Value: 2, Host: "global-veneur"})
-	expectSeries(t, greqs, "fwd.global", want{Type: "rate", Value: 4 / hour, Interval: hour, Host: "global-veneur"})
 }
 
 // Events and service checks sent with datadog-go reach Datadog's event

@@ -19,7 +19,6 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/tap"
 	"google.golang.org/protobuf/proto"
@@ -28,6 +27,7 @@ import (
 	"github.com/veneur/veneur/forward/forwardrpc"
 	"github.com/veneur/veneur/forward/metricpb"
 	"github.com/veneur/veneur/internal/counter"
+	"github.com/veneur/veneur/internal/grpcwire"
 	"github.com/veneur/veneur/listen"
 	"github.com/veneur/veneur/samplers"
 )
@@ -71,6 +71,10 @@ const (
 
 // grpcMaxAnswerErrors is how many rejections an answer describes.
 const grpcMaxAnswerErrors = 10
+
+// grpcPresizeMax bounds the series a call's slice is sized for before any
+// arrive (about 1 MiB).
+const grpcPresizeMax = 1 << 14
 
 // GRPCServerConfig sets up a GRPCServer. Zero values mean the defaults.
 type GRPCServerConfig struct {
@@ -116,12 +120,15 @@ type GRPCServerConfig struct {
 // our grpc:// forward client) forward to this instance. Each call is
 // one import, like one POST /import:
 //
-//   - SendMetricsV2 (what v14 sends, one stream per flush) and SendMetrics
-//     (one MetricList) are decoded by DecodeMetricpb as the series come,
-//     and merged once the call has ended well, all at once: a call that
-//     fails midway merges nothing. Series that do not decode are skipped
-//     and counted (import.metric_error_total); a call none of whose series
-//     decoded is refused with InvalidArgument, merging nothing.
+//   - SendMetricsV2 (what v14 sends, one stream per flush; each series is
+//     decoded from its bytes by DecodeMetricpbWire) and SendMetrics (one
+//     MetricList, decoded by DecodeMetricpb) are decoded as the series
+//     come, and merged once the call has ended well, all at once: a call
+//     that fails midway merges nothing. Series that do not decode
+//     (including a message of SendMetricsV2 that is not a protobuf Metric)
+//     are skipped and counted (import.metric_error_total); a call none of
+//     whose series decoded is refused with InvalidArgument, merging
+//     nothing.
 //   - The batch id in the metadata key BatchMetadataKey, when there is
 //     one, is remembered with the Importer's ids: a call whose id was
 //     merged (over HTTP or gRPC) is answered OK and not merged again, one
@@ -159,11 +166,15 @@ type GRPCServer struct {
 	stopped bool
 
 	requestErrs *counter.ByCause // by grpcCause*
-	metricErrs  *counter.ByCause // by the errors of DecodeMetricpb
+	metricErrs  *counter.ByCause // by the errors of DecodeMetricpb(Wire)
 	requests    atomic.Uint64
 	duplicates  atomic.Uint64
 	waited      atomic.Uint64 // calls that waited for a place
 	metrics     atomic.Uint64 // series merged
+	// lastCall is the series the last merged call accepted: a call's
+	// slice of series starts at that size (up to grpcPresizeMax), since a
+	// local sends much the same series every interval.
+	lastCall atomic.Int64
 	// requestNanos and mergeNanos are the times of the merged calls:
 	// receiving and decoding, and merging.
 	requestNanos, mergeNanos atomic.Int64
@@ -227,6 +238,7 @@ func NewGRPCServer(im *Importer, cfg GRPCServerConfig) (*GRPCServer, error) {
 			counter.Cause{Name: "centroids", Err: ErrCentroids},
 			counter.Cause{Name: "non_finite", Err: ErrNonFinite},
 			counter.Cause{Name: "precision", Err: ErrPrecision},
+			counter.Cause{Name: "protobuf", Err: ErrProtobuf},
 			counter.Cause{Name: "name", Err: ErrName},
 			counter.Cause{Name: "type", Err: ErrType},
 			counter.Cause{Name: "tags", Err: ErrTags},
@@ -235,12 +247,14 @@ func NewGRPCServer(im *Importer, cfg GRPCServerConfig) (*GRPCServer, error) {
 	}
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(cfg.MaxMessageBytes),
+		// SendMetricsV2 receives each series as its bytes, and decodes
+		// them itself (DecodeMetricpbWire); the rest is protobuf as
+		// usual.
+		grpc.ForceServerCodecV2(grpcwire.Codec{}),
 		// Each call gets a deadline of its own, so that a sender that
 		// stops sending cannot hold a place for long: a blocked Recv
 		// returns DeadlineExceeded when it passes.
 		grpc.InTapHandle(s.tap),
-		// Counts the bytes each call received, for MaxStreamBytes.
-		grpc.StatsHandler(payloadCounter{}),
 		// Ping a silent connection, so that a peer that vanished is
 		// noticed and its calls end.
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),
@@ -263,41 +277,14 @@ func (s *GRPCServer) tap(ctx context.Context, _ *tap.Info) (context.Context, err
 	return context.WithValue(ctx, callCancel{}, cancel), nil
 }
 
-// callBytes is the context key of the bytes a call received so far: an
-// *atomic.Int64 that payloadCounter keeps.
-type callBytes struct{}
-
-// payloadCounter is a gRPC stats handler that adds up the bytes of the
-// messages each call receives (uncompressed), in the counter it puts in
-// the call's context. gRPC hands it a message's size before RecvMsg
-// returns the message, so the counter includes the message just received.
-// It costs nothing per message beyond that; measuring each message
-// ourselves (proto.Size) would walk it a second time. At the end of a
-// call, once its answer is written, it releases the call's deadline.
-type payloadCounter struct{}
-
-func (payloadCounter) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context {
-	return context.WithValue(ctx, callBytes{}, new(atomic.Int64))
-}
-
-func (payloadCounter) HandleRPC(ctx context.Context, s stats.RPCStats) {
-	switch s := s.(type) {
-	case *stats.InPayload:
-		if n, ok := ctx.Value(callBytes{}).(*atomic.Int64); ok {
-			n.Add(int64(s.Length))
-		}
-	case *stats.End:
-		release(ctx)
-	}
-}
-
-func (payloadCounter) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
-func (payloadCounter) HandleConn(context.Context, stats.ConnStats)                       {}
-
-// release ends the deadline of the call of ctx (see tap) early, once the
-// call has ended: its timer then stops rather than running out. (Not when
-// the handler returns: gRPC still writes a unary answer after that, and a
-// call whose context is done may not write.)
+// release ends the deadline of the call of ctx (see tap) early, when its
+// handler returns: its timer then stops rather than running out. gRPC
+// writes a unary call's answer, and every call's status, after the handler
+// returns; neither waits on the call's context (a write waits only when
+// the call's send quota is spent, and these answers are a few bytes), so
+// they still go out. A stats handler could release it after the status
+// instead, but gRPC then allocates and times every message for it, about
+// a tenth of what receiving a message costs.
 func release(ctx context.Context) {
 	if cancel, ok := ctx.Value(callCancel{}).(context.CancelFunc); ok {
 		cancel()
@@ -404,10 +391,11 @@ func (s *GRPCServer) SendMetrics(ctx context.Context, list *forwardrpc.MetricLis
 	if s.cfg.Guard != nil {
 		defer s.cfg.Guard()
 	}
+	defer release(ctx)
 	var trailer metadata.MD
-	err := s.importCall(ctx, &trailer, func(add func(*metricpb.Metric) error) error {
+	err := s.importCall(ctx, &trailer, func(c *grpcCall) error {
 		for _, m := range list.GetMetrics() {
-			if err := add(m); err != nil {
+			if err := c.add(m); err != nil {
 				return err
 			}
 		}
@@ -422,23 +410,27 @@ func (s *GRPCServer) SendMetrics(ctx context.Context, list *forwardrpc.MetricLis
 	return &emptypb.Empty{}, nil
 }
 
-// SendMetricsV2 imports the series of one stream, once it ends.
+// SendMetricsV2 imports the series of one stream, once it ends. Each
+// series is received as its bytes (grpcwire), into one buffer, and decoded
+// from them.
 func (s *GRPCServer) SendMetricsV2(stream forwardrpc.Forward_SendMetricsV2Server) error {
 	if s.cfg.Guard != nil {
 		defer s.cfg.Guard()
 	}
 	ctx := stream.Context()
+	defer release(ctx)
 	var trailer metadata.MD
-	err := s.importCall(ctx, &trailer, func(add func(*metricpb.Metric) error) error {
+	err := s.importCall(ctx, &trailer, func(c *grpcCall) error {
+		var msg grpcwire.Message
 		for {
-			m, err := stream.Recv()
+			err := stream.RecvMsg(&msg)
 			if err == io.EOF {
 				return nil
 			}
 			if err != nil {
 				return &receiveError{err}
 			}
-			if err := add(m); err != nil {
+			if err := c.addWire(msg.B); err != nil {
 				return err
 			}
 		}
@@ -466,54 +458,73 @@ func (e *receiveError) Error() string { return e.err.Error() }
 type grpcCall struct {
 	s   *GRPCServer
 	fwd []samplers.Forwarded
+	dec wireDecoder
 	n   int // series received
-	// received counts the bytes the call received (payloadCounter); nil
-	// when the call did not come through the server (each message is
-	// then measured).
-	received           *atomic.Int64
-	bytes              int64 // bytes received, when received is nil
+	// bytes counts the bytes of the series received: each message's for
+	// SendMetricsV2, each series' encoded size for SendMetrics.
+	bytes              int64
 	accepted, rejected int
 	errs               counter.Local
 	answers            []string // the first rejections
 }
 
-// add decodes and keeps one series, or refuses the call when it is one
-// too many or too large.
+// add decodes and keeps one series of a SendMetrics, or refuses the call
+// when it is one too many or too large.
 func (c *grpcCall) add(m *metricpb.Metric) error {
+	if err := c.count(proto.Size(m)); err != nil {
+		return err
+	}
+	f, err := DecodeMetricpb(m)
+	c.keep(f, err)
+	return nil
+}
+
+// addWire is add for the bytes of a series, as SendMetricsV2 receives
+// them; it keeps nothing of b.
+func (c *grpcCall) addWire(b []byte) error {
+	if err := c.count(len(b)); err != nil {
+		return err
+	}
+	f, err := c.dec.decode(b)
+	c.keep(f, err)
+	return nil
+}
+
+// count counts a series of size bytes, and refuses the call when it is one
+// too many or too large.
+func (c *grpcCall) count(size int) error {
 	c.n++
 	if c.n > c.s.cfg.MaxStreamMetrics {
 		return status.Errorf(codes.ResourceExhausted, "more than %d series in one call; send fewer per call", c.s.cfg.MaxStreamMetrics)
 	}
-	var n int64
-	if c.received != nil {
-		n = c.received.Load()
-	} else {
-		c.bytes += int64(proto.Size(m))
-		n = c.bytes
-	}
-	if n > c.s.cfg.MaxStreamBytes {
+	c.bytes += int64(size)
+	if c.bytes > c.s.cfg.MaxStreamBytes {
 		return status.Errorf(codes.ResourceExhausted, "more than %d bytes of series in one call; send fewer per call", c.s.cfg.MaxStreamBytes)
 	}
-	f, err := DecodeMetricpb(m)
+	return nil
+}
+
+// keep keeps f, the last series counted, or its rejection err.
+func (c *grpcCall) keep(f samplers.Forwarded, err error) {
 	if err != nil {
 		c.rejected++
 		c.errs.AddErr(err)
 		if len(c.answers) < grpcMaxAnswerErrors {
-			c.answers = append(c.answers, asciiOnly(fmt.Sprintf("metric %d (%s): %v", c.n-1, strconv.QuoteToASCII(m.GetName()), err)))
+			c.answers = append(c.answers, asciiOnly(fmt.Sprintf("metric %d (%s): %v", c.n-1, strconv.QuoteToASCII(f.Name), err)))
 		}
-		return nil
+		return
 	}
 	c.fwd = append(c.fwd, f)
 	c.accepted++
-	return nil
 }
 
 // importCall is what both methods share: the batch id, a place among the
 // imports in progress, receiving and decoding with receive (which calls
-// add for each series and returns once the call's series ended, or with
-// the error that ends the call), and the merge. It sets *trailer to what
-// the answer's trailer carries, and returns the call's status error.
-func (s *GRPCServer) importCall(ctx context.Context, trailer *metadata.MD, receive func(add func(*metricpb.Metric) error) error) error {
+// the call's add or addWire for each series and returns once the call's
+// series ended, or with the error that ends the call), and the merge. It
+// sets *trailer to what the answer's trailer carries, and returns the
+// call's status error.
+func (s *GRPCServer) importCall(ctx context.Context, trailer *metadata.MD, receive func(*grpcCall) error) error {
 	start := time.Now()
 	batches := s.im.grpcBatches()
 	// id is the batch id, "" when the call has none. Until its merge
@@ -557,8 +568,8 @@ func (s *GRPCServer) importCall(ctx context.Context, trailer *metadata.MD, recei
 	defer s.im.grpcLeavePlace()
 
 	call := &grpcCall{s: s, errs: s.metricErrs.NewLocal()}
-	call.received, _ = ctx.Value(callBytes{}).(*atomic.Int64)
-	if err := receive(call.add); err != nil {
+	call.fwd = make([]samplers.Forwarded, 0, min(s.lastCall.Load(), grpcPresizeMax))
+	if err := receive(call); err != nil {
 		cause := s.requestErrs.Len() - 1 // other: receive returns no other error
 		var re *receiveError
 		if errors.As(err, &re) {
@@ -590,6 +601,7 @@ func (s *GRPCServer) importCall(ctx context.Context, trailer *metadata.MD, recei
 	s.mergeNanos.Add(int64(time.Since(read)))
 	s.requests.Add(1)
 	s.metrics.Add(uint64(call.accepted))
+	s.lastCall.Store(int64(call.accepted))
 	if id != "" {
 		batches.done(id, mergedBatch{at: s.im.grpcNow(), accepted: call.accepted, rejected: call.rejected})
 		id = ""
@@ -650,8 +662,9 @@ var grpcTags = []string{"transport:grpc"}
 //     too_large, receive, rejected: no series accepted, shutdown, other):
 //     calls refused;
 //   - import.metric_error_total (cause scope, gauge, centroids,
-//     non_finite, precision, name, type, tags, value, other): series
-//     rejected, in the calls that were received whole;
+//     non_finite, precision, protobuf: not a protobuf Metric, name, type,
+//     tags, value, other): series rejected, in the calls that were
+//     received whole;
 //   - import.response_duration_ns (part request: receiving and decoding a
 //     merged call; part merge), the mean over the merged calls.
 func (s *GRPCServer) Report(stats statsd.ClientInterface) {

@@ -23,10 +23,12 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/veneur/veneur/forward/forwardrpc"
 	"github.com/veneur/veneur/forward/metricpb"
+	"github.com/veneur/veneur/internal/grpcwire"
 	"github.com/veneur/veneur/internal/statstest"
 	"github.com/veneur/veneur/samplers"
 	"github.com/veneur/veneur/tdigest"
@@ -275,6 +277,61 @@ func TestGRPCServerRejects(t *testing.T) {
 	}
 	if n := stats.Sum("import.requests_total", "transport:grpc"); n != 1 {
 		t.Errorf("requests_total = %d, want 1", n)
+	}
+}
+
+// A message of SendMetricsV2 that is not a protobuf Metric costs that
+// series only: the others of the call are merged, exactly, and it is
+// counted under cause protobuf. Unusual but well-formed encodings (fields
+// out of order, unpacked samples) are taken as the generated code takes
+// them.
+func TestGRPCServerMalformedSeries(t *testing.T) {
+	m := &pbMerger{}
+	h := startGRPC(t, m, ImporterConfig{}, GRPCServerConfig{})
+	stats := &statstest.Recorder{}
+	good, err := proto.Marshal(pbCounter("ok", 3, "b", "a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	unusual := wireVarint(nil, 9, 2)
+	unusual = wireMessage(unusual, 7, wireMessage(nil, 1, append(
+		wireMessage(nil, 1, wireDouble(wireDouble(wireDouble(wireDouble(nil, 3, 4), 3, 4), 2, 2), 1, 4)),
+		wireDouble(wireDouble(nil, 3, 4), 4, 4)...)))
+	unusual = wireVarint(unusual, 3, 4)
+	unusual = wireString(unusual, 1, "latency")
+	stream, err := h.client.SendMetricsV2(context.Background(), grpc.ForceCodecV2(grpcwire.Codec{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range [][]byte{good, good[:len(good)-2], {0xff, 0xff}, unusual} {
+		if err := stream.SendMsg(&grpcwire.Message{B: b}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := stream.CloseAndRecv(); err != nil {
+		t.Fatalf("a call with two good series: %v", err)
+	}
+	trailer := stream.Trailer()
+	if a, r := trailer.Get(trailerAccepted), trailer.Get(trailerRejected); !slices.Equal(a, []string{"2"}) || !slices.Equal(r, []string{"2"}) {
+		t.Errorf("trailer accepted %v rejected %v, want 2 and 2", a, r)
+	}
+	if errs := trailer.Get(trailerErrors); len(errs) != 2 || !strings.Contains(errs[0], "metric 1") || !strings.Contains(errs[0], "malformed protobuf") {
+		t.Errorf("trailer errors %q, want metrics 1 and 2 named as malformed", errs)
+	}
+	calls := m.merged()
+	if len(calls) != 1 || len(calls[0]) != 2 {
+		t.Fatalf("merged %v, want one call of 2 series", calls)
+	}
+	c, d := calls[0][0], calls[0][1]
+	if c.Name != "ok" || c.Counter != 3 || !slices.Equal(c.Tags, []string{"a", "b"}) {
+		t.Errorf("counter %+v, want ok [a b] 3", c)
+	}
+	if d.Name != "latency" || d.Type != samplers.TimerMetric || d.Digest.Count() != 2 || d.Digest.Quantile(0.5) != 4 {
+		t.Errorf("timer %q %v: count %v, median %v; want latency, 2 samples of 4", d.Name, d.Type, d.Digest.Count(), d.Digest.Quantile(0.5))
+	}
+	h.srv.Report(stats)
+	if n := stats.Sum("import.metric_error_total", "cause:protobuf", "transport:grpc"); n != 2 {
+		t.Errorf("import.metric_error_total{cause:protobuf} = %d, want 2", n)
 	}
 }
 

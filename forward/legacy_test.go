@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/veneur/veneur/samplers"
+	"github.com/veneur/veneur/tdigest"
 )
 
 // The encoders below write values as veneur 1.1.0 does, from the formats
@@ -329,4 +330,26 @@ func TestLegacyMalformed(t *testing.T) {
 	if _, err := DecodeJSON(legacy("gauge", nil, legacyCounter(1))); !errors.Is(err, ErrType) {
 		t.Errorf("gauge: %v", err)
 	}
+}
+
+// The accuracy of the global aggregation of 1.1.0 locals: 16 local
+// digests, each sent as 1.1.0's gob t-digest in a 1.1.0 /import element
+// (written as 1.1.0 writes it, decoded by DecodeJSON) and merged, keep
+// quantiles within the bounds our t-digest is tested to, and the exact
+// count (the centroids' weights), min and max. gob carries no mark of a
+// single-valued centroid (one of weight under 2 is taken as one sample),
+// so integer data keeps its rank bounds but not every quantile an exact
+// sample value, as it does over our JSON and gRPC.
+func TestLegacyMergeAccuracy(t *testing.T) {
+	checkMergeAccuracy(t, false, func(t *testing.T, d *tdigest.TDigest) *tdigest.TDigest {
+		var cents []goldCentroid
+		for _, c := range d.AppendCentroids(nil) {
+			cents = append(cents, goldCentroid{Mean: c.Mean, Weight: c.Weight})
+		}
+		f, err := DecodeJSON(legacy("histogram", []string{"svc:api"}, legacyDigest(t, cents, d.Min(), d.Max())))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f.Digest
+	})
 }

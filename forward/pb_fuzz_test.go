@@ -114,22 +114,40 @@ func checkForwarded(t *testing.T, f samplers.Forwarded) {
 	}
 }
 
-// TestWriteMetricpbFuzzCorpus regenerates the committed seed corpus of
-// FuzzDecodeMetricpb: valid series of each type and scope, and truncated
-// and corrupted ones.
+// TestWriteMetricpbFuzzCorpus regenerates the committed seed corpora of
+// FuzzDecodeMetricpb and FuzzDecodeMetricpbWire: valid series of each type
+// and scope, and truncated and corrupted ones; for the wire decoder also
+// the unusual encodings of unusualEncodings.
 func TestWriteMetricpbFuzzCorpus(t *testing.T) {
 	if os.Getenv("FORWARD_WRITE_CORPUS") == "" {
-		t.Skip("set FORWARD_WRITE_CORPUS=1 to regenerate testdata/fuzz/FuzzDecodeMetricpb")
+		t.Skip("set FORWARD_WRITE_CORPUS=1 to regenerate testdata/fuzz/FuzzDecodeMetricpb and FuzzDecodeMetricpbWire")
 	}
-	dir := filepath.Join("testdata", "fuzz", "FuzzDecodeMetricpb")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	write := func(name string, b []byte) {
+	dirs := []string{filepath.Join("testdata", "fuzz", "FuzzDecodeMetricpb"), filepath.Join("testdata", "fuzz", "FuzzDecodeMetricpbWire")}
+	writeIn := func(dir, name string, b []byte) {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
 		content := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", b)
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
 			t.Fatal(err)
 		}
+	}
+	write := func(name string, b []byte) {
+		for _, dir := range dirs {
+			writeIn(dir, name, b)
+		}
+	}
+	for _, tc := range unusualEncodings() {
+		name := strings.Map(func(r rune) rune {
+			switch {
+			case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
+				return r
+			case r == ' ' || r == '-':
+				return '-'
+			}
+			return -1
+		}, tc.name)
+		writeIn(dirs[1], "unusual-"+name, tc.wire)
 	}
 	marshal := func(m *metricpb.Metric) []byte {
 		b, err := proto.Marshal(m)

@@ -53,6 +53,22 @@ func (t *TDigest) AppendCentroids(dst []Centroid) []Centroid {
 // compression unchanged.
 func (t *TDigest) SetCentroids(cents []Centroid, lo, hi float64) error {
 	t.Reset()
+	return t.setCentroids(cents, lo, hi, func(n, words int) ([]centroid, []uint64) {
+		c, p := t.cents, t.pure
+		if cap(c) < n {
+			c = make([]centroid, 0, n)
+		}
+		if cap(p) < words {
+			p = make([]uint64, words)
+		}
+		return c[:n], p[:words]
+	})
+}
+
+// setCentroids is SetCentroids on an empty digest, taking the space for n
+// centroids and their words of purity bits from space once cents are
+// checked. On error the digest is left empty.
+func (t *TDigest) setCentroids(cents []Centroid, lo, hi float64, space func(n, words int) ([]centroid, []uint64)) error {
 	if len(cents) == 0 {
 		return nil
 	}
@@ -82,15 +98,7 @@ func (t *TDigest) SetCentroids(cents []Centroid, lo, hi float64) error {
 	}
 
 	n := len(cents)
-	if cap(t.cents) < n {
-		t.cents = make([]centroid, 0, n)
-	}
-	words := (n + 63) >> 6
-	if cap(t.pure) < words {
-		t.pure = make([]uint64, words)
-	}
-	t.cents = t.cents[:n]
-	t.pure = t.pure[:words]
+	t.cents, t.pure = space(n, (n+63)>>6)
 	clear(t.pure)
 	for i, c := range cents {
 		t.cents[i] = centroid{mean: c.Mean, weight: c.Weight}
@@ -106,4 +114,57 @@ func (t *TDigest) SetCentroids(cents []Centroid, lo, hi float64) error {
 	t.min = min(lo, t.cents[0].mean)
 	t.max = max(hi, t.cents[n-1].mean)
 	return nil
+}
+
+// Builder builds digests from other implementations' centroids, as
+// SetCentroids does, for a caller that builds many at once (an importer
+// decoding a stream of small digests): their structs, centroids and
+// purity bits are carved from blocks it allocates a few hundred digests'
+// worth at a time, instead of three allocations each. It never hands out
+// the same memory twice, so a digest it built may be kept, modified and
+// grown like any other (its slices are cut to their length, so growing
+// one reallocates rather than spill into a neighbour's). A kept digest
+// keeps its whole block alive. The zero value is ready to use; a Builder
+// is not safe for concurrent use.
+type Builder struct {
+	digests []TDigest
+	cents   []centroid
+	pure    []uint64
+}
+
+// Builder block sizes: digests, and centroids and purity words unless one
+// digest needs more.
+const (
+	builderDigests = 256
+	builderCents   = 4096
+	builderPure    = 256
+)
+
+// Digest returns a new digest of DefaultCompression holding cents, whose
+// samples range from lo to hi: SetCentroids on a New digest, with its
+// checks and errors.
+func (b *Builder) Digest(cents []Centroid, lo, hi float64) (*TDigest, error) {
+	if len(b.digests) == 0 {
+		b.digests = make([]TDigest, builderDigests)
+	}
+	t := &b.digests[0]
+	b.digests = b.digests[1:]
+	t.setCompression(DefaultCompression)
+	t.Reset()
+	err := t.setCentroids(cents, lo, hi, func(n, words int) ([]centroid, []uint64) {
+		if cap(b.cents)-len(b.cents) < n {
+			b.cents = make([]centroid, 0, max(n, builderCents))
+		}
+		if cap(b.pure)-len(b.pure) < words {
+			b.pure = make([]uint64, 0, max(words, builderPure))
+		}
+		c := b.cents[len(b.cents) : len(b.cents)+n : len(b.cents)+n]
+		p := b.pure[len(b.pure) : len(b.pure)+words : len(b.pure)+words]
+		b.cents, b.pure = b.cents[:len(b.cents)+n], b.pure[:len(b.pure)+words]
+		return c, p
+	})
+	if err != nil {
+		return nil, err
+	}
+	return t, nil
 }

@@ -169,6 +169,128 @@ func TestSetCentroidsRefuses(t *testing.T) {
 	}
 }
 
+// refusedCentroids are centroid lists SetCentroids refuses, and the error.
+func refusedCentroids() []struct {
+	name   string
+	cents  []Centroid
+	lo, hi float64
+	want   error
+} {
+	inf, nan := math.Inf(1), math.NaN()
+	ok := []Centroid{{Mean: 1, Weight: 1}}
+	return []struct {
+		name   string
+		cents  []Centroid
+		lo, hi float64
+		want   error
+	}{
+		{"NaN mean", []Centroid{{Mean: nan, Weight: 1}}, 0, 1, ErrInvalidValue},
+		{"zero weight", []Centroid{{Mean: 1, Weight: 0}}, 0, 1, ErrInvalidWeight},
+		{"total weight", []Centroid{{Mean: 1, Weight: 0x1p200}, {Mean: 2, Weight: 0x1p200}}, 0, 2, ErrInvalidWeight},
+		{"infinite max", ok, 0, inf, ErrInvalidValue},
+		{"sum overflows both ways", []Centroid{{Mean: -1e300, Weight: 1e50}, {Mean: 1e300, Weight: 1e50}}, -1e300, 1e300, ErrInvalidValue},
+	}
+}
+
+// A Builder's digests are those of SetCentroids on a New digest: the same
+// centroids, extremes, count, sum and quantiles, the same refusals; each
+// stands on its own (growing or resetting one leaves the others as they
+// were); and a few hundred cost a few allocations, not three each.
+func TestBuilder(t *testing.T) {
+	var lists [][]Centroid
+	var extremes [][2]float64
+	for i := range 600 {
+		var cents []Centroid
+		lo, hi := math.Inf(1), math.Inf(-1)
+		for j := range 1 + i%9 {
+			c := Centroid{Mean: float64((i*7+j*13)%50) - 10, Weight: 1 + float64(j%3), Single: j%2 == 0}
+			cents = append(cents, c)
+			lo, hi = min(lo, c.Mean-0.5), max(hi, c.Mean+0.5)
+		}
+		if i%50 == 0 {
+			cents = nil // an empty digest
+		}
+		lists = append(lists, cents)
+		extremes = append(extremes, [2]float64{lo, hi})
+	}
+	var b Builder
+	built := make([]*TDigest, len(lists))
+	for i, cents := range lists {
+		d, err := b.Digest(cents, extremes[i][0], extremes[i][1])
+		if err != nil {
+			t.Fatalf("list %d: %v", i, err)
+		}
+		built[i] = d
+	}
+	same := func(i int) {
+		t.Helper()
+		want := New()
+		if err := want.SetCentroids(lists[i], extremes[i][0], extremes[i][1]); err != nil {
+			t.Fatal(err)
+		}
+		got := built[i]
+		if !slices.Equal(got.AppendCentroids(nil), want.AppendCentroids(nil)) || got.Compression() != want.Compression() {
+			t.Fatalf("digest %d: centroids %v (compression %v), want %v (%v)", i, got.AppendCentroids(nil), got.Compression(), want.AppendCentroids(nil), want.Compression())
+		}
+		if got.Count() != want.Count() || got.Sum() != want.Sum() || !sameFloat(got.Min(), want.Min()) || !sameFloat(got.Max(), want.Max()) {
+			t.Fatalf("digest %d: count, sum, min, max %v %v %v %v, want %v %v %v %v", i, got.Count(), got.Sum(), got.Min(), got.Max(), want.Count(), want.Sum(), want.Min(), want.Max())
+		}
+		for q := 0.0; q <= 1; q += 0.125 {
+			if g, w := got.Quantile(q), want.Quantile(q); !sameFloat(g, w) {
+				t.Fatalf("digest %d: Quantile(%v) = %v, want %v", i, q, g, w)
+			}
+		}
+	}
+	for i := range built {
+		same(i)
+	}
+	// Grow one digest well past its carved space, reset another: their
+	// neighbours do not change.
+	for v := range 5000 {
+		mustAdd(t, built[301], float64(v%97), 1)
+	}
+	built[301].Merge(built[302])
+	built[303].Reset()
+	mustAdd(t, built[303], 1e6, 1)
+	for i := range built {
+		if i < 301 || i > 303 {
+			same(i)
+		}
+	}
+	if got := built[301].Count(); got != 5000+built[302].Count()+weightOf(lists[301]) {
+		t.Errorf("the grown digest counts %v", got)
+	}
+
+	for _, tc := range refusedCentroids() {
+		if _, err := b.Digest(tc.cents, tc.lo, tc.hi); !errors.Is(err, tc.want) {
+			t.Errorf("%s: error %v, want %v", tc.name, err, tc.want)
+		}
+	}
+
+	small := []Centroid{{Mean: 1, Weight: 1, Single: true}, {Mean: 2, Weight: 1, Single: true}, {Mean: 5, Weight: 1, Single: true}}
+	allocs := testing.AllocsPerRun(5, func() {
+		var b Builder
+		for range 1000 {
+			if _, err := b.Digest(small, 1, 5); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	if allocs > 12 {
+		t.Errorf("1,000 digests of 3 centroids took %v allocations, want at most 12", allocs)
+	}
+}
+
+func weightOf(cents []Centroid) float64 {
+	w := 0.0
+	for _, c := range cents {
+		w += c.Weight
+	}
+	return w
+}
+
+func sameFloat(a, b float64) bool { return a == b || (a != a && b != b) }
+
 func BenchmarkSetCentroids(b *testing.B) {
 	d := fullDigest(1)
 	cents := d.AppendCentroids(nil)

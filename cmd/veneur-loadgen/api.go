@@ -3,6 +3,7 @@ package main
 import (
 	"compress/gzip"
 	"compress/zlib"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -84,6 +85,12 @@ type standInAPI struct {
 	posts   []postRecord
 	dropped int // posts beyond maxRecordedPosts
 	errs    []string
+	// seen holds the SHA-256 of every body received; repeats counts the
+	// bodies received again: veneur sends a body again when an answer
+	// came after its delivery timeout (the interval), which a stand-in
+	// API on a busy CPU may be slow enough for. A repeat is counted once.
+	seen    map[[sha256.Size]byte]bool
+	repeats int
 }
 
 func newStandInAPI(key string) *standInAPI { return &standInAPI{key: key} }
@@ -92,7 +99,14 @@ func newStandInAPI(key string) *standInAPI { return &standInAPI{key: key} }
 func (a *standInAPI) reset() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.posts, a.dropped, a.errs = nil, 0, nil
+	a.posts, a.dropped, a.errs, a.seen, a.repeats = nil, 0, nil, nil, 0
+}
+
+// repeated is how many bodies arrived again since the last reset.
+func (a *standInAPI) repeated() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.repeats
 }
 
 // snapshot returns the posts received so far, ordered by arrival, and the
@@ -154,7 +168,12 @@ func (a *standInAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	lr := &io.LimitedReader{R: body, N: maxDecompressedBody + 1}
-	sum, err := decodeSeries(lr)
+	h := sha256.New()
+	tee := io.TeeReader(lr, h)
+	sum, err := decodeSeries(tee)
+	if err == nil {
+		_, err = io.Copy(io.Discard, tee) // the whole body is hashed
+	}
 	if err == nil && lr.N <= 0 {
 		err = errors.New("decompressed body over the limit")
 	}
@@ -162,8 +181,16 @@ func (a *standInAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	var key [sha256.Size]byte
+	h.Sum(key[:0])
 	a.mu.Lock()
-	if len(a.posts) < maxRecordedPosts {
+	if a.seen == nil {
+		a.seen = map[[sha256.Size]byte]bool{}
+	}
+	if a.seen[key] {
+		a.repeats++
+	} else if len(a.posts) < maxRecordedPosts {
+		a.seen[key] = true
 		a.posts = append(a.posts, postRecord{arrival: arrival, postSummary: sum})
 	} else {
 		a.dropped++

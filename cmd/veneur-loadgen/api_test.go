@@ -132,6 +132,39 @@ func TestStandInAPI(t *testing.T) {
 	}
 }
 
+// A body that arrives again (veneur sends it again when its answer came
+// too late) is counted once, and the repeat is reported.
+func TestStandInAPIRepeats(t *testing.T) {
+	api := newStandInAPI("k")
+	post := func(body []byte) {
+		t.Helper()
+		req := httptest.NewRequest(http.MethodPost, "/api/v1/series?api_key=k", bytes.NewReader(body))
+		req.Header.Set("Content-Encoding", "deflate")
+		rec := httptest.NewRecorder()
+		api.ServeHTTP(rec, req)
+		if rec.Code != http.StatusAccepted {
+			t.Fatalf("status %d: %s", rec.Code, rec.Body)
+		}
+	}
+	body := compressBytes("deflate", sampleBody)
+	post(body)
+	post(body)
+	post(compressBytes("deflate", strings.Replace(sampleBody, "lg.c.1", "lg.c.2", 1)))
+	posts, _ := api.snapshot()
+	sum := int64(0)
+	for _, p := range posts {
+		sum += p.counterSum
+	}
+	if len(posts) != 2 || sum != 26 || api.repeated() != 1 {
+		t.Errorf("%d posts summing %d, %d repeats; want 2 posts summing 26, 1 repeat", len(posts), sum, api.repeated())
+	}
+	api.reset()
+	post(body)
+	if api.repeated() != 0 {
+		t.Error("a body sent in an earlier trial counts as a repeat after reset")
+	}
+}
+
 // flushes builds posts for flushes at the given offsets (seconds) from t0,
 // each split into bodies posted a few milliseconds apart.
 func flushes(t0 time.Time, bodies int, series, counters int, offsets ...float64) []postRecord {

@@ -92,7 +92,15 @@ func runDriver(o options, stdout, stderr io.Writer) (err error) {
 	defer srv.Close()
 
 	rep := &report{servers: orderedServers(o.servers)}
+	var udpNames, globalNames []string
 	for _, name := range o.workloads {
+		if isGlobalWorkload(name) {
+			globalNames = append(globalNames, name)
+		} else {
+			udpNames = append(udpNames, name)
+		}
+	}
+	for _, name := range udpNames {
 		w, _ := workloadByName(name) // validated with the options
 		wr := newWorkloadReport(w, o.fixedRate)
 		rep.workloads = append(rep.workloads, wr)
@@ -145,7 +153,14 @@ func runDriver(o options, stdout, stderr io.Writer) (err error) {
 			}
 		}
 	}
-	rep.header = d.header(pinNote)
+	if len(globalNames) > 0 {
+		if rep.global, err = d.runGlobal(ctx, globalNames, stderr); err != nil {
+			return err
+		}
+		rep.globalHeader = fmt.Sprintf("Global workloads: %d simulated locals forward to a global (num_workers %d, interval 1s) as fast as it answers, for %v per transport and server; CPU s is the server's from the start of sending to its exit",
+			o.locals, o.workers, o.trialGlobal)
+	}
+	rep.header = d.header(pinNote, len(udpNames) > 0)
 	fmt.Fprintln(stdout)
 	rep.render(stdout)
 	for _, wr := range rep.workloads {
@@ -199,13 +214,20 @@ func (d *driver) pin() (string, error) {
 	return fmt.Sprintf("pinned: server on CPU %d (taskset -c %d), sender and stand-in API on CPU %d", server, server, drv), nil
 }
 
-// header describes the machine and the run.
-func (d *driver) header(pinNote string) []string {
+// header describes the machine and the run; udp adds the settings of the
+// DogStatsD workloads.
+func (d *driver) header(pinNote string, udp bool) []string {
 	h := []string{
 		"veneur load benchmark, " + time.Now().UTC().Format("2006-01-02 15:04 UTC"),
 		fmt.Sprintf("machine: %d CPUs (nproc), %s, Linux %s, %s", runtime.NumCPU(), cpuModel(), kernelRelease(), runtime.Version()),
 		pinNote,
 		fmt.Sprintf("load average (1, 5, 15 min) at start %s, at end %s; \"other load\" is the share of the server/driver CPU other processes took during the trial", d.loadAvgStart, loadAverage()),
+	}
+	if !udp {
+		if slices.Contains(d.opts.servers, serverVeneur) {
+			h = append(h, fmt.Sprintf("veneur: %s (%s)", d.veneurPath, d.veneurSource))
+		}
+		return h
 	}
 	rmem := strings.TrimSpace(readSmallFile("/proc/sys/net/core/rmem_max"))
 	granted := ""
@@ -305,12 +327,17 @@ func (d *driver) snapLoad() loadSnap {
 // other than the server and the driver used between a and b, where the
 // server used serverCPU seconds. NaN when unknown.
 func (r *trialResult) otherLoad(a, b loadSnap, serverCPU float64) {
-	r.otherSrv, r.otherDrv = math.NaN(), math.NaN()
+	r.otherSrv, r.otherDrv = otherLoadShares(a, b, serverCPU)
+}
+
+// otherLoadShares is the share of the server and driver CPUs that other
+// processes used between a and b, where the server used serverCPU
+// seconds; NaN when unknown.
+func otherLoadShares(a, b loadSnap, serverCPU float64) (srvShare, drvShare float64) {
 	if !a.ok || !b.ok || b.srvTotal <= a.srvTotal || b.drvTotal <= a.drvTotal {
-		return
+		return math.NaN(), math.NaN()
 	}
 	srv := float64(b.srvBusy-a.srvBusy) - serverCPU*clockTicksPerSecond
 	drv := float64(b.drvBusy-a.drvBusy) - (b.self-a.self)*clockTicksPerSecond
-	r.otherSrv = math.Max(0, srv/float64(b.srvTotal-a.srvTotal))
-	r.otherDrv = math.Max(0, drv/float64(b.drvTotal-a.drvTotal))
+	return math.Max(0, srv/float64(b.srvTotal-a.srvTotal)), math.Max(0, drv/float64(b.drvTotal-a.drvTotal))
 }

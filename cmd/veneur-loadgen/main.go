@@ -7,7 +7,13 @@
 // same against a bare reader (a recvmmsg loop that only counts lines, run by
 // this binary with -mode bare) as the ceiling of the machine. It reports
 // lines per second, loss, server CPU seconds per million lines and peak RSS
-// side by side. docs/benchmark.md describes the method and the columns.
+// side by side.
+//
+// The global workloads (g and d, not run by default) simulate local
+// instances forwarding to a global veneur over HTTP (/import) and over
+// gRPC, and report the series the global merges per CPU-second and its
+// peak RSS, beside a bare receiver of each transport. docs/benchmark.md
+// describes the method and the columns.
 package main
 
 import (
@@ -33,6 +39,11 @@ type options struct {
 	workers     int
 	serverCPU   int
 	driverCPU   int
+	// The global workloads: simulated locals, the sending time of a
+	// trial, and the transports measured.
+	locals      int
+	trialGlobal time.Duration
+	transports  []string
 }
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -40,9 +51,9 @@ func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("veneur-loadgen", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	mode := fs.String("mode", "driver", "driver (run the benchmark) or bare (the bare reader, started by the driver)")
+	mode := fs.String("mode", "driver", "driver (run the benchmark), bare (the bare reader) or global-bare (a bare receiver of forwards); the driver starts the others")
 	veneur := fs.String("veneur", "", "veneur binary to test; empty builds ./cmd/veneur from the current module")
-	workloads := fs.String("workloads", "a,b,c", "comma-separated workloads: a, b, c")
+	workloads := fs.String("workloads", "a,b,c", "comma-separated workloads: a, b, c (DogStatsD), g, d (forwards to a global)")
 	servers := fs.String("servers", "bare,veneur", "comma-separated servers to measure: bare, veneur")
 	trial := fs.Duration("trial", 3*time.Second, "sending time of one trial of workloads a and b")
 	trialStrict := fs.Duration("trial-c", 10*time.Second, "sending time of one trial of workload c (needs several 2s flushes)")
@@ -53,7 +64,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	workers := fs.Int("workers", 2, "veneur num_workers")
 	serverCPU := fs.Int("server-cpu", -1, "CPU the server is pinned to; -1 picks the first allowed CPU")
 	driverCPU := fs.Int("driver-cpu", -1, "CPU the sender and stand-in API are pinned to; -1 picks the second allowed CPU")
-	quick := fs.Bool("quick", false, "short run: 1.5s trials (c: 8s), 3 search trials per server")
+	quick := fs.Bool("quick", false, "short run: 1.5s trials (c: 8s, g and d: 5s), 3 search trials per server")
+	locals := fs.Int("locals", 16, "workloads g and d: simulated local instances, each with its own connection")
+	trialGlobal := fs.Duration("trial-g", 10*time.Second, "sending time of one trial of workloads g and d")
+	transports := fs.String("transports", "http,grpc", "workloads g and d: comma-separated transports: http (/import), grpc")
+	transport := fs.String("transport", "", "-mode global-bare: the transport to serve, http or grpc")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -61,8 +76,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "unexpected arguments %q; all settings are flags, see -h\n", fs.Args())
 		return 2
 	}
-	if *mode == "bare" {
+	switch *mode {
+	case "bare":
 		return bareMain(*rcvbuf)
+	case "global-bare":
+		return globalBareMain(*transport)
 	}
 	if *mode != "driver" {
 		fmt.Fprintf(stderr, "-mode %q: use driver or bare\n", *mode)
@@ -72,9 +90,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		veneurPath: *veneur, workloads: splitList(*workloads), servers: splitList(*servers),
 		trial: *trial, trialStrict: *trialStrict, maxTrials: *maxTrials, precision: *precision,
 		fixedRate: *fixedRate, rcvbuf: *rcvbuf, workers: *workers, serverCPU: *serverCPU, driverCPU: *driverCPU,
+		locals: *locals, trialGlobal: *trialGlobal, transports: splitList(*transports),
 	}
 	if *quick {
-		o.trial, o.trialStrict, o.maxTrials = 1500*time.Millisecond, 8*time.Second, 3
+		o.trial, o.trialStrict, o.maxTrials, o.trialGlobal = 1500*time.Millisecond, 8*time.Second, 3, 5*time.Second
 	}
 	if err := o.validate(); err != nil {
 		fmt.Fprintln(stderr, err)
@@ -89,11 +108,22 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 func (o options) validate() error {
 	if len(o.workloads) == 0 {
-		return fmt.Errorf("-workloads is empty; use a, b, c or a comma-separated list of them")
+		return fmt.Errorf("-workloads is empty; use a, b, c, g, d or a comma-separated list of them")
 	}
 	for _, w := range o.workloads {
+		if isGlobalWorkload(w) {
+			continue
+		}
 		if _, err := workloadByName(w); err != nil {
-			return fmt.Errorf("-workloads: %w", err)
+			return fmt.Errorf("-workloads: unknown workload %q; use a, b, c, g or d", w)
+		}
+	}
+	if len(o.transports) == 0 {
+		return fmt.Errorf("-transports is empty; use http, grpc or both")
+	}
+	for _, t := range o.transports {
+		if t != transportHTTP && t != transportGRPC {
+			return fmt.Errorf("-transports: unknown transport %q; use http and/or grpc", t)
 		}
 	}
 	if len(o.servers) == 0 {
@@ -119,6 +149,10 @@ func (o options) validate() error {
 		return fmt.Errorf("-rcvbuf %d: use 65536 up to 1073741824 bytes", o.rcvbuf)
 	case o.workers < 1 || o.workers > 64:
 		return fmt.Errorf("-workers %d: use 1 to 64", o.workers)
+	case o.locals < 1 || o.locals > 1000:
+		return fmt.Errorf("-locals %d: use 1 to 1000", o.locals)
+	case o.trialGlobal < time.Second || o.trialGlobal > 5*time.Minute:
+		return fmt.Errorf("-trial-g %v: use between 1s and 5m", o.trialGlobal)
 	}
 	return nil
 }

@@ -25,12 +25,31 @@ type report struct {
 	header    []string
 	servers   []string
 	workloads []*workloadReport
+	// global holds the trials of the global workloads; globalHeader
+	// describes them.
+	global       []globalResult
+	globalHeader string
 }
 
 func (r *report) render(out io.Writer) {
 	for _, h := range r.header {
 		fmt.Fprintln(out, h)
 	}
+	if len(r.workloads) > 0 {
+		r.renderUDP(out)
+	}
+	if len(r.global) > 0 {
+		r.renderGlobal(out)
+	}
+	fmt.Fprintln(out)
+	fmt.Fprintln(out, "Targets")
+	for _, t := range r.targets() {
+		fmt.Fprintln(out, "  "+t)
+	}
+}
+
+// renderUDP writes the tables of the DogStatsD workloads.
+func (r *report) renderUDP(out io.Writer) {
 	fmt.Fprintln(out)
 	fmt.Fprintln(out, "Highest offered rate that passed (a, b: loss under 1%; c: no loss and every flush complete and on time)")
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
@@ -86,12 +105,43 @@ func (r *report) render(out io.Writer) {
 		}
 		tw.Flush()
 	}
+}
 
+// renderGlobal writes the table of the global workloads.
+func (r *report) renderGlobal(out io.Writer) {
 	fmt.Fprintln(out)
-	fmt.Fprintln(out, "Targets")
-	for _, t := range r.targets() {
-		fmt.Fprintln(out, "  "+t)
+	fmt.Fprintln(out, r.globalHeader)
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "workload\ttransport\tserver\tseries merged\tseries/s\tCPU s\tseries per CPU-s\tserver CPU busy\tpeak RSS MiB\tcounters\tother load\tnotes")
+	for i, g := range r.global {
+		if g.err != nil {
+			fmt.Fprintf(tw, "%s\t%s\t%s\tERROR\t\t\t\t\t\t\t\t%v\n", g.workload, g.transport, g.server, g.err)
+			continue
+		}
+		perSecond := float64(g.sent.series) / g.sent.elapsed.Seconds()
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.2f\t%s\t%.0f%%\t%.1f\t%s\t%s\t%s\n", g.workload, g.transport, g.server,
+			groupDigits(float64(g.sent.series)), groupDigits(perSecond), g.cpuSeconds, groupDigits(g.perCPUSecond()),
+			g.busyShare()*100, float64(g.peakRSS)/(1<<20), g.countersExact(), otherLoadPair(g.otherSrv, g.otherDrv), strings.Join(g.globalNotes(), "; "))
+		if g.server != serverVeneur {
+			continue
+		}
+		for _, b := range r.global[:i] {
+			if b.server == serverBare && b.workload == g.workload && b.transport == g.transport && b.err == nil && g.perCPUSecond() > 0 {
+				fmt.Fprintf(tw, "%s\t%s\tveneur/bare\t\t\t\t%.2fx\t\t%.2fx\t\t\t\n", g.workload, g.transport,
+					g.perCPUSecond()/b.perCPUSecond(), float64(g.peakRSS)/float64(b.peakRSS))
+			}
+		}
 	}
+	tw.Flush()
+}
+
+// otherLoadPair renders the other processes' share of the server and
+// driver CPUs, e.g. "3%/40%".
+func otherLoadPair(srv, drv float64) string {
+	if math.IsNaN(srv) || math.IsNaN(drv) {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.0f%%/%.0f%%", srv*100, drv*100)
 }
 
 func (r *report) anyFixed() bool {
@@ -183,6 +233,24 @@ func (r *report) targets() []string {
 		}
 		if !compared {
 			missing("(a) CPU ratio")
+		}
+	}
+	for _, g := range r.global {
+		if g.workload != "d" || g.transport != transportGRPC || g.server != serverVeneur || g.err != nil {
+			continue
+		}
+		verdict(g.perCPUSecond() >= 1e6, "(d) gRPC: the global merged %s small digests per CPU-second (aim >= 1,000,000)",
+			groupDigits(g.perCPUSecond()))
+		for _, b := range r.global {
+			if b.workload == "d" && b.transport == transportGRPC && b.server == serverBare && b.err == nil {
+				out = append(out, fmt.Sprintf("     a bare gRPC receiver, which only receives them, took %s per CPU-second", groupDigits(b.perCPUSecond())))
+			}
+		}
+	}
+	for _, g := range r.global {
+		if g.server == serverVeneur && g.err == nil && g.countersPublished >= 0 {
+			verdict(g.countersPublished == g.sent.counters, "(%s) %s: the global published every global counter increment it accepted: %s",
+				g.workload, g.transport, g.countersExact())
 		}
 	}
 	if len(out) == 0 {

@@ -115,9 +115,15 @@ func TestReportRender(t *testing.T) {
 
 func TestOptionsValidate(t *testing.T) {
 	good := options{workloads: []string{"a", "b"}, servers: []string{"veneur"}, trial: 3 * time.Second, trialStrict: 10 * time.Second,
-		maxTrials: 6, precision: 0.05, fixedRate: 1e5, rcvbuf: 8 << 20, workers: 2}
+		maxTrials: 6, precision: 0.05, fixedRate: 1e5, rcvbuf: 8 << 20, workers: 2,
+		locals: 16, trialGlobal: 10 * time.Second, transports: []string{"http", "grpc"}}
 	if err := good.validate(); err != nil {
 		t.Fatal(err)
+	}
+	global := good
+	global.workloads = []string{"g", "d", "a"}
+	if err := global.validate(); err != nil {
+		t.Errorf("the global workloads: %v", err)
 	}
 	mutate := []func(*options){
 		func(o *options) { o.workloads = nil },
@@ -130,6 +136,10 @@ func TestOptionsValidate(t *testing.T) {
 		func(o *options) { o.fixedRate = -1 },
 		func(o *options) { o.rcvbuf = 1 },
 		func(o *options) { o.workers = 0 },
+		func(o *options) { o.locals = 0 },
+		func(o *options) { o.trialGlobal = time.Millisecond },
+		func(o *options) { o.transports = nil },
+		func(o *options) { o.transports = []string{"udp"} },
 	}
 	for i, m := range mutate {
 		o := good

@@ -127,12 +127,7 @@ func (r trialResult) noisyFailure() bool {
 
 // otherLoadString renders the other processes' share of the server and
 // driver CPUs, e.g. "3%/40%".
-func (r trialResult) otherLoadString() string {
-	if math.IsNaN(r.otherSrv) || math.IsNaN(r.otherDrv) {
-		return "n/a"
-	}
-	return fmt.Sprintf("%.0f%%/%.0f%%", r.otherSrv*100, r.otherDrv*100)
-}
+func (r trialResult) otherLoadString() string { return otherLoadPair(r.otherSrv, r.otherDrv) }
 
 // bestTrial is the passing trial with the highest achieved rate, or false.
 func bestTrial(trials []trialResult) (trialResult, bool) {

@@ -170,6 +170,9 @@ func (d *driver) veneurTrial(ctx context.Context, w workload, r *ring, rate floa
 	}
 	res.otherLoad(load0, d.snapLoad(), cpu1-cpu0)
 	posts, apiErrs := d.api.snapshot()
+	if n := d.api.repeated(); n > 0 {
+		res.notes = append(res.notes, fmt.Sprintf("%d POST bodies arrived twice (sent again after a slow answer), counted once", n))
+	}
 	for _, e := range apiErrs {
 		res.notes = append(res.notes, "API: "+e)
 	}
