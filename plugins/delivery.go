@@ -233,6 +233,10 @@ type Queue struct {
 	backoff  time.Duration
 	lastFail time.Time
 	resumeAt time.Time
+	// holding, set by Reclaim, starts no attempt; settled tells Reclaim
+	// that an attempt in flight has ended.
+	holding bool
+	settled *sync.Cond
 	// shutdownReqs and shutdownItems are what was dropped with cause
 	// shutdown, for Close's summary.
 	shutdownReqs, shutdownItems int
@@ -503,7 +507,7 @@ func (q *Queue) dispatch(now time.Time) time.Time {
 			next = t
 		}
 	}
-	if len(q.gens) > 0 {
+	if len(q.gens) > 0 && !q.holding {
 		if now.Before(q.resumeAt) {
 			earliest(q.resumeAt)
 		} else {
@@ -556,6 +560,9 @@ func (q *Queue) attempt(e *entry, r Request, send func(context.Context, Request)
 	var n *note
 	q.mu.Lock()
 	q.inFlight--
+	if q.holding {
+		q.settled.Broadcast()
+	}
 	switch {
 	case err == nil:
 		q.accepted.Add(uint64(e.d.Count))
@@ -634,12 +641,21 @@ func roundWait(d time.Duration) time.Duration {
 
 // Reclaim closes the queue and gives back the requests its destination
 // provably never received: those waiting that were never attempted, or
-// whose every attempt was refused (ErrNotSent). They are neither
-// delivered nor counted as dropped: the caller sends them elsewhere. The
-// rest is closed as Close does, within ctx.
+// whose every attempt was refused (ErrNotSent). It first lets the attempts
+// in flight end (each is bounded by Timeout), starting no other. What it
+// gives back is neither delivered nor counted as dropped: the caller sends
+// it elsewhere. The rest is closed as Close does, within ctx.
 func (q *Queue) Reclaim(ctx context.Context) ([]Delivery, error) {
 	var out []Delivery
 	q.mu.Lock()
+	q.holding = true
+	if q.settled == nil {
+		q.settled = sync.NewCond(&q.mu)
+	}
+	for q.inFlight > 0 {
+		q.settled.Wait()
+	}
+	q.holding = false
 	for _, g := range q.gens {
 		for _, e := range g.entries {
 			if e.state == waiting && !e.reached {
