@@ -125,7 +125,7 @@ func BenchmarkReadUDP(b *testing.B) {
 		b.Run(fmt.Sprintf("datagram=%d", size), func(b *testing.B) {
 			dg := benchDatagram(size)
 			in := &countIngester{}
-			u, err := NewUDP(UDPConfig{Address: "127.0.0.1:0", Readers: 1, ReadBuffer: 8 << 20, MaxLength: 4096},
+			u, err := NewUDP(UDPConfig{Address: "127.0.0.1:0", Readers: 1, ReadBuffer: 8 << 20},
 				func() Ingester { return in }, Options{Log: quietLog()})
 			if err != nil {
 				b.Fatal(err)
