@@ -87,7 +87,7 @@ func TestReadConfigReadmeKeys(t *testing.T) {
 }
 
 func TestShippedConfigsLoad(t *testing.T) {
-	for _, path := range []string{"example.yaml", filepath.Join("config", "dev.yaml")} {
+	for _, path := range []string{"example.yaml", filepath.Join("config", "dev.yaml"), filepath.Join("packaging", "systemd", "veneur.yaml")} {
 		t.Run(path, func(t *testing.T) {
 			if _, err := ReadConfig(path); err != nil {
 				t.Fatalf("ReadConfig(%s): %v", path, err)
