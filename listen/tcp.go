@@ -369,7 +369,10 @@ func (t *connServer) fail(cause int, c net.Conn, err error) {
 	}
 	l := t.log.WithError(err).WithField("cause", tcpErrCauses[cause])
 	if c != nil {
-		l = l.WithField("remote", c.RemoteAddr().String())
+		// A unix socket's client is usually unnamed: no address.
+		if ra := c.RemoteAddr(); ra != nil && ra.String() != "" {
+			l = l.WithField("remote", ra.String())
+		}
 	}
 	l.Warnf("%s listener: connection failed (veneur.%s.error_total counts them all)", t.name, t.name)
 }
