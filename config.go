@@ -16,6 +16,7 @@ import (
 
 	"github.com/getsentry/sentry-go"
 
+	"github.com/veneur/veneur/listen"
 	"github.com/veneur/veneur/plugins"
 	"github.com/veneur/veneur/plugins/datadog"
 )
@@ -109,8 +110,9 @@ type Config struct {
 	// os.Hostname(), unless OmitEmptyHostname is true.
 	Hostname string `yaml:"hostname"`
 	// HTTPAddress is where the HTTP server (healthcheck, /import) listens:
-	// host:port, a unix socket path starting with "/" or ".", fd@N or
-	// einhorn@N. Empty means no HTTP server.
+	// host:port, a unix socket path starting with "/" or ".", or an
+	// inherited socket: fd@N, einhorn@N or systemd:NAME. Empty means no
+	// HTTP server.
 	HTTPAddress string `yaml:"http_address"`
 	// HTTPTLSAuthorityCertificate is the PEM certificate of the authority
 	// that must have signed the client certificates of /import requests.
@@ -140,15 +142,22 @@ type Config struct {
 	Interval string `yaml:"interval"`
 	// Key is the Datadog API key.
 	Key string `yaml:"key"`
+	// MaxDatagramBytes is the largest DogStatsD datagram (UDP or unix)
+	// received whole; a longer one is cut there, and the line at the cut
+	// is counted as truncated. Default 65536, which every UDP datagram
+	// fits.
+	MaxDatagramBytes int `yaml:"max_datagram_bytes"`
 	// MaxSeriesPerInterval caps the series one interval holds; past it new
 	// series are dropped (their existing ones keep counting) and counted
 	// per metric name. 0, the default, means no cap.
 	MaxSeriesPerInterval int `yaml:"max_series_per_interval"`
-	// MetricMaxLength is the largest DogStatsD packet, in bytes, that a
-	// reader accepts; longer ones are truncated. Default 4096.
+	// MetricMaxLength is the longest DogStatsD line, in bytes, that is
+	// processed; longer ones are skipped and counted (too_long). Default
+	// 4096.
 	MetricMaxLength int `yaml:"metric_max_length"`
 	// NumReaders is the number of goroutines reading udp_address, sharing
-	// the port with SO_REUSEPORT on Linux. Default 1.
+	// the port with SO_REUSEPORT on Linux (or sharing the one socket of an
+	// inherited address). Default 1.
 	NumReaders int `yaml:"num_readers"`
 	// NumWorkers is the number of aggregation workers. Default: the number
 	// of CPUs.
@@ -161,7 +170,7 @@ type Config struct {
 	// explicit empty list flushes none.
 	Percentiles []float64 `yaml:"percentiles"`
 	// ReadBufferSizeBytes is the receive buffer requested for each UDP
-	// socket. Default 2097152 (2 MiB).
+	// socket and for the unix datagram socket. Default 2097152 (2 MiB).
 	ReadBufferSizeBytes int `yaml:"read_buffer_size_bytes"`
 	// SentryDsn is the Sentry DSN errors and crashes are reported to.
 	SentryDsn string `yaml:"sentry_dsn"`
@@ -173,14 +182,16 @@ type Config struct {
 	StatsAddress string `yaml:"stats_address"`
 	// Tags are added to every metric veneur flushes.
 	Tags []string `yaml:"tags"`
-	// TcpAddress is the host:port of the TCP (or TLS) DogStatsD listener,
-	// which reads newline-terminated lines. Empty means no TCP listener.
+	// TcpAddress is the host:port (or inherited socket: fd@N, einhorn@N,
+	// systemd:NAME) of the TCP (or TLS) DogStatsD listener, which reads
+	// newline-terminated lines. Empty means no TCP listener.
 	TcpAddress string `yaml:"tcp_address"`
-	// TCPIdleTimeout closes a TCP connection that sent nothing for that
-	// long, as a Go duration. Default "5m".
+	// TCPIdleTimeout closes a TCP or unix stream connection that sent
+	// nothing for that long, as a Go duration. Default "5m".
 	TCPIdleTimeout string `yaml:"tcp_idle_timeout"`
-	// TCPMaxConnections bounds the open TCP connections; past it new ones
-	// are closed at once and counted. Default 10000.
+	// TCPMaxConnections bounds the open TCP connections, and apart from
+	// them those of the unix stream socket; past it new ones are closed at
+	// once and counted. Default 10000.
 	TCPMaxConnections int `yaml:"tcp_max_connections"`
 	// TLSAuthorityCertificate is the PEM certificate of the authority that
 	// must have signed clients' certificates. Empty accepts any client.
@@ -199,8 +210,22 @@ type Config struct {
 	// TraceMaxLengthBytes is the largest SSF datagram accepted. Default
 	// 16384.
 	TraceMaxLengthBytes int `yaml:"trace_max_length_bytes"`
-	// UdpAddress is the host:port of the UDP DogStatsD listener.
+	// UdpAddress is the host:port (or inherited socket: fd@N, einhorn@N,
+	// systemd:NAME) of the UDP DogStatsD listener.
 	UdpAddress string `yaml:"udp_address"`
+	// UnixDatagramAddress is the path (or inherited socket) of the unix
+	// datagram DogStatsD listener: one datagram is one packet, as over
+	// UDP. Empty means none.
+	UnixDatagramAddress string `yaml:"unix_datagram_address"`
+	// UnixSocketMode is the permission of the socket files veneur
+	// creates (unix_*_address, a unix http_address), in octal. Default
+	// "0660": the owner and the group may send.
+	UnixSocketMode string `yaml:"unix_socket_mode"`
+	// UnixStreamAddress is the path (or inherited socket) of the unix
+	// stream DogStatsD listener: length-prefixed payloads as the Datadog
+	// agent's stream socket reads them, or newline-terminated lines.
+	// Empty means none.
+	UnixStreamAddress string `yaml:"unix_stream_address"`
 }
 
 // Defaults filled in by ApplyDefaults for keys left unset.
@@ -208,6 +233,8 @@ const (
 	DefaultInterval            = "10s"
 	DefaultNumReaders          = 1
 	DefaultMetricMaxLength     = 4096
+	DefaultMaxDatagramBytes    = listen.DefaultMaxDatagram
+	DefaultUnixSocketMode      = "0660"
 	DefaultFlushMaxPerBody     = datadog.DefaultMaxPerBody
 	DefaultReadBufferSizeBytes = 2 << 20
 	DefaultTraceMaxLengthBytes = 16384
@@ -297,6 +324,12 @@ func (c *Config) ApplyDefaults() error {
 	}
 	if c.MetricMaxLength == 0 {
 		c.MetricMaxLength = DefaultMetricMaxLength
+	}
+	if c.MaxDatagramBytes == 0 {
+		c.MaxDatagramBytes = DefaultMaxDatagramBytes
+	}
+	if c.UnixSocketMode == "" {
+		c.UnixSocketMode = DefaultUnixSocketMode
 	}
 	if c.FlushMaxPerBody == 0 {
 		c.FlushMaxPerBody = DefaultFlushMaxPerBody
@@ -536,23 +569,35 @@ func (c Config) validate(proxy bool) error {
 	add(atLeastOne("num_workers", c.NumWorkers, "leave it unset for one worker per CPU"))
 	add(atLeastOne("num_readers", c.NumReaders, "leave it unset for one reader"))
 	add(positive("metric_max_length", c.MetricMaxLength, DefaultMetricMaxLength))
+	add(positive("max_datagram_bytes", c.MaxDatagramBytes, DefaultMaxDatagramBytes))
+	if c.MaxDatagramBytes > maxDatagramBytes {
+		add(fmt.Errorf("max_datagram_bytes = %d: more than %d (16 MiB); each reader keeps 8 buffers of this size, and no DogStatsD client sends datagrams near it; leave it unset for the default of %d", c.MaxDatagramBytes, maxDatagramBytes, DefaultMaxDatagramBytes))
+	}
+	if _, err := c.ParseUnixSocketMode(); err != nil {
+		add(err)
+	}
 	add(positive("read_buffer_size_bytes", c.ReadBufferSizeBytes, DefaultReadBufferSizeBytes))
 	if c.ReadBufferSizeBytes > math.MaxInt32 {
 		add(fmt.Errorf("read_buffer_size_bytes = %d: larger than the kernel accepts (%d); use at most a few hundred MiB", c.ReadBufferSizeBytes, math.MaxInt32))
 	}
 	add(positive("trace_max_length_bytes", c.TraceMaxLengthBytes, DefaultTraceMaxLengthBytes))
 
-	add(checkHostPort("udp_address", c.UdpAddress, "127.0.0.1:8126"))
-	add(checkHostPort("tcp_address", c.TcpAddress, "127.0.0.1:8129"))
+	add(checkListenAddress("udp_address", c.UdpAddress, "127.0.0.1:8126"))
+	add(checkListenAddress("tcp_address", c.TcpAddress, "127.0.0.1:8129"))
 	add(checkHostPort("stats_address", c.StatsAddress, "127.0.0.1:8125"))
-	add(checkHostPort("grpc_address", c.GRPCAddress, "0.0.0.0:8128"))
+	add(checkStreamAddress("grpc_address", c.GRPCAddress, "0.0.0.0:8128"))
 	add(checkHostPort("trace_address", c.TraceAddress, "127.0.0.1:8128"))
-	add(checkHTTPAddress(c.HTTPAddress))
+	add(checkStreamAddress("http_address", c.HTTPAddress, "127.0.0.1:8127"))
+	add(checkUnixAddress("unix_datagram_address", c.UnixDatagramAddress))
+	add(checkUnixAddress("unix_stream_address", c.UnixStreamAddress))
+	if c.UnixDatagramAddress != "" && c.UnixDatagramAddress == c.UnixStreamAddress {
+		add(fmt.Errorf("unix_datagram_address and unix_stream_address are both %q; a path takes one socket, so give each its own", c.UnixDatagramAddress))
+	}
 
 	if proxy {
 		c.validateProxy(add)
-	} else if c.UdpAddress == "" && c.TcpAddress == "" {
-		add(errors.New("nothing to listen on: set udp_address, e.g. 127.0.0.1:8126"))
+	} else if c.UdpAddress == "" && c.TcpAddress == "" && c.UnixDatagramAddress == "" && c.UnixStreamAddress == "" {
+		add(errors.New("nothing to listen on: set udp_address, e.g. 127.0.0.1:8126, or tcp_address, unix_datagram_address or unix_stream_address"))
 	}
 
 	switch {
@@ -668,15 +713,40 @@ func hostPortProblem(value string) string {
 	return ""
 }
 
-// checkHTTPAddress accepts the forms github.com/zenazn/goji/bind binds, in
-// the order it tries them: anything with a colon is a TCP host:port, a value
-// starting with "/" or "." is a unix socket path, then fd@N and einhorn@N
-// name an inherited file descriptor. Empty means no HTTP server.
-func checkHTTPAddress(value string) error {
-	const key = "http_address"
-	const forms = "use host:port such as 127.0.0.1:8127, a unix socket path starting with / or ., fd@N, or einhorn@N"
+// inheritedForms names the inherited sockets every listening key takes.
+const inheritedForms = "fd@N, einhorn@N, or systemd:NAME"
+
+// checkListenAddress accepts an empty value ("off"), host:port, or an
+// inherited socket (see listen.Inherited).
+func checkListenAddress(key, value, example string) error {
+	if value == "" {
+		return nil
+	}
+	if listen.IsInherited(value) {
+		if err := listen.CheckInherited(value); err != nil {
+			return fmt.Errorf("%s %q: %w", key, value, err)
+		}
+		return nil
+	}
+	if reason := hostPortProblem(value); reason != "" {
+		return fmt.Errorf("%s %q: %s; use host:port such as %s, or %s", key, value, reason, example, inheritedForms)
+	}
+	return nil
+}
+
+// checkStreamAddress accepts what http_address and grpc_address take, in
+// the order goji/bind tried them: an inherited socket, then anything with
+// a colon is a TCP host:port, then a value starting with "/" or "." is a
+// unix socket path. Empty means off.
+func checkStreamAddress(key, value, example string) error {
+	forms := "use host:port such as " + example + ", a unix socket path starting with / or ., " + inheritedForms
 	switch {
 	case value == "":
+		return nil
+	case listen.IsInherited(value):
+		if err := listen.CheckInherited(value); err != nil {
+			return fmt.Errorf("%s %q: %w", key, value, err)
+		}
 		return nil
 	case strings.Contains(value, ":"):
 		if reason := hostPortProblem(value); reason != "" {
@@ -684,17 +754,58 @@ func checkHTTPAddress(value string) error {
 		}
 		return nil
 	case strings.HasPrefix(value, "/"), strings.HasPrefix(value, "."):
-		return nil
-	}
-	for _, prefix := range []string{"fd@", "einhorn@"} {
-		if rest, ok := strings.CutPrefix(value, prefix); ok {
-			if n, err := strconv.Atoi(rest); err != nil || n < 0 {
-				return fmt.Errorf("%s %q: %s must be followed by a descriptor number, as in %s0", key, value, prefix, prefix)
-			}
-			return nil
-		}
+		return checkSocketPath(key, value)
 	}
 	return fmt.Errorf("%s %q: not an address; %s", key, value, forms)
+}
+
+// checkUnixAddress accepts an empty value ("off"), a unix socket path
+// starting with / or ., or an inherited socket.
+func checkUnixAddress(key, value string) error {
+	switch {
+	case value == "":
+		return nil
+	case listen.IsInherited(value):
+		if err := listen.CheckInherited(value); err != nil {
+			return fmt.Errorf("%s %q: %w", key, value, err)
+		}
+		return nil
+	case strings.HasPrefix(value, "/"), strings.HasPrefix(value, "."):
+		return checkSocketPath(key, value)
+	}
+	return fmt.Errorf("%s %q: not a socket path; use an absolute path such as /var/run/veneur/dogstatsd.sock, or %s", key, value, inheritedForms)
+}
+
+// maxSocketPath is the longest unix socket path Linux binds (sun_path
+// holds 108 bytes with the terminating NUL).
+const maxSocketPath = 107
+
+func checkSocketPath(key, value string) error {
+	if len(value) > maxSocketPath {
+		return fmt.Errorf("%s %q: %d bytes, longer than the %d a unix socket path may have; choose a shorter path", key, value, len(value), maxSocketPath)
+	}
+	return nil
+}
+
+// maxDatagramBytes bounds max_datagram_bytes.
+const maxDatagramBytes = 16 << 20
+
+// ParseUnixSocketMode returns unix_socket_mode as a file mode: octal
+// digits, of which at least one write bit, since a client needs write
+// permission to connect or send.
+func (c Config) ParseUnixSocketMode() (os.FileMode, error) {
+	v := c.UnixSocketMode
+	if v == "" {
+		v = DefaultUnixSocketMode
+	}
+	m, err := strconv.ParseUint(strings.TrimPrefix(v, "0o"), 8, 32)
+	if err != nil || m > 0o777 {
+		return 0, fmt.Errorf("unix_socket_mode %q: not a permission in octal; use octal digits in quotes, such as \"0660\" (owner and group) or \"0666\" (everyone)", v)
+	}
+	if m&0o222 == 0 {
+		return 0, fmt.Errorf("unix_socket_mode %q: no one may write, and sending to a unix socket needs write permission; use such as \"0660\"", v)
+	}
+	return os.FileMode(m), nil
 }
 
 // TLSConfig builds the TLS settings of the TCP listener from tls_certificate

@@ -81,6 +81,8 @@ func TestReadConfigReadmeKeys(t *testing.T) {
 		TCPMaxConnections:    DefaultTCPMaxConnections,
 		EtcdPrefix:           DefaultEtcdPrefix,
 		EtcdLeaseTTL:         DefaultEtcdLeaseTTL,
+		MaxDatagramBytes:     DefaultMaxDatagramBytes,
+		UnixSocketMode:       DefaultUnixSocketMode,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("ReadConfig(readme.yaml)\n got %+v\nwant %+v", c, want)
@@ -100,7 +102,7 @@ func TestShippedConfigsLoad(t *testing.T) {
 	if len(paths) < 3 {
 		t.Fatalf("config/ holds %q; want dev.yaml, local.yaml and global.yaml at least", paths)
 	}
-	for _, path := range append(paths, "example.yaml") {
+	for _, path := range append(paths, "example.yaml", filepath.Join("packaging", "systemd", "veneur.yaml")) {
 		t.Run(path, func(t *testing.T) {
 			c, err := ReadConfig(path)
 			if err != nil {
@@ -194,9 +196,10 @@ func TestExampleListsEveryKey(t *testing.T) {
 	// import_max_concurrency, tcp_max_connections, tcp_idle_timeout and
 	// max_series_per_interval (limits); grpc_address;
 	// allow_short_interval; forward_addresses and the etcd_* keys (the
-	// global tier).
-	if len(want) != 56 {
-		t.Errorf("Config has %d keys, want 56", len(want))
+	// global tier); the unix sockets' unix_datagram_address,
+	// unix_stream_address and unix_socket_mode; max_datagram_bytes.
+	if len(want) != 60 {
+		t.Errorf("Config has %d keys, want 60", len(want))
 	}
 
 	c, err := ParseConfig(data)
@@ -285,6 +288,10 @@ func TestDefaults(t *testing.T) {
 		{"num_workers", c.NumWorkers, runtime.NumCPU()},
 		{"num_readers", c.NumReaders, 1},
 		{"metric_max_length", c.MetricMaxLength, 4096},
+		{"max_datagram_bytes", c.MaxDatagramBytes, 65536},
+		{"unix_socket_mode", c.UnixSocketMode, "0660"},
+		{"unix_datagram_address", c.UnixDatagramAddress, ""},
+		{"unix_stream_address", c.UnixStreamAddress, ""},
 		{"flush_max_per_body", c.FlushMaxPerBody, 5000},
 		{"read_buffer_size_bytes", c.ReadBufferSizeBytes, 2097152},
 		{"trace_max_length_bytes", c.TraceMaxLengthBytes, 16384},
@@ -323,6 +330,8 @@ flush_max_concurrency: 2
 flush_spool_bytes: 1000
 flush_spool_max_age: 1m
 shutdown_timeout: 3s
+max_datagram_bytes: 8192
+unix_socket_mode: "0600"
 `)
 	want := Config{
 		UdpAddress: "127.0.0.1:8126", Interval: "250ms", AllowShortInterval: true, Hostname: "web-1",
@@ -332,6 +341,7 @@ shutdown_timeout: 3s
 		ImportMaxBodyBytes: DefaultImportMaxBodyBytes, ImportMaxConcurrency: 2 * runtime.NumCPU(),
 		TCPIdleTimeout: DefaultTCPIdleTimeout, TCPMaxConnections: DefaultTCPMaxConnections,
 		EtcdPrefix: DefaultEtcdPrefix, EtcdLeaseTTL: DefaultEtcdLeaseTTL,
+		MaxDatagramBytes: 8192, UnixSocketMode: "0600",
 		Percentiles: []float64{0.9}, Aggregates: []string{"sum"},
 	}
 	if !reflect.DeepEqual(c, want) {
@@ -389,7 +399,7 @@ func TestEmptyFileFailsOnlyForNothingToListenOn(t *testing.T) {
 		if err == nil {
 			t.Fatalf("ParseConfig(%q) succeeded", doc)
 		}
-		if want := "nothing to listen on: set udp_address, e.g. 127.0.0.1:8126"; err.Error() != want {
+		if want := "nothing to listen on: set udp_address, e.g. 127.0.0.1:8126, or tcp_address, unix_datagram_address or unix_stream_address"; err.Error() != want {
 			t.Errorf("ParseConfig(%q) = %q, want exactly %q", doc, err, want)
 		}
 	}
@@ -428,7 +438,21 @@ func TestValidateRejects(t *testing.T) {
 		{"http_address word", "http_address: localhost", []string{"http_address", "einhorn@N", "unix socket"}},
 		{"http_address bad port", "http_address: localhost:x", []string{"http_address", "not a number"}},
 		{"http_address einhorn without number", "http_address: einhorn@", []string{"http_address", "einhorn@0"}},
-		{"http_address fd negative", "http_address: fd@-1", []string{"http_address", "fd@0"}},
+		{"http_address fd negative", "http_address: fd@-1", []string{"http_address", "fd@3"}},
+		{"http_address systemd without name", "http_address: 'systemd:'", []string{"http_address", "systemd:dogstatsd"}},
+		{"udp_address fd not a number", "udp_address: fd@x", []string{`udp_address "fd@x"`, "fd@3"}},
+		{"udp_address einhorn negative", "udp_address: einhorn@-1", []string{"udp_address", "einhorn@0"}},
+		{"tcp_address systemd with colon", "tcp_address: 'systemd:a:b'", []string{"tcp_address", "FileDescriptorName"}},
+		{"tcp_address a path", "tcp_address: /run/veneur.sock", []string{"tcp_address", "host:port", "systemd:NAME"}},
+		{"unix_datagram_address host:port", "unix_datagram_address: 127.0.0.1:8126", []string{"unix_datagram_address", "not a socket path", "/var/run/veneur/dogstatsd.sock"}},
+		{"unix_stream_address too long", "unix_stream_address: /" + strings.Repeat("d", 107), []string{"unix_stream_address", "108 bytes", "shorter path"}},
+		{"unix addresses the same", "unix_datagram_address: /run/d.sock\nunix_stream_address: /run/d.sock", []string{"unix_datagram_address and unix_stream_address", "its own"}},
+		{"unix_socket_mode not octal", "unix_socket_mode: rw-rw----", []string{"unix_socket_mode", `"0660"`}},
+		{"unix_socket_mode 8", "unix_socket_mode: '0868'", []string{"unix_socket_mode", "octal"}},
+		{"unix_socket_mode too big", "unix_socket_mode: '01777'", []string{"unix_socket_mode", "octal"}},
+		{"unix_socket_mode read only", "unix_socket_mode: '0444'", []string{"unix_socket_mode", "write permission"}},
+		{"max_datagram_bytes negative", "max_datagram_bytes: -1", []string{"max_datagram_bytes = -1", "65536"}},
+		{"max_datagram_bytes huge", "max_datagram_bytes: 1073741824", []string{"max_datagram_bytes = 1073741824", "16 MiB"}},
 		{"http_address systemd", "http_address: systemd", []string{"http_address", "fd@N"}},
 		{"percentile one", "percentiles: [0.5, 1]", []string{"percentiles[1]", "between 0 and 1"}},
 		{"percentile zero", "percentiles: [0]", []string{"percentiles[0]"}},
@@ -480,6 +504,20 @@ func TestValidateAccepts(t *testing.T) {
 		"http_address: fd@3",
 		"http_address: /run/veneur.sock",
 		"http_address: ./veneur.sock",
+		"http_address: systemd:http",
+		"grpc_address: systemd:grpc",
+		"grpc_address: /run/veneur-grpc.sock",
+		"udp_address: systemd:dogstatsd",
+		"udp_address: fd@3",
+		"udp_address: einhorn@0",
+		"tcp_address: systemd:dogstatsd",
+		"udp_address: ''\nunix_datagram_address: /var/run/veneur/dsd.sock",
+		"udp_address: ''\nunix_stream_address: ./dsd.sock",
+		"unix_stream_address: systemd:dsd-stream\nunix_datagram_address: fd@4",
+		"unix_socket_mode: 0600",
+		"unix_socket_mode: '0o666'",
+		"unix_socket_mode: 622",
+		"max_datagram_bytes: 8192",
 		"api_hostname: https://app.datadoghq.com",
 		"api_hostname: http://127.0.0.1:9999/",
 		"forward_address: http://veneur-global:8127",
@@ -842,13 +880,13 @@ func TestValidateZeroConfigListsEveryProblem(t *testing.T) {
 	if err == nil {
 		t.Fatal("Validate accepted the zero Config")
 	}
-	for _, w := range []string{"interval", "shutdown_timeout", "flush_max_concurrency", "flush_spool_bytes", "tcp_idle_timeout", "tcp_max_connections", "import_max_concurrency", "import_max_body_bytes", "num_workers", "num_readers", "metric_max_length", "read_buffer_size_bytes", "trace_max_length_bytes", "etcd_lease_ttl", "etcd_prefix", "nothing to listen on"} {
+	for _, w := range []string{"interval", "shutdown_timeout", "flush_max_concurrency", "flush_spool_bytes", "tcp_idle_timeout", "tcp_max_connections", "import_max_concurrency", "import_max_body_bytes", "num_workers", "num_readers", "metric_max_length", "max_datagram_bytes", "read_buffer_size_bytes", "trace_max_length_bytes", "etcd_lease_ttl", "etcd_prefix", "nothing to listen on"} {
 		if !strings.Contains(err.Error(), w) {
 			t.Errorf("error %q does not mention %q", err, w)
 		}
 	}
-	if n := joinedCount(err); n != 16 {
-		t.Errorf("Validate joined %d problems, want 16:\n%v", n, err)
+	if n := joinedCount(err); n != 17 {
+		t.Errorf("Validate joined %d problems, want 17:\n%v", n, err)
 	}
 }
 

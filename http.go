@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"fmt"
 	stdlog "log"
 	"net"
 	"net/http"
@@ -84,6 +83,7 @@ const (
 // with them; its self-metrics are the importer's.
 type webServer struct {
 	addr    string
+	bind    *listen.Binder
 	tls     *tls.Config
 	handler http.Handler
 	imp     *forward.Importer
@@ -96,16 +96,16 @@ type webServer struct {
 
 var _ listen.Listener = (*webServer)(nil)
 
-func newWebServer(addr string, tlsConf *tls.Config, h http.Handler, imp *forward.Importer, guard func(), log *logrus.Logger) *webServer {
-	return &webServer{addr: addr, tls: tlsConf, handler: h, imp: imp, guard: guard, log: log}
+func newWebServer(addr string, bind *listen.Binder, tlsConf *tls.Config, h http.Handler, imp *forward.Importer, guard func(), log *logrus.Logger) *webServer {
+	return &webServer{addr: addr, bind: bind, tls: tlsConf, handler: h, imp: imp, guard: guard, log: log}
 }
 
-// Start binds http_address (host:port, a unix socket path, fd@N or
-// einhorn@N) and serves it.
+// Start binds http_address (host:port, a unix socket path, or an inherited
+// socket: fd@N, einhorn@N, systemd:NAME) and serves it.
 func (w *webServer) Start() error {
-	ln, err := listen.Stream(w.addr)
+	ln, err := w.bind.Stream("http_address", w.addr)
 	if err != nil {
-		return fmt.Errorf("http_address %w", err)
+		return err
 	}
 	w.ln = ln
 	if w.tls != nil {

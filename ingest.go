@@ -33,6 +33,7 @@ func newParseCauses() *counter.ByCause {
 		counter.Cause{Err: samplers.ErrTooLong, Name: "too_long"},
 		counter.Cause{Err: samplers.ErrTooManyTags, Name: "too_many_tags"},
 		counter.Cause{Err: listen.ErrUnterminated, Name: "unterminated"},
+		counter.Cause{Err: listen.ErrTruncated, Name: "truncated"},
 		counter.Cause{Err: samplers.ErrBadEvent, Name: "bad_event"},
 		counter.Cause{Err: samplers.ErrBadServiceCheck, Name: "bad_service_check"},
 	)
@@ -50,8 +51,6 @@ type ingest struct {
 	parse   *counter.ByCause
 	packets atomic.Uint64
 	lines   atomic.Uint64
-	// truncated counts datagrams cut by the receive buffer.
-	truncated atomic.Uint64
 	// queueFull counts hand-overs that found a worker's queue full;
 	// dropped the samples of those that then gave up.
 	queueFull atomic.Uint64
@@ -77,11 +76,12 @@ func (g *ingest) newIngester() listen.Ingester {
 func (g *ingest) Report(stats statsd.ClientInterface) {
 	stats.Count("packet.received_total", int64(g.packets.Swap(0)), nil, 1)
 	stats.Count("packet.lines_total", int64(g.lines.Swap(0)), nil, 1)
-	if n := g.truncated.Swap(0); n > 0 {
-		stats.Count("packet.truncated_total", int64(n), nil, 1)
-		g.log.WithField("count", n).Warn("datagrams longer than metric_max_length were cut; their last line was skipped")
-	}
+	truncated := g.parse.Load(g.parse.IndexOf("truncated"))
 	if n := g.parse.Report(stats, "packet.error_total"); n > 0 {
+		if truncated > 0 {
+			g.log.WithField("count", truncated).Warn("datagrams longer than max_datagram_bytes were cut: the line at each cut was skipped, " +
+				"and the lines after it were lost (raise max_datagram_bytes to the largest datagram clients send)")
+		}
 		g.log.WithField("count", n).Info("skipped malformed metric lines (debug logging shows them)")
 	}
 	if n := g.queueFull.Swap(0); n > 0 {
@@ -95,9 +95,9 @@ func (g *ingest) Report(stats statsd.ClientInterface) {
 
 // readerCounts is a reader's unpublished share of the ingest counters.
 type readerCounts struct {
-	packets, lines, truncated, queueFull, dropped uint64
-	parse                                         counter.Local
-	any                                           bool
+	packets, lines, queueFull, dropped uint64
+	parse                              counter.Local
+	any                                bool
 }
 
 // ingester turns datagrams into samples and hands them to the workers in
@@ -115,23 +115,22 @@ type ingester struct {
 	sendWait time.Duration
 }
 
-// Packet processes one datagram. A datagram longer than the configured
-// maximum was cut by the receive buffer: only the complete lines before the
-// cut are processed, never the partial one.
+// Packet processes one datagram, line by line: a line longer than
+// metric_max_length is skipped (too_long). A truncated datagram was cut by
+// the receive buffer (max_datagram_bytes): the complete lines before the
+// cut are processed, and the cut one is skipped (truncated).
 func (in *ingester) Packet(p []byte, truncated bool) {
 	in.counts.packets++
 	in.counts.any = true
-	if maxLen := in.g.maxLen; truncated || len(p) > maxLen {
-		in.counts.truncated++
-		if len(p) > maxLen {
-			p = p[:maxLen]
-		}
+	if truncated {
 		nl := bytes.LastIndexByte(p, '\n')
+		in.Skip(listen.ErrTruncated)
 		if nl < 0 {
 			return
 		}
 		p = p[:nl]
 	}
+	maxLen := in.g.maxLen
 	for len(p) > 0 {
 		var line []byte
 		if i := bytes.IndexByte(p, '\n'); i >= 0 {
@@ -139,10 +138,13 @@ func (in *ingester) Packet(p []byte, truncated bool) {
 		} else {
 			line, p = p, nil
 		}
-		if len(line) == 0 {
-			continue
+		switch {
+		case len(line) == 0:
+		case len(line) > maxLen:
+			in.Skip(samplers.ErrTooLong)
+		default:
+			in.Line(line)
 		}
-		in.Line(line)
 	}
 }
 
@@ -252,9 +254,6 @@ func (in *ingester) Flush() {
 	g := in.g
 	g.packets.Add(c.packets)
 	g.lines.Add(c.lines)
-	if c.truncated > 0 {
-		g.truncated.Add(c.truncated)
-	}
 	if c.queueFull > 0 {
 		g.queueFull.Add(c.queueFull)
 	}
@@ -262,7 +261,7 @@ func (in *ingester) Flush() {
 		g.dropped.Add(c.dropped)
 	}
 	c.parse.Publish()
-	c.packets, c.lines, c.truncated, c.queueFull, c.dropped, c.any = 0, 0, 0, 0, 0, false
+	c.packets, c.lines, c.queueFull, c.dropped, c.any = 0, 0, 0, 0, false
 }
 
 // maxSpansPerInterval bounds the trace spans one interval keeps; more are

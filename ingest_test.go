@@ -41,20 +41,34 @@ func collectNames(p *workerPool) [][]string {
 	return out
 }
 
-func TestIngesterTruncatedDatagram(t *testing.T) {
+// A datagram is processed whole, line by line: metric_max_length (here 20)
+// applies to each line, and a datagram cut by its receive buffer loses the
+// line at the cut, counted as truncated, not the lines before it.
+func TestIngesterLineLimitAndTruncation(t *testing.T) {
 	p, g := testIngest(t, 1, 20)
 	in := g.newIngester()
-	// "a:1|c\nb:2|c\n" is complete inside 20 bytes; "ccc..." is cut.
-	in.Packet([]byte("a:1|c\nb:2|c\nccccccc:3|c"), true)
-	in.Packet([]byte("no-newline-at-all-and-too-long:1|c"), false)
+	// 60 bytes, three times metric_max_length: every line counts.
+	in.Packet([]byte("a:1|c\nb:2|c\n"+strings.Repeat("d", 30)+":1|c\ne:3|c\nf:4|c"), false)
+	// Cut inside "ccc...": a and g before it count; the cut line does not,
+	// although its prefix would parse.
+	in.Packet([]byte("g:1|c\nh:2|c\nccccccc:3|c"), true)
+	in.Packet([]byte("cut-before-any-newline:1|c"), true)
 	in.Flush()
 	rec := &statstest.Recorder{}
 	g.Report(rec)
-	if tr, l := rec.Sum("packet.truncated_total"), rec.Sum("packet.lines_total"); tr != 2 || l != 2 {
-		t.Fatalf("truncated=%d lines=%d, want 2 and 2", tr, l)
+	for _, c := range []struct {
+		cause string
+		want  int64
+	}{{"truncated", 2}, {"too_long", 1}} {
+		if got := rec.Sum("packet.error_total", "cause:"+c.cause); got != c.want {
+			t.Errorf("packet.error_total{cause:%s} = %d, want %d", c.cause, got, c.want)
+		}
 	}
-	if got := collectNames(p)[0]; strings.Join(got, ",") != "a,b" {
-		t.Errorf("series %v, want a and b only", got)
+	if l := rec.Sum("packet.lines_total"); l != 9 {
+		t.Errorf("packet.lines_total = %d, want 9 (6 processed, 3 skipped)", l)
+	}
+	if got := collectNames(p)[0]; strings.Join(got, ",") != "a,b,e,f,g,h" {
+		t.Errorf("series %v, want a, b, e, f, g and h", got)
 	}
 }
 

@@ -159,6 +159,7 @@ func NewProxy(cfg Config, opts Options) (*proxy.Proxy, error) {
 		MaxConcurrency:    cfg.ImportMaxConcurrency,
 		RequireClientCert: cfg.HTTPTLSAuthorityCertificate != "",
 	})
+	bind := &listen.Binder{Inherited: opts.Inherited, Takeover: opts.Takeover}
 	var grpcL, httpL listen.Listener
 	if cfg.GRPCAddress != "" {
 		tlsConf, err := cfg.GRPCTLSConfig()
@@ -166,7 +167,7 @@ func NewProxy(cfg Config, opts Options) (*proxy.Proxy, error) {
 			return nil, err
 		}
 		srv, err := forward.NewGRPCServer(imp, forward.GRPCServerConfig{
-			Address: cfg.GRPCAddress, TLS: tlsConf, MaxStreamBytes: cfg.ImportMaxBodyBytes, Log: log, Guard: guard,
+			Address: cfg.GRPCAddress, Bind: bind, TLS: tlsConf, MaxStreamBytes: cfg.ImportMaxBodyBytes, Log: log, Guard: guard,
 		})
 		if err != nil {
 			return nil, err
@@ -183,7 +184,7 @@ func NewProxy(cfg Config, opts Options) (*proxy.Proxy, error) {
 			check = requireClientCert
 		}
 		h := proxy.Handler(imp, t, t.members, interval, VERSION, check)
-		httpL = newWebServer(cfg.HTTPAddress, tlsConf, h, imp, guard, log)
+		httpL = newWebServer(cfg.HTTPAddress, bind, tlsConf, h, imp, guard, log)
 	}
 	return proxy.New(proxy.Config{
 		GRPC: grpcL, HTTP: httpL, Router: t.sharded, Membership: t.members, Tier: proxyTier{t, log, stats, guard},

@@ -72,6 +72,9 @@ type Server struct {
 	log    *logrus.Logger
 	stats  statsd.ClientInterface
 	sentry *sentry.Hub // nil without sentry_dsn
+	// bind binds every listener's address; it holds the inherited
+	// sockets.
+	bind   *listen.Binder
 	pool   *workerPool
 	ingest *ingest
 	// listeners in the order Shutdown stops them: the DogStatsD and SSF
@@ -119,6 +122,14 @@ type Options struct {
 	// Stats receives the self-metrics instead of a client for
 	// stats_address.
 	Stats statsd.ClientInterface
+	// Inherited are the sockets the process was started with (systemd
+	// socket activation, einhorn), for the addresses that name them; nil
+	// knows fd@N only. cmd/veneur reads them from the environment.
+	Inherited *listen.Inherited
+	// Takeover lets host:port addresses join sockets another veneur
+	// holds (SO_REUSEPORT), for a restart that loses nothing: the new
+	// veneur starts, then the old one is stopped (veneur -takeover).
+	Takeover bool
 }
 
 // NewFromConfig builds a server from a config. It validates the config
@@ -140,7 +151,12 @@ func NewFromConfig(cfg Config, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("aggregates: %w", err)
 	}
-	s := &Server{cfg: cfg, log: log, stats: opts.Stats}
+	mode, err := cfg.ParseUnixSocketMode()
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: log, stats: opts.Stats,
+		bind: &listen.Binder{Inherited: opts.Inherited, Takeover: opts.Takeover, UnixMode: mode}}
 	if s.stats == nil {
 		s.stats = &statsd.NoOpClient{}
 		if cfg.StatsAddress != "" {
@@ -216,7 +232,13 @@ func NewFromConfig(cfg Config, opts Options) (*Server, error) {
 // the order Shutdown stops them.
 func (s *Server) buildListeners() error {
 	cfg := s.cfg
-	opts := listen.Options{Log: s.log, Guard: s.guard}
+	opts := listen.Options{Log: s.log, Guard: s.guard, Bind: s.bind}
+	if cfg.UdpAddress != "" {
+		opts.DatagramReaders += cfg.NumReaders
+	}
+	if cfg.UnixDatagramAddress != "" {
+		opts.DatagramReaders++
+	}
 	add := func(key string, l listen.Listener, err error) error {
 		if err != nil {
 			return err
@@ -226,9 +248,17 @@ func (s *Server) buildListeners() error {
 	}
 	if cfg.UdpAddress != "" {
 		l, err := listen.NewUDP(listen.UDPConfig{
-			Address: cfg.UdpAddress, Readers: cfg.NumReaders, ReadBuffer: cfg.ReadBufferSizeBytes, MaxLength: cfg.MetricMaxLength,
+			Address: cfg.UdpAddress, Readers: cfg.NumReaders, ReadBuffer: cfg.ReadBufferSizeBytes, MaxDatagram: cfg.MaxDatagramBytes,
 		}, s.ingest.newIngester, opts)
 		if err := add("udp_address", l, err); err != nil {
+			return err
+		}
+	}
+	if cfg.UnixDatagramAddress != "" {
+		l, err := listen.NewUnixDatagram(listen.UnixDatagramConfig{
+			Address: cfg.UnixDatagramAddress, ReadBuffer: cfg.ReadBufferSizeBytes, MaxDatagram: cfg.MaxDatagramBytes,
+		}, s.ingest.newIngester, opts)
+		if err := add("unix_datagram_address", l, err); err != nil {
 			return err
 		}
 	}
@@ -246,6 +276,19 @@ func (s *Server) buildListeners() error {
 			MaxConnections: cfg.TCPMaxConnections, IdleTimeout: idle,
 		}, s.ingest.newIngester, opts)
 		if err := add("tcp_address", l, err); err != nil {
+			return err
+		}
+	}
+	if cfg.UnixStreamAddress != "" {
+		idle, err := cfg.ParseTCPIdleTimeout()
+		if err != nil {
+			return err
+		}
+		l, err := listen.NewUnixStream(listen.UnixStreamConfig{
+			Address: cfg.UnixStreamAddress, MaxLength: cfg.MetricMaxLength,
+			MaxConnections: cfg.TCPMaxConnections, IdleTimeout: idle,
+		}, s.ingest.newIngester, opts)
+		if err := add("unix_stream_address", l, err); err != nil {
 			return err
 		}
 	}
@@ -274,7 +317,7 @@ func (s *Server) buildListeners() error {
 				return err
 			}
 			srv, err := forward.NewGRPCServer(imp, forward.GRPCServerConfig{
-				Address: cfg.GRPCAddress, TLS: tlsConf, MaxStreamBytes: cfg.ImportMaxBodyBytes, Log: s.log, Guard: s.guard,
+				Address: cfg.GRPCAddress, Bind: s.bind, TLS: tlsConf, MaxStreamBytes: cfg.ImportMaxBodyBytes, Log: s.log, Guard: s.guard,
 			})
 			if err := add("grpc_address", srv, err); err != nil {
 				return err
@@ -285,7 +328,7 @@ func (s *Server) buildListeners() error {
 			if err != nil {
 				return err
 			}
-			add("http_address", newWebServer(cfg.HTTPAddress, tlsConf, s.handler(imp), imp, s.guard, s.log), nil)
+			add("http_address", newWebServer(cfg.HTTPAddress, s.bind, tlsConf, s.handler(imp), imp, s.guard, s.log), nil)
 		}
 	}
 	return nil
@@ -306,6 +349,14 @@ func (s *Server) UDPAddr() net.Addr { return s.addr("udp_address") }
 
 // TCPAddr returns the bound address of the TCP listener, or nil.
 func (s *Server) TCPAddr() net.Addr { return s.addr("tcp_address") }
+
+// UnixDatagramAddr returns the bound address of the unix datagram
+// listener, or nil.
+func (s *Server) UnixDatagramAddr() net.Addr { return s.addr("unix_datagram_address") }
+
+// UnixStreamAddr returns the bound address of the unix stream listener, or
+// nil.
+func (s *Server) UnixStreamAddr() net.Addr { return s.addr("unix_stream_address") }
 
 // TraceAddr returns the bound address of the SSF listener, or nil.
 func (s *Server) TraceAddr() net.Addr { return s.addr("trace_address") }
@@ -336,6 +387,12 @@ func (s *Server) Start() error {
 			s.state = stopped
 			return err
 		}
+	}
+	if unused := s.bind.Inherited.Unused(); len(unused) > 0 {
+		s.log.WithField("sockets", unused).Warn("systemd passed sockets that no address names; name them in udp_address, tcp_address, unix_*_address or http_address (systemd:NAME), or drop them from the socket unit")
+	}
+	if err := s.bind.Inherited.Ready(); err != nil {
+		s.log.WithError(err).Error("einhorn was not told that veneur started; it may stop this worker")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel

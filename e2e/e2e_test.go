@@ -421,26 +421,32 @@ func TestNewerProtocolFieldsIgnored(t *testing.T) {
 	expectSeries(t, reqs, "new.rate", rate(2/hour, hour, "z:1"))
 }
 
-func TestOversizedDatagramKeepsCompleteLines(t *testing.T) {
+// metric_max_length applies to each line of a datagram: a longer line is
+// skipped, its neighbours count. A datagram longer than max_datagram_bytes
+// is cut: its complete lines before the cut count, the cut one does not.
+func TestLineAndDatagramLimits(t *testing.T) {
 	t.Parallel()
 	fake := newFakeDD(t)
-	const limit = 64
-	d := startDaemon(t, fake, func(c config) { c["metric_max_length"] = limit })
-	head := "ov.one:1|c\nov.two:2|g\n"
-	// The cut falls inside this line's tag: its prefix up to the limit
+	const maxLine, maxDatagram = 64, 128
+	d := startDaemon(t, fake, func(c config) {
+		c["metric_max_length"] = maxLine
+		c["max_datagram_bytes"] = maxDatagram
+	})
+	long := "ov.long:5|c|#k:" + strings.Repeat("v", 60)
+	within := "ov.one:1|c\nov.two:2|g\n" + long + "\nov.after:1|c"
+	// The cut falls inside this line's tag: its prefix up to the cut
 	// would itself parse as a valid counter if the daemon parsed it.
-	cut := "ov.cut:5|c|#k:" + strings.Repeat("v", 60)
-	datagram := head + cut + "\nov.after:1|c"
-	if len(head)+len("ov.cut:5|c|#k:v") > limit || len(head)+len(cut) <= limit {
-		t.Fatalf("test datagram does not cut ov.cut inside its tag at %d bytes", limit)
+	head := "ov.a:1|c\nov.b:1|c\nov.c:1|c\nov.d:1|c\nov.e:1|c\nov.f:1|c\nov.g:1|c\nov.h:1|c\nov.i:1|c\n"
+	cut := head + "ov.cut:5|c|#k:" + strings.Repeat("w", 40) + "\nov.lost:1|c"
+	if len(long) <= maxLine || len(within) > maxDatagram || len(head)+len("ov.cut:5|c|#k:w") > maxDatagram || len(cut) <= maxDatagram {
+		t.Fatalf("test datagrams do not fit the limits %d and %d", maxLine, maxDatagram)
 	}
-	sendRaw(t, d, datagram)
-	// A datagram within the limit still works on the same daemon.
-	sendRaw(t, d, "ov.small:4|c")
+	sendRaw(t, d, within, cut, "ov.small:4|c")
 	reqs := d.stopAndCollect(t)
-	expectNames(t, reqs, "ov.one", "ov.two", "ov.small")
+	expectNames(t, reqs, "ov.one", "ov.two", "ov.after", "ov.a", "ov.b", "ov.c", "ov.d", "ov.e", "ov.f", "ov.g", "ov.h", "ov.i", "ov.small")
 	expectSeries(t, reqs, "ov.one", rate(1/hour, hour))
 	expectSeries(t, reqs, "ov.two", gauge(2))
+	expectSeries(t, reqs, "ov.after", rate(1/hour, hour))
 	expectSeries(t, reqs, "ov.small", rate(4/hour, hour))
 }
 

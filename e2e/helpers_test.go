@@ -235,12 +235,16 @@ func tryStartDaemon(t *testing.T, fake *fakeDD, tweak func(config)) (*daemon, er
 	if tweak != nil {
 		tweak(cfg)
 	}
-	return launch(t, binPath(), cfg, fake)
+	return launch(t, fake, cfg, cfg["udp_address"].(string), cfg["http_address"].(string), func(path string) *exec.Cmd {
+		return exec.Command(binPath(), "-f", path)
+	})
 }
 
-// launch starts the binary bin (veneur or veneur-proxy) on cfg and waits
-// for its /healthcheck.
-func launch(t *testing.T, bin string, cfg config, fake *fakeDD) (*daemon, error) {
+// launch writes cfg, starts the command command builds for the config's
+// path, and waits for /healthcheck on httpAddr. udpAddr is where the
+// daemon takes UDP (it may differ from the config's udp_address when the
+// daemon inherits its sockets).
+func launch(t *testing.T, fake *fakeDD, cfg config, udpAddr, httpAddr string, command func(path string) *exec.Cmd) (*daemon, error) {
 	path := writeConfig(t, cfg)
 	text, err := os.ReadFile(path)
 	if err != nil {
@@ -257,19 +261,19 @@ func launch(t *testing.T, bin string, cfg config, fake *fakeDD) (*daemon, error)
 	d := &daemon{
 		scheme:   scheme,
 		client:   client,
-		udpAddr:  str(cfg["udp_address"]),
-		httpAddr: cfg["http_address"].(string),
+		udpAddr:  udpAddr,
+		httpAddr: httpAddr,
 		config:   string(text),
 		fake:     fake,
 		stdout:   &syncBuffer{},
 		stderr:   &syncBuffer{},
 		done:     make(chan struct{}),
 	}
-	d.cmd = exec.Command(bin, "-f", path)
+	d.cmd = command(path)
 	d.cmd.Stdout = d.stdout
 	d.cmd.Stderr = d.stderr
 	if err := d.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("running %s: %w", bin, err)
+		return nil, fmt.Errorf("running %s: %w", d.cmd.Path, err)
 	}
 	go func() {
 		_ = d.cmd.Wait()

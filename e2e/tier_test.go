@@ -6,6 +6,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"os/exec"
 	"slices"
 	"sort"
 	"strings"
@@ -337,7 +338,9 @@ func TestTierEtcdProxy(t *testing.T) {
 // (which it is once it has a global to send to).
 func startProxy(t *testing.T, cfg config) *daemon {
 	t.Helper()
-	d, err := launch(t, proxyBinPath(), cfg, nil)
+	d, err := launch(t, nil, cfg, "", str(cfg["http_address"]), func(path string) *exec.Cmd {
+		return exec.Command(proxyBinPath(), "-f", path)
+	})
 	if err != nil {
 		t.Fatalf("starting veneur-proxy: %v", err)
 	}

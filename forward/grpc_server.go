@@ -79,9 +79,12 @@ const grpcPresizeMax = 1 << 14
 // GRPCServerConfig sets up a GRPCServer. Zero values mean the defaults.
 type GRPCServerConfig struct {
 	// Address is grpc_address, where Start listens: host:port, or a unix
-	// socket path, fd@N or einhorn@N as http_address takes them. It may be
-	// empty when the server is only given listeners (ServeGRPC).
+	// socket path or an inherited socket (fd@N, einhorn@N, systemd:NAME)
+	// as http_address takes them. It may be empty when the server is only
+	// given listeners (ServeGRPC).
 	Address string
+	// Bind binds Address; nil binds with listen.Binder's defaults.
+	Bind *listen.Binder
 	// TLS, when not nil, serves TLS only (the locals' grpcs://). Set its
 	// ClientAuth and ClientCAs to require client certificates. The
 	// server sets NextProtos to h2 (gRPC runs over HTTP/2).
@@ -296,9 +299,9 @@ func (s *GRPCServer) Start() error {
 	if s.cfg.Address == "" {
 		return errors.New("grpc_address is empty; set it to a host:port such as 0.0.0.0:8128")
 	}
-	ln, err := listen.Stream(s.cfg.Address)
+	ln, err := s.cfg.Bind.Stream("grpc_address", s.cfg.Address)
 	if err != nil {
-		return fmt.Errorf("grpc_address %w", err)
+		return err
 	}
 	return s.ServeGRPC(ln)
 }

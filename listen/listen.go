@@ -1,5 +1,7 @@
-// Package listen has veneur's listeners: UDP, TCP (with TLS) and the SSF
-// socket. A listener does only I/O: it reads datagrams, lines or spans and
+// Package listen has veneur's listeners: UDP, TCP (with TLS), unix
+// datagram and stream sockets, and the SSF socket, and the binding of
+// their addresses, inherited sockets (fd@N, einhorn@N, systemd:NAME)
+// included. A listener does only I/O: it reads datagrams, lines or spans and
 // hands them to the Ingester it was given, one per reader goroutine. It
 // never aggregates and never holds the server.
 package listen
@@ -36,12 +38,13 @@ type Listener interface {
 // use. Byte slices passed to it are only valid during the call.
 type Ingester interface {
 	// Packet processes one datagram of DogStatsD lines. truncated says
-	// the datagram did not fit the receive buffer.
+	// the datagram did not fit the receive buffer (max_datagram_bytes):
+	// its last line is cut.
 	Packet(p []byte, truncated bool)
 	// Line processes one DogStatsD line, without its newline.
 	Line(line []byte)
 	// Skip counts a line skipped for err (samplers.ErrTooLong,
-	// ErrUnterminated) without processing it.
+	// ErrUnterminated, ErrTruncated) without processing it.
 	Skip(err error)
 	// Check takes a service check (SSF STATUS samples).
 	Check(c samplers.ServiceCheck)
@@ -65,6 +68,14 @@ type Options struct {
 	// recovers only when it calls recover directly) and, having reported
 	// the panic, should panic again so that the process still crashes.
 	Guard func()
+	// Bind binds the listeners' addresses; the listeners of one server
+	// share it. nil binds with the defaults (see Binder).
+	Bind *Binder
+	// DatagramReaders is how many datagram readers the server runs in
+	// all, over every datagram listener: each keeps a P while busy, and
+	// GOMAXPROCS is raised to make room for all of them (see
+	// reserveReaderProcs). 0 counts the listener's own.
+	DatagramReaders int
 }
 
 // logger is o.Log, or a new logger when it is nil.

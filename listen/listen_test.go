@@ -66,6 +66,13 @@ func (s *sink) get() received {
 	return r
 }
 
+// lineCount is how many lines were handed over, without copying them.
+func (s *sink) lineCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.total.lines)
+}
+
 // busyIngesters is how many ingesters handed anything over.
 func (s *sink) busyIngesters() int {
 	s.mu.Lock()
@@ -218,7 +225,7 @@ var listenerKinds = []struct {
 	{
 		"udp",
 		func(addr string, ni NewIngester, opts Options) (Listener, error) {
-			return NewUDP(UDPConfig{Address: addr, Readers: 1, ReadBuffer: 1 << 20, MaxLength: 4096}, ni, opts)
+			return NewUDP(UDPConfig{Address: addr, Readers: 1, ReadBuffer: 1 << 20}, ni, opts)
 		},
 		func(t testing.TB, addr net.Addr) { sendUDP(t, addr, "x:1|c") },
 	},
@@ -348,10 +355,10 @@ func TestConstructorsRefuseBadConfig(t *testing.T) {
 		name string
 		err  error
 	}{
-		{"udp no address", second(NewUDP(UDPConfig{Readers: 1, MaxLength: 1}, ni, Options{}))},
-		{"udp no readers", second(NewUDP(UDPConfig{Address: "127.0.0.1:0", MaxLength: 1}, ni, Options{}))},
-		{"udp no length", second(NewUDP(UDPConfig{Address: "127.0.0.1:0", Readers: 1}, ni, Options{}))},
-		{"udp no ingester", second(NewUDP(UDPConfig{Address: "127.0.0.1:0", Readers: 1, MaxLength: 1}, nil, Options{}))},
+		{"udp no address", second(NewUDP(UDPConfig{Readers: 1}, ni, Options{}))},
+		{"udp no readers", second(NewUDP(UDPConfig{Address: "127.0.0.1:0"}, ni, Options{}))},
+		{"udp no length", second(NewUDP(UDPConfig{Address: "127.0.0.1:0", Readers: 1, MaxDatagram: -1}, ni, Options{}))},
+		{"udp no ingester", second(NewUDP(UDPConfig{Address: "127.0.0.1:0", Readers: 1}, nil, Options{}))},
 		{"tcp no address", second(NewTCP(TCPConfig{MaxLength: 1}, ni, Options{}))},
 		{"tcp no length", second(NewTCP(TCPConfig{Address: "127.0.0.1:0"}, ni, Options{}))},
 		{"tcp no ingester", second(NewTCP(TCPConfig{Address: "127.0.0.1:0", MaxLength: 1}, nil, Options{}))},

@@ -3,9 +3,10 @@
 package listen
 
 import (
-	"context"
+	"encoding/binary"
 	"fmt"
 	"net"
+	"os"
 	"runtime"
 	"sync/atomic"
 	"syscall"
@@ -15,35 +16,52 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// udpSocket is one bound UDP socket. Its reader waits inside recvmmsg
-// itself while datagrams flow, so a wake-up costs one system call where the
-// runtime's poller costs an epoll round and a read. These waits are raw
-// system calls that keep the reader's P (scheduler slot): with an ordinary
-// system call the runtime's monitor would take the P away after 20µs of
-// each wait and, doing so again and again, wake every 20µs. They are
-// bounded by a 1 ms receive timeout, after which the reader hands over what
-// it holds and yields.
+// udpSocket is one bound datagram socket: UDP, or unix datagram. Its
+// reader waits inside recvmmsg itself while datagrams flow, so a wake-up
+// costs one system call where the runtime's poller costs an epoll round
+// and a read. These waits are raw system calls that keep the reader's P
+// (scheduler slot): with an ordinary system call the runtime's monitor
+// would take the P away after 20µs of each wait and, doing so again and
+// again, wake every 20µs. They are bounded by a 1 ms receive timeout, after
+// which the reader hands over what it holds and yields.
 //
 // Once readerQuiet waits in a row time out with nothing held, the reader is
 // idle, and how it then waits depends on the mode:
 //
 //   - With several Ps (the usual case) the socket is a duplicate kept out of
 //     the poller's epoll set (else an idle thread waiting in epoll would
-//     wake for every datagram), and an idle reader waits with an ordinary
-//     system call, which lets the runtime take the P back.
+//     wake for every datagram), and an idle reader waits in poll(2) on the
+//     socket and on an eventfd that wake writes, an ordinary system call
+//     that lets the runtime take the P back.
 //     reserveReaderProcs keeps one P beyond the readers' for the workers,
 //     the flusher and the HTTP server (unless GOMAXPROCS is set in the
 //     environment).
 //   - With a single P (GOMAXPROCS 1, e.g. a process pinned to one CPU) no
 //     other P exists to wake, and an extra one would only add thread
 //     hand-offs on that CPU. The socket stays in the poller, and an idle
-//     reader waits there like any Go network code. While it is busy, the
-//     1 ms bound and the yields leave the P to everything else.
+//     reader waits there like any Go network code; wake ends that wait
+//     with a read deadline. While it is busy, the 1 ms bound and the
+//     yields leave the P to everything else.
+//
+// wake never shuts the socket down: an inherited socket is shared with the
+// process that passed it and with the next veneur, which must go on
+// reading it.
 type udpSocket struct {
 	fd    int
 	laddr net.Addr
 	// conn is the runtime's socket in single-P mode, nil otherwise.
-	conn *net.UDPConn
+	conn interface {
+		syscall.Conn
+		SetReadDeadline(time.Time) error
+		Close() error
+	}
+	// wakeFD is the eventfd wake writes and an idle reader polls, -1 in
+	// single-P mode.
+	wakeFD int
+	// shared says the socket was inherited: closeDoor leaves it alone.
+	shared bool
+	// file is the socket file of a unix datagram socket bound here.
+	file *unixFile
 	// idle mirrors the reader's state, for tests.
 	idle atomic.Bool
 }
@@ -51,30 +69,26 @@ type udpSocket struct {
 // isIdle reports whether the socket's reader last went idle (see udpSocket).
 func (s *udpSocket) isIdle() bool { return s.idle.Load() }
 
-// listenUDP binds one UDP socket on addr; with reusePort several sockets
-// share the port and the kernel spreads datagrams across them. It returns
-// the receive buffer size the kernel granted.
+// listenUDP binds one UDP socket on addr, for tests; with reusePort
+// several sockets share the port and the kernel spreads datagrams across
+// them. It returns the receive buffer size the kernel granted.
 func listenUDP(addr string, reusePort bool, rcvbuf int, singleP bool) (*udpSocket, int, error) {
-	lc := net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) {
-			if reusePort {
-				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-			}
-		})
-		if err != nil {
-			return err
-		}
-		return serr
-	}}
-	pc, err := lc.ListenPacket(context.Background(), "udp", addr)
+	pc, err := (&Binder{Takeover: reusePort}).packet("udp_address", addr, kindUDP, reusePort)
 	if err != nil {
 		return nil, 0, err
 	}
-	conn := pc.(*net.UDPConn)
+	return newDatagramSocket(pc, rcvbuf, singleP)
+}
+
+// newDatagramSocket prepares the bound socket pc for a reader: it asks for
+// a receive buffer of rcvbuf bytes and returns the size the kernel
+// granted.
+func newDatagramSocket(pc *packetConn, rcvbuf int, singleP bool) (*udpSocket, int, error) {
+	conn := pc.conn
 	granted, err := setReadBuffer(conn, rcvbuf)
 	if err != nil {
 		conn.Close()
+		pc.file.remove()
 		return nil, 0, err
 	}
 	var sock *udpSocket
@@ -86,20 +100,22 @@ func listenUDP(addr string, reusePort bool, rcvbuf int, singleP bool) (*udpSocke
 	}
 	if err != nil {
 		conn.Close()
+		pc.file.remove()
 		return nil, 0, err
 	}
+	sock.shared, sock.file = pc.inherited, pc.file
 	return sock, granted, nil
 }
 
 // keepInPoller makes conn's socket blocking for the busy waits, with the
 // 1 ms receive timeout for good; the runtime still polls it for the idle
 // waits, which read with MSG_DONTWAIT. veneur never reads through conn.
-func keepInPoller(conn *net.UDPConn) (*udpSocket, error) {
+func keepInPoller(conn sysPacketConn) (*udpSocket, error) {
 	rc, err := conn.SyscallConn()
 	if err != nil {
 		return nil, err
 	}
-	s := &udpSocket{fd: -1, laddr: conn.LocalAddr(), conn: conn}
+	s := &udpSocket{fd: -1, laddr: conn.LocalAddr(), conn: conn, wakeFD: -1}
 	var serr error
 	err = rc.Control(func(f uintptr) {
 		s.fd = int(f)
@@ -111,14 +127,15 @@ func keepInPoller(conn *net.UDPConn) (*udpSocket, error) {
 		err = serr
 	}
 	if err != nil {
-		return nil, fmt.Errorf("preparing the UDP socket: %w", err)
+		return nil, fmt.Errorf("preparing the socket: %w", err)
 	}
 	return s, nil
 }
 
-// detach returns a blocking duplicate of conn's socket. Closing conn then
-// removes the runtime's copy from the poller's epoll set.
-func detach(conn *net.UDPConn) (*udpSocket, error) {
+// detach returns a blocking duplicate of conn's socket, with its eventfd.
+// Closing conn then removes the runtime's copy from the poller's epoll
+// set.
+func detach(conn sysPacketConn) (*udpSocket, error) {
 	rc, err := conn.SyscallConn()
 	if err != nil {
 		return nil, err
@@ -132,16 +149,21 @@ func detach(conn *net.UDPConn) (*udpSocket, error) {
 		err = serr
 	}
 	if err != nil {
-		return nil, fmt.Errorf("duplicating the UDP socket: %w", err)
+		return nil, fmt.Errorf("duplicating the socket: %w", err)
 	}
-	s := &udpSocket{fd: fd, laddr: conn.LocalAddr()}
+	s := &udpSocket{fd: fd, laddr: conn.LocalAddr(), wakeFD: -1}
 	if err := unix.SetNonblock(fd, false); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("making the UDP socket blocking: %w", err)
+		s.Close()
+		return nil, fmt.Errorf("making the socket blocking: %w", err)
 	}
-	if err := s.setTimeout(readIdleTimeout); err != nil {
-		unix.Close(fd)
+	if err := s.setTimeout(readerHold); err != nil {
+		s.Close()
 		return nil, err
+	}
+	if s.wakeFD, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
+		s.wakeFD = -1
+		s.Close()
+		return nil, fmt.Errorf("creating the reader's eventfd: %w", err)
 	}
 	return s, nil
 }
@@ -160,15 +182,66 @@ func (s *udpSocket) LocalAddr() net.Addr { return s.laddr }
 // wake ends the reader's current wait; the reader then sees the stop flag,
 // drains what the kernel holds and returns.
 func (s *udpSocket) wake() {
-	// On an unconnected UDP socket shutdown reports ENOTCONN but still
-	// marks the socket shut for reading and wakes the waiting reader.
-	// Datagrams already queued stay readable; once they are gone, reads
-	// return zero-length results at once.
-	unix.Shutdown(s.fd, unix.SHUT_RD)
+	if s.conn != nil {
+		s.conn.SetReadDeadline(time.Now())
+		return
+	}
+	var one [8]byte // the eventfd counter: a uint64 in the host's order
+	binary.NativeEndian.PutUint64(one[:], 1)
+	unix.Write(s.wakeFD, one[:])
+}
+
+// closeDoor stops a socket this process bound from taking new datagrams,
+// while those already queued stay readable for the drain:
+//
+//   - a UDP socket is connected to its own address, so that it takes
+//     datagrams from that address only, which nothing sends from. A
+//     connected socket also leaves its SO_REUSEPORT group's choice: the
+//     kernel sends the datagrams it would have taken to the other
+//     sockets of the group, such as those of a veneur started with
+//     -takeover, instead of dropping them when this one closes.
+//   - a unix datagram socket's file is removed (no new client finds it)
+//     and the socket is shut for reading (clients' sends fail with EPIPE
+//     rather than vanish).
+//
+// An inherited socket is left as it is: it is shared with the process that
+// passed it and with the next veneur. The drain then reads until the queue
+// is empty, and what arrives later stays queued for the next reader.
+func (s *udpSocket) closeDoor() {
+	if s.shared {
+		return
+	}
+	if s.file != nil {
+		s.file.remove()
+		unix.Shutdown(s.fd, unix.SHUT_RD)
+		return
+	}
+	sa, err := unix.Getsockname(s.fd)
+	if err != nil {
+		return
+	}
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		if a.Addr == [4]byte{} {
+			a.Addr = [4]byte{127, 0, 0, 1}
+		}
+	case *unix.SockaddrInet6:
+		if a.Addr == [16]byte{} {
+			a.Addr = [16]byte{15: 1}
+		}
+	default:
+		return
+	}
+	unix.Connect(s.fd, sa)
 }
 
 // Close releases the socket. The reader must have returned.
 func (s *udpSocket) Close() error {
+	if s.wakeFD >= 0 {
+		unix.Close(s.wakeFD)
+		s.wakeFD = -1
+	}
+	s.file.remove()
 	if s.conn != nil {
 		s.fd = -1
 		return s.conn.Close()
@@ -184,7 +257,7 @@ func (s *udpSocket) Close() error {
 // setReadBuffer asks for SO_RCVBUF of n bytes and returns what the kernel
 // granted. As root, SO_RCVBUFFORCE may exceed net.core.rmem_max; otherwise
 // the kernel caps the request there.
-func setReadBuffer(conn *net.UDPConn, n int) (int, error) {
+func setReadBuffer(conn sysPacketConn, n int) (int, error) {
 	rc, err := conn.SyscallConn()
 	if err != nil {
 		return 0, err
@@ -218,15 +291,26 @@ type recvBatch struct {
 	hdrs []unix.Mmsghdr
 }
 
+// newRecvBatch returns n buffers of size bytes, cut from one slab. The
+// slab is virtual memory until datagrams touch it: the kernel copies a
+// datagram into the first pages of its buffer, so a reader of 1,432-byte
+// datagrams keeps one page of each 64 KiB buffer resident. Buffers start
+// an odd number of cache lines apart, so that the starts of the batch's
+// datagrams do not all fall into one cache set, as they would at a stride
+// of 64 KiB.
 func newRecvBatch(n, size int) *recvBatch {
 	rb := &recvBatch{
 		bufs: make([][]byte, n),
 		iovs: make([]unix.Iovec, n),
 		hdrs: make([]unix.Mmsghdr, n),
 	}
-	slab := make([]byte, n*size)
+	stride := (size + 63) &^ 63
+	if (stride/64)%2 == 0 {
+		stride += 64
+	}
+	slab := make([]byte, n*stride)
 	for i := range rb.bufs {
-		rb.bufs[i] = slab[i*size : (i+1)*size : (i+1)*size]
+		rb.bufs[i] = slab[i*stride : i*stride+size : i*stride+size]
 		rb.iovs[i].Base = &rb.bufs[i][0]
 		rb.iovs[i].SetLen(size)
 		rb.hdrs[i].Hdr.Iov = &rb.iovs[i]
@@ -239,13 +323,6 @@ func newRecvBatch(n, size int) *recvBatch {
 // keeps the P (see udpSocket).
 func (rb *recvBatch) recvmmsg(fd uintptr, flags int) (int, syscall.Errno) {
 	n, _, errno := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&rb.hdrs[0])), uintptr(len(rb.hdrs)), uintptr(flags), 0, 0)
-	return int(n), errno
-}
-
-// recvmmsgReleasing is recvmmsg as an ordinary system call, during which
-// the runtime may give the P to other goroutines.
-func (rb *recvBatch) recvmmsgReleasing(fd uintptr, flags int) (int, syscall.Errno) {
-	n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&rb.hdrs[0])), uintptr(len(rb.hdrs)), uintptr(flags), 0, 0)
 	return int(n), errno
 }
 
@@ -274,6 +351,10 @@ const (
 	// readIdleTimeout bounds an idle reader's wait, a safety net behind
 	// wake for noticing the stop flag.
 	readIdleTimeout = 10 * time.Second
+	// drainRounds bounds the receive rounds of a stopped reader's drain,
+	// so that a flood into an inherited socket (which keeps taking
+	// datagrams) cannot keep it going: 4096 rounds of up to 32 datagrams.
+	drainRounds = 1 << 12
 )
 
 // readersKeepP says that a busy reader keeps its P while it waits, so
@@ -302,7 +383,7 @@ func readUDP(sock *udpSocket, in Ingester, size int, stopping func() bool, readE
 		case sock.conn != nil:
 			n, errno = sock.pollWait(rb, stopping)
 		default:
-			n, errno = rb.recvmmsgReleasing(fd, unix.MSG_WAITFORONE)
+			n, errno = sock.idleWait(rb)
 		}
 		if stopping() {
 			sock.drain(in, rb, n, errno)
@@ -313,9 +394,6 @@ func readUDP(sock *udpSocket, in Ingester, size int, stopping func() bool, readE
 			if idle {
 				idle = false
 				sock.idle.Store(false)
-				if sock.conn == nil {
-					sock.setTimeout(readerHold)
-				}
 			}
 			quiet = 0
 			rb.handle(in, n)
@@ -335,9 +413,6 @@ func readUDP(sock *udpSocket, in Ingester, size int, stopping func() bool, readE
 				if quiet++; quiet >= readerQuiet {
 					idle, quiet = true, 0
 					sock.idle.Store(true)
-					if sock.conn == nil {
-						sock.setTimeout(readIdleTimeout)
-					}
 				}
 			}
 		case unix.EINTR:
@@ -357,11 +432,30 @@ func readUDP(sock *udpSocket, in Ingester, size int, stopping func() bool, readE
 	}
 }
 
+// idleWait is an idle wait with several Ps: poll(2), an ordinary system
+// call, on the socket and the eventfd wake writes, for at most
+// readIdleTimeout; then a read that does not block. A wait that ends
+// without datagrams reads as EAGAIN (timed out or woken: the loop checks
+// the stop flag either way).
+func (s *udpSocket) idleWait(rb *recvBatch) (int, syscall.Errno) {
+	fds := [2]unix.PollFd{{Fd: int32(s.fd), Events: unix.POLLIN}, {Fd: int32(s.wakeFD), Events: unix.POLLIN}}
+	n, err := unix.Poll(fds[:], int(readIdleTimeout/time.Millisecond))
+	switch {
+	case err == unix.EINTR:
+		return 0, unix.EINTR
+	case err != nil:
+		return 0, err.(syscall.Errno)
+	case n == 0 || fds[0].Revents == 0:
+		return 0, unix.EAGAIN
+	}
+	return rb.recvmmsg(uintptr(s.fd), unix.MSG_DONTWAIT)
+}
+
 // pollWait is an idle wait in single-P mode: the reader parks in the
 // runtime's poller until the socket is readable, then reads without
-// blocking. wake's shutdown makes the socket readable, but a non-blocking
-// read of its empty queue still says EAGAIN, so the wait also ends when
-// stopping. A failed wait reads as EINTR (the loop just goes on).
+// blocking. wake's read deadline ends the wait (as EINTR, and the loop
+// checks the stop flag); it also ends when stopping, should the deadline
+// have been set before the wait began.
 func (s *udpSocket) pollWait(rb *recvBatch, stopping func() bool) (n int, errno syscall.Errno) {
 	rc, err := s.conn.SyscallConn()
 	if err != nil {
@@ -378,13 +472,11 @@ func (s *udpSocket) pollWait(rb *recvBatch, stopping func() bool) (n int, errno 
 }
 
 // drain processes the round that was in progress when the stop was seen
-// and then what the kernel still holds. After wake's shutdown an empty
-// queue reads as zero-length results without a source address, which is
-// how they differ from a client's empty datagram; the drain asks for
-// source addresses and ends at the first such result. (The round already
-// read when the stop was seen has no addresses, so its zero-length results
-// are skipped: an empty datagram carries no lines either way.) The drain
-// reads at most 4096 rounds, so a flood cannot keep it going.
+// and then what the kernel still holds, until a read finds the queue
+// empty (closeDoor has stopped new datagrams, unless the socket is
+// inherited), for at most drainRounds rounds. The round in progress skips
+// empty datagrams: a unix socket shut for reading can return one that no
+// client sent, and an empty datagram carries no lines either way.
 func (s *udpSocket) drain(in Ingester, rb *recvBatch, n int, errno syscall.Errno) {
 	defer in.Flush()
 	if errno == 0 {
@@ -394,25 +486,50 @@ func (s *udpSocket) drain(in Ingester, rb *recvBatch, n int, errno syscall.Errno
 			}
 		}
 	}
-	names := make([]unix.RawSockaddrAny, len(rb.hdrs))
-	for round := 0; round < 1<<12; round++ {
-		for i := range rb.hdrs {
-			rb.hdrs[i].Hdr.Name = (*byte)(unsafe.Pointer(&names[i]))
-			rb.hdrs[i].Hdr.Namelen = unix.SizeofSockaddrAny
-		}
+	for round := 0; round < drainRounds; round++ {
 		n, errno := rb.recvmmsg(uintptr(s.fd), unix.MSG_DONTWAIT)
-		if errno != 0 {
+		if errno == unix.EINTR {
+			continue
+		}
+		if errno != 0 || n <= 0 {
 			return
 		}
-		for i := 0; i < n; i++ {
-			h := &rb.hdrs[i]
-			if h.Len == 0 && h.Hdr.Namelen == 0 {
-				return
-			}
-			rb.handleOne(in, i)
-		}
+		rb.handle(in, n)
 		if n < len(rb.hdrs) {
+			// A short round: the queue was empty at its end.
 			return
 		}
 	}
+}
+
+// reusePortSupported says host:port sockets are bound with SO_REUSEPORT.
+const reusePortSupported = true
+
+// reusePortControl sets SO_REUSEPORT on a socket before it is bound.
+func reusePortControl(_, _ string, c syscall.RawConn) error {
+	var serr error
+	if err := c.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("setting SO_REUSEPORT: %w", serr)
+	}
+	return nil
+}
+
+// restrictSocket gives an unbound unix socket the permissions its file
+// is to have: Linux creates the file with the socket's own mode, less
+// the umask, so the file is never more open than mode, even before the
+// chmod that follows the bind.
+func restrictSocket(fd int, mode os.FileMode) {
+	unix.Fchmod(fd, uint32(mode.Perm()))
+}
+
+// socketListens reports whether the stream socket fd listens; known is
+// true.
+func socketListens(fd int) (listening, known bool) {
+	v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN)
+	return v == 1, err == nil
 }

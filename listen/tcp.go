@@ -79,7 +79,8 @@ const (
 // must end within 10 seconds. Each limit counts what it closes in
 // tcp.error_total, under its own cause.
 type TCPConfig struct {
-	// Address is tcp_address, host:port.
+	// Address is tcp_address: host:port, or an inherited socket (fd@N,
+	// einhorn@N, systemd:NAME).
 	Address string
 	// TLS, when not nil, makes every connection TLS with this config
 	// (client certificates are checked as it says); nil means plain TCP.
@@ -102,13 +103,53 @@ type TCPConfig struct {
 	IdleTimeout time.Duration
 }
 
-// TCP accepts DogStatsD connections, with TLS when the config has one.
-// Each connection has its own goroutine and Ingester.
-type TCP struct {
-	cfg         TCPConfig
+// UnixStreamConfig are the settings of the DogStatsD unix stream listener.
+// It has the TCP listener's limits (tcp_max_connections and
+// tcp_idle_timeout), counted in unix_stream.error_total.
+type UnixStreamConfig struct {
+	// Address is unix_stream_address: a socket path, or an inherited
+	// socket. A path is bound as Options.Bind says (stale file replaced,
+	// unix_socket_mode, removed at stop).
+	Address string
+	// MaxLength is metric_max_length: longer lines are skipped.
+	MaxLength int
+	// MaxConnections and IdleTimeout are as in TCPConfig.
+	MaxConnections int
+	IdleTimeout    time.Duration
+}
+
+// TCP accepts DogStatsD connections, with TLS when the config has one, and
+// reads newline-terminated lines. Each connection has its own goroutine
+// and Ingester.
+type TCP struct{ *connServer }
+
+// UnixStream accepts DogStatsD connections on a unix stream socket. Each
+// connection is read either as length-prefixed payloads, as the Datadog
+// agent's stream socket reads them, or as newline-terminated lines, as
+// over TCP: see readUnixStream for how the two are told apart.
+type UnixStream struct{ *connServer }
+
+var (
+	_ Listener = (*TCP)(nil)
+	_ Listener = (*UnixStream)(nil)
+)
+
+// connServer is a stream listener: it accepts connections within the
+// limits and reads each with its own goroutine and Ingester.
+type connServer struct {
+	// name is the listener's name in errors and logs and the prefix of
+	// its self-metrics (tcp, unix_stream); key is its config key.
+	name, key   string
+	kind        sockKind
+	address     string
+	tls         *tls.Config
+	maxLength   int
 	newIngester NewIngester
 	opts        Options
 	log         *logrus.Logger
+	// read reads one connection (after its TLS handshake) into in;
+	// beforeRead sets the deadline of each read.
+	read func(c net.Conn, r io.Reader, in Ingester, beforeRead func()) error
 
 	// maxConns and idle are the limits of cfg with their defaults
 	// applied; handshakeTimeout is tcpHandshakeTimeout, a field so that
@@ -137,26 +178,52 @@ type TCP struct {
 	errs     *counter.ByCause
 }
 
-var _ Listener = (*TCP)(nil)
-
 // NewTCP returns a TCP listener on cfg. It binds nothing.
 func NewTCP(cfg TCPConfig, newIngester NewIngester, opts Options) (*TCP, error) {
-	if err := checkConfig("tcp", cfg.Address, cfg.MaxLength, newIngester); err != nil {
+	t, err := newConnServer("tcp", "tcp_address", kindTCP, cfg.Address, cfg.MaxLength, cfg.MaxConnections, cfg.IdleTimeout, newIngester, opts)
+	if err != nil {
+		return nil, err
+	}
+	t.tls = cfg.TLS
+	t.read = func(_ net.Conn, r io.Reader, in Ingester, beforeRead func()) error {
+		return readLines(r, in, t.maxLength, beforeRead)
+	}
+	return &TCP{t}, nil
+}
+
+// NewUnixStream returns a unix stream listener on cfg. It binds nothing.
+func NewUnixStream(cfg UnixStreamConfig, newIngester NewIngester, opts Options) (*UnixStream, error) {
+	t, err := newConnServer("unix_stream", "unix_stream_address", kindUnixStream, cfg.Address, cfg.MaxLength, cfg.MaxConnections, cfg.IdleTimeout, newIngester, opts)
+	if err != nil {
+		return nil, err
+	}
+	t.read = func(c net.Conn, r io.Reader, in Ingester, beforeRead func()) error {
+		return readUnixStream(r, in, t.maxLength, beforeRead)
+	}
+	return &UnixStream{t}, nil
+}
+
+func newConnServer(name, key string, kind sockKind, address string, maxLength, maxConns int, idle time.Duration, newIngester NewIngester, opts Options) (*connServer, error) {
+	if err := checkConfig(name, address, maxLength, newIngester); err != nil {
 		return nil, err
 	}
 	switch {
-	case cfg.MaxConnections < 0:
-		return nil, fmt.Errorf("tcp listener: tcp_max_connections %d, want at least 1 (0 for the default, %d)", cfg.MaxConnections, DefaultTCPMaxConnections)
-	case cfg.IdleTimeout < 0:
-		return nil, fmt.Errorf("tcp listener: tcp_idle_timeout %v, want more than 0 (0 for the default, %v)", cfg.IdleTimeout, DefaultTCPIdleTimeout)
+	case maxConns < 0:
+		return nil, fmt.Errorf("%s listener: tcp_max_connections %d, want at least 1 (0 for the default, %d)", name, maxConns, DefaultTCPMaxConnections)
+	case idle < 0:
+		return nil, fmt.Errorf("%s listener: tcp_idle_timeout %v, want more than 0 (0 for the default, %v)", name, idle, DefaultTCPIdleTimeout)
 	}
-	t := &TCP{
-		cfg:              cfg,
+	t := &connServer{
+		name:             name,
+		key:              key,
+		kind:             kind,
+		address:          address,
+		maxLength:        maxLength,
 		newIngester:      newIngester,
 		opts:             opts,
 		log:              opts.logger(),
-		maxConns:         cfg.MaxConnections,
-		idle:             cfg.IdleTimeout,
+		maxConns:         maxConns,
+		idle:             idle,
 		handshakeTimeout: tcpHandshakeTimeout,
 		conns:            map[net.Conn]struct{}{},
 		errs:             counter.New(tcpErrCauses[:]...),
@@ -171,11 +238,11 @@ func NewTCP(cfg TCPConfig, newIngester NewIngester, opts Options) (*TCP, error) 
 }
 
 // Start binds the address and starts accepting connections.
-func (t *TCP) Start() error {
-	return t.life.start("tcp", func() error {
-		ln, err := net.Listen("tcp", t.cfg.Address)
+func (t *connServer) Start() error {
+	return t.life.start(t.name, func() error {
+		ln, err := t.opts.Bind.stream(t.key, t.address, t.kind)
 		if err != nil {
-			return fmt.Errorf("tcp_address %q: %w", t.cfg.Address, err)
+			return err
 		}
 		t.ln = ln
 		a := ln.Addr()
@@ -189,8 +256,8 @@ func (t *TCP) Start() error {
 // Stop starts the drain (see startDrain) and waits until every connection
 // has been read to its end, or been quiet for tcpDrainIdle, or tcpDrainMax
 // has passed; or until ctx ends.
-func (t *TCP) Stop(ctx context.Context) error {
-	return t.life.stop(ctx, "tcp", func(done chan<- struct{}) {
+func (t *connServer) Stop(ctx context.Context) error {
+	return t.life.stop(ctx, t.name, func(done chan<- struct{}) {
 		t.startDrain()
 		go func() {
 			defer close(done)
@@ -201,31 +268,32 @@ func (t *TCP) Stop(ctx context.Context) error {
 }
 
 // Addr is the bound address, nil before Start.
-func (t *TCP) Addr() net.Addr {
+func (t *connServer) Addr() net.Addr {
 	if a := t.addr.Load(); a != nil {
 		return *a
 	}
 	return nil
 }
 
-// Report sends tcp.connections_total, the connections accepted (not those
-// refused over MaxConnections), tcp.error_total by cause, and the gauge
-// tcp.open_connections, the connections open now.
-func (t *TCP) Report(stats statsd.ClientInterface) {
+// Report sends <name>.connections_total, the connections accepted (not
+// those refused over MaxConnections), <name>.error_total by cause, and the
+// gauge <name>.open_connections, the connections open now; name is tcp or
+// unix_stream.
+func (t *connServer) Report(stats statsd.ClientInterface) {
 	if n := t.accepted.Swap(0); n > 0 {
-		stats.Count("tcp.connections_total", int64(n), nil, 1)
+		stats.Count(t.name+".connections_total", int64(n), nil, 1)
 	}
-	t.errs.Report(stats, "tcp.error_total")
+	t.errs.Report(stats, t.name+".error_total")
 	t.mu.Lock()
 	open := len(t.conns)
 	t.mu.Unlock()
-	stats.Gauge("tcp.open_connections", float64(open), nil, 1)
+	stats.Gauge(t.name+".open_connections", float64(open), nil, 1)
 }
 
 // accept runs until the drain's accept deadline passes or the listener is
 // closed. Each accepted connection is counted in t.wg, so Stop waits for
 // it.
-func (t *TCP) accept() {
+func (t *connServer) accept() {
 	defer t.wg.Done()
 	defer t.opts.guard()()
 	var backoff time.Duration
@@ -281,34 +349,37 @@ func logDue(last *atomic.Int64) bool {
 // refuse counts a connection closed because open connections, as many
 // as MaxConnections allows, were open already; it warns at most once a
 // second.
-func (t *TCP) refuse(open int) {
+func (t *connServer) refuse(open int) {
 	// Count after logging, so that whoever sees the count sees the
 	// warning too.
 	defer t.errs.Add(tcpErrMaxConns, 1)
 	if !logDue(&t.lastCapLog) {
 		return
 	}
-	t.log.WithField("open", open).Warnf("TCP listener: %d connections open, the limit; closing new ones until some end "+
-		"(raise tcp_max_connections, and the descriptor limit with it, to take more; veneur.tcp.error_total{cause:max_connections} counts the refused)",
-		t.maxConns)
+	t.log.WithField("open", open).Warnf("%s listener: %d connections open, the limit; closing new ones until some end "+
+		"(raise tcp_max_connections, and the descriptor limit with it, to take more; veneur.%s.error_total{cause:max_connections} counts the refused)",
+		t.name, t.maxConns, t.name)
 }
 
 // fail counts a connection error and logs it, at most once a second.
-func (t *TCP) fail(cause int, c net.Conn, err error) {
+func (t *connServer) fail(cause int, c net.Conn, err error) {
 	t.errs.Add(cause, 1)
 	if !logDue(&t.lastLog) {
 		return
 	}
 	l := t.log.WithError(err).WithField("cause", tcpErrCauses[cause])
 	if c != nil {
-		l = l.WithField("remote", c.RemoteAddr().String())
+		// A unix socket's client is usually unnamed: no address.
+		if ra := c.RemoteAddr(); ra != nil && ra.String() != "" {
+			l = l.WithField("remote", ra.String())
+		}
 	}
-	l.Warn("TCP listener: connection failed (veneur.tcp.error_total counts them all)")
+	l.Warnf("%s listener: connection failed (veneur.%s.error_total counts them all)", t.name, t.name)
 }
 
 // serve reads one connection's lines, after its TLS handshake when the
 // listener has TLS, until it ends or the drain does.
-func (t *TCP) serve(c net.Conn) {
+func (t *connServer) serve(c net.Conn) {
 	defer t.wg.Done()
 	defer t.opts.guard()()
 	defer func() {
@@ -318,8 +389,8 @@ func (t *TCP) serve(c net.Conn) {
 		c.Close()
 	}()
 	var r io.Reader = c
-	if t.cfg.TLS != nil {
-		tc := tls.Server(c, t.cfg.TLS)
+	if t.tls != nil {
+		tc := tls.Server(c, t.tls)
 		// The whole handshake, its reads and its writes, must end
 		// within handshakeTimeout (sooner once Stop has begun).
 		c.SetWriteDeadline(time.Now().Add(t.handshakeTimeout))
@@ -337,7 +408,7 @@ func (t *TCP) serve(c net.Conn) {
 		r = tc
 	}
 	in := t.newIngester()
-	if err := readLines(r, in, t.cfg.MaxLength, func() { t.readDeadline(c, t.idle) }); err != nil {
+	if err := t.read(c, r, in, func() { t.readDeadline(c, t.idle) }); err != nil {
 		switch {
 		case !errors.Is(err, os.ErrDeadlineExceeded):
 			t.fail(tcpErrRead, c, err)
@@ -365,7 +436,7 @@ func (t *TCP) serve(c net.Conn) {
 // wait for it. So it checks drainEnd again after setting d: if it is
 // still 0, startDrain has yet to store it, and will set the drain's
 // deadline after this one; if not, readDeadline sets the drain's itself.
-func (t *TCP) readDeadline(c net.Conn, d time.Duration) {
+func (t *connServer) readDeadline(c net.Conn, d time.Duration) {
 	if t.drainEnd.Load() == 0 {
 		c.SetReadDeadline(time.Now().Add(d))
 		if t.drainEnd.Load() == 0 {
@@ -377,7 +448,7 @@ func (t *TCP) readDeadline(c net.Conn, d time.Duration) {
 
 // drainDeadline, once Stop has begun, lets the next read wait at most
 // tcpDrainIdle, and never past the end of the drain.
-func (t *TCP) drainDeadline(c net.Conn) {
+func (t *connServer) drainDeadline(c net.Conn) {
 	end := t.drainEnd.Load()
 	if end == 0 {
 		return
@@ -386,11 +457,17 @@ func (t *TCP) drainDeadline(c net.Conn) {
 }
 
 // startDrain starts the drain: the listener takes the connections already
-// waiting in its backlog for tcpDrainIdle and then closes, and every
+// waiting in its backlog for tcpDrainIdle and then closes (a unix socket's
+// file, if this process created it, is removed at once), and every
 // connection goes on reading while data keeps coming (see drainDeadline).
-func (t *TCP) startDrain() {
+func (t *connServer) startDrain() {
 	t.drainEnd.Store(time.Now().Add(tcpDrainMax).UnixNano())
-	if tl, ok := t.ln.(*net.TCPListener); ok {
+	if ul, ok := t.ln.(*unixListener); ok {
+		// No new client finds the socket file; those already
+		// connecting wait in the backlog.
+		ul.file.remove()
+	}
+	if tl, ok := t.ln.(interface{ SetDeadline(time.Time) error }); ok {
 		tl.SetDeadline(time.Now().Add(tcpDrainIdle))
 	} else {
 		t.ln.Close()

@@ -25,9 +25,6 @@ func newUDP(t *testing.T, cfg UDPConfig, snk *sink) *UDP {
 	if cfg.ReadBuffer == 0 {
 		cfg.ReadBuffer = 1 << 20
 	}
-	if cfg.MaxLength == 0 {
-		cfg.MaxLength = 4096
-	}
 	u, err := NewUDP(cfg, snk.newIngester, Options{Log: quietLog()})
 	if err != nil {
 		t.Fatal(err)
@@ -36,8 +33,8 @@ func newUDP(t *testing.T, cfg UDPConfig, snk *sink) *UDP {
 }
 
 // Datagrams reach the ingester whole, lines and all, in both reader modes;
-// one longer than MaxLength arrives marked truncated; Stop hands over
-// everything sent before it.
+// one longer than MaxDatagram arrives cut there and marked truncated; Stop
+// hands over everything sent before it.
 func TestUDPLines(t *testing.T) {
 	for _, mode := range readModes {
 		t.Run(mode.name, func(t *testing.T) {
@@ -48,7 +45,7 @@ func TestUDPLines(t *testing.T) {
 				runtime.GOMAXPROCS(2)
 			}
 			snk := newSink(t)
-			u := newUDP(t, UDPConfig{MaxLength: 32}, snk)
+			u := newUDP(t, UDPConfig{MaxDatagram: 32}, snk)
 			if u.singleP != mode.singleP {
 				t.Fatalf("single-P mode %v with GOMAXPROCS %d", u.singleP, runtime.GOMAXPROCS(0))
 			}
@@ -64,7 +61,7 @@ func TestUDPLines(t *testing.T) {
 			}
 			stop(t, u)
 			got := snk.get()
-			if want := "a:1|c b:2|g c:3|h " + strings.Repeat("x", 33) + " d:4|c"; strings.Join(got.lines, " ") != want {
+			if want := "a:1|c b:2|g c:3|h " + strings.Repeat("x", 32) + " d:4|c"; strings.Join(got.lines, " ") != want {
 				t.Errorf("lines %q, want %q", got.lines, want)
 			}
 			if got.packets != 4 {

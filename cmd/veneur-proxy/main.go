@@ -19,6 +19,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/veneur/veneur"
+	"github.com/veneur/veneur/listen"
 )
 
 func main() {
@@ -56,7 +57,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if cfg.Debug {
 		log.SetLevel(logrus.DebugLevel)
 	}
-	p, err := veneur.NewProxy(cfg, veneur.Options{Log: log})
+	// Sockets passed by systemd socket activation or einhorn serve the
+	// addresses that name them (systemd:NAME, einhorn@N), as for veneur.
+	inherited := listen.InheritedFromEnv(os.Getenv, os.Getpid(), os.Getppid())
+	for _, k := range []string{"LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"} {
+		os.Unsetenv(k)
+	}
+	p, err := veneur.NewProxy(cfg, veneur.Options{Log: log, Inherited: inherited})
 	if err != nil {
 		fmt.Fprintf(stderr, "veneur-proxy: invalid config: %v\n", err)
 		return 1

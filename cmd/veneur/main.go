@@ -2,6 +2,11 @@
 //
 //	veneur -f config.yaml            run
 //	veneur -f config.yaml -validate  check the config and exit (warnings on stderr)
+//	veneur -f config.yaml -takeover  run beside the veneur it replaces
+//
+// Sockets passed by systemd socket activation (LISTEN_PID, LISTEN_FDS,
+// LISTEN_FDNAMES) or einhorn serve the addresses that name them
+// (systemd:NAME, einhorn@N); docs/deployment.md has the recipes.
 package main
 
 import (
@@ -18,6 +23,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/veneur/veneur"
+	"github.com/veneur/veneur/listen"
 )
 
 func main() {
@@ -41,6 +47,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	path := fs.String("f", "", "path to the YAML config file (required)")
 	validate := fs.Bool("validate", false, "check the config file and exit: 0 if valid, 1 if not")
 	version := fs.Bool("version", false, "print the version and exit")
+	takeover := fs.Bool("takeover", false, "bind host:port addresses even though another veneur holds them (SO_REUSEPORT): start the new veneur with it, then stop the old one, and no datagram is lost")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -65,7 +72,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	// Building the server validates what the config file alone cannot
 	// show: each sink checks its own keys. It binds and starts nothing.
-	srv, err := veneur.NewFromConfig(cfg, veneur.Options{Log: log, Stdout: stdout})
+	inherited := listen.InheritedFromEnv(os.Getenv, os.Getpid(), os.Getppid())
+	// As sd_listen_fds(3) does with unset_environment: the sockets are
+	// this process's, not its children's.
+	for _, k := range []string{"LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"} {
+		os.Unsetenv(k)
+	}
+	srv, err := veneur.NewFromConfig(cfg, veneur.Options{Log: log, Stdout: stdout, Inherited: inherited, Takeover: *takeover})
 	if err != nil {
 		fmt.Fprintf(stderr, "veneur: invalid config: %v\n", err)
 		return 1
@@ -99,6 +112,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"version":  veneur.VERSION,
 		"udp":      addrString(srv.UDPAddr()),
 		"tcp":      addrString(srv.TCPAddr()),
+		"unixgram": addrString(srv.UnixDatagramAddr()),
+		"unix":     addrString(srv.UnixStreamAddr()),
 		"ssf":      addrString(srv.TraceAddr()),
 		"http":     addrString(srv.HTTPAddr()),
 		"grpc":     addrString(srv.GRPCAddr()),

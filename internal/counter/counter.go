@@ -84,6 +84,9 @@ func (c *ByCause) Add(i int, n uint64) { c.n[i].Add(n) }
 // AddErr counts one event of err's cause.
 func (c *ByCause) AddErr(err error) { c.n[c.Index(err)].Add(1) }
 
+// Load is the count of cause i since the last Report.
+func (c *ByCause) Load(i int) uint64 { return c.n[i].Load() }
+
 // Report sends the counts since the last Report as the count metric name,
 // one per cause that has any, tagged cause:NAME and then tags, and returns
 // their total.
