@@ -145,7 +145,7 @@ func NewProxy(cfg Config, opts Options) (*proxy.Proxy, error) {
 		t = &tier{members: &swappableMembership{}}
 		t.members.set(forward.NewStaticMembership([]string{cfg.ForwardAddress}))
 	}
-	member, err := forwardMember(cfg, opts, env)
+	member, err := forwardMember(cfg, opts, env, true)
 	if err != nil {
 		return nil, err
 	}

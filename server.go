@@ -190,7 +190,7 @@ func NewFromConfig(cfg Config, opts Options) (*Server, error) {
 		return nil, err
 	}
 	if s.tier != nil && cfg.IsLocal() {
-		member, err := forwardMember(cfg, opts, env)
+		member, err := forwardMember(cfg, opts, env, true)
 		if err != nil {
 			return nil, err
 		}

@@ -3,6 +3,7 @@ package veneur
 import (
 	"context"
 	"net/http"
+	"net/url"
 
 	"github.com/veneur/veneur/forward"
 	"github.com/veneur/veneur/plugins"
@@ -103,7 +104,7 @@ func forwardSink(cfg Config, opts Options, env plugins.Env) (plugins.Sink, error
 	if cfg.ForwardAddress == "" {
 		return nil, nil
 	}
-	member, err := forwardMember(cfg, opts, env)
+	member, err := forwardMember(cfg, opts, env, false)
 	if err != nil {
 		return nil, err
 	}
@@ -113,7 +114,11 @@ func forwardSink(cfg Config, opts Options, env plugins.Env) (plugins.Sink, error
 // forwardMember returns what builds the sink that forwards to one global
 // at a forward URL: gRPC for grpc(s)://, /import for http(s)://, with the
 // forward_tls_* settings.
-func forwardMember(cfg Config, opts Options, env plugins.Env) (func(address string) (plugins.Sink, error), error) {
+//
+// With tier set (a member of several), each global's delivery
+// self-metrics are tagged destination:forward-<host:port>, so that the
+// gauges of one (its spool) are not taken for another's.
+func forwardMember(cfg Config, opts Options, env plugins.Env, tier bool) (func(address string) (plugins.Sink, error), error) {
 	client := opts.HTTPClient
 	tlsConf, err := cfg.ForwardTLSConfig()
 	if err != nil {
@@ -127,9 +132,16 @@ func forwardMember(cfg Config, opts Options, env plugins.Env) (func(address stri
 		client = &http.Client{Timeout: env.Interval, Transport: t}
 	}
 	return func(address string) (plugins.Sink, error) {
-		if forward.IsGRPCAddress(address) {
-			return forward.NewGRPCClient(forward.GRPCClientConfig{Address: address, TLS: tlsConf, Delivery: delivery(cfg)}, env)
+		var dest string
+		if tier {
+			dest = "forward-" + address
+			if u, err := url.Parse(address); err == nil && u.Host != "" {
+				dest = "forward-" + u.Host
+			}
 		}
-		return forward.NewClient(forward.ClientConfig{Address: address, Client: client, Delivery: delivery(cfg)}, env)
+		if forward.IsGRPCAddress(address) {
+			return forward.NewGRPCClient(forward.GRPCClientConfig{Address: address, TLS: tlsConf, Delivery: delivery(cfg), Destination: dest}, env)
+		}
+		return forward.NewClient(forward.ClientConfig{Address: address, Client: client, Delivery: delivery(cfg), Destination: dest}, env)
 	}, nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/veneur/veneur/internal/etcdtest"
+	"github.com/veneur/veneur/internal/statstest"
 )
 
 // tierSeries sends n histograms, n global counters and n sets to addr
@@ -348,5 +349,37 @@ func TestProxyHealthFollowsEtcd(t *testing.T) {
 	}
 	if len(v.Members) != 1 || v.Members[0] != "http://127.0.0.1:1" || v.Epoch == 0 || v.Share["http://127.0.0.1:1"] != 1 {
 		t.Errorf("/debug/ring = %+v, want the one global, its epoch and its whole share", v)
+	}
+}
+
+// Each member of a tier has its own delivery self-metrics, tagged
+// destination:forward-<host:port>, so one's spool gauge is not taken for
+// another's.
+func TestTierMembersHaveTheirOwnDeliveryMetrics(t *testing.T) {
+	var urls, hosts []string
+	var gs []*Server
+	for range 2 {
+		g, _ := startServer(t, testConfig(t, ""))
+		gs = append(gs, g)
+		urls = append(urls, "http://"+g.HTTPAddr().String())
+		hosts = append(hosts, g.HTTPAddr().String())
+	}
+	rec := &statstest.Recorder{}
+	local, _ := startServerOpts(t, testConfig(t, "forward_addresses: ["+strings.Join(urls, ", ")+"]\n"), Options{Stats: rec})
+	sendTierSeries(t, local, 40)
+	shutdown(t, local)
+	total := int64(0)
+	for _, h := range hosts {
+		n := rec.Sum("forward.post_metrics_total", "destination:forward-"+h)
+		if n == 0 {
+			t.Errorf("forward.post_metrics_total{destination:forward-%s} = 0, want that member's series", h)
+		}
+		total += n
+	}
+	if total != 120 {
+		t.Errorf("forward.post_metrics_total summed over the members = %d, want 120", total)
+	}
+	for _, g := range gs {
+		shutdown(t, g)
 	}
 }

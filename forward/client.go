@@ -34,6 +34,10 @@ type ClientConfig struct {
 	// Delivery bounds the retries and the spool; zero fields take their
 	// defaults (plugins.DefaultDelivery).
 	Delivery plugins.DeliveryConfig
+	// Destination names the global in the delivery self-metrics' tag
+	// destination; empty means "forward". The sharded forwarder gives each
+	// member its own ("forward-" and its host:port).
+	Destination string
 }
 
 // Client is the local side of forwarding: a sink that posts the
@@ -92,7 +96,7 @@ func NewClient(cfg ClientConfig, env plugins.Env) (*Client, error) {
 	if c.stats == nil {
 		c.stats = &statsd.NoOpClient{}
 	}
-	c.queue = plugins.NewQueue("forward", &c.poster, cfg.Delivery, env, "forward")
+	c.queue = plugins.NewQueue(cfg.destination(), &c.poster, cfg.Delivery, env, "forward")
 	return c, nil
 }
 
@@ -196,4 +200,11 @@ func (c *Client) Reclaim(ctx context.Context) ([]samplers.Forwarded, error) {
 		err = errors.Join(err, fmt.Errorf("decoding the flushes taken back: %w", errors.Join(errs...)))
 	}
 	return out, err
+}
+
+func (c ClientConfig) destination() string {
+	if c.Destination == "" {
+		return "forward"
+	}
+	return c.Destination
 }

@@ -59,6 +59,10 @@ type GRPCClientConfig struct {
 	// DialOptions are added to the connection's options (tests use them
 	// to dial a listener of their own).
 	DialOptions []grpc.DialOption
+	// Destination names the global in the delivery self-metrics' tag
+	// destination; empty means "forward". The sharded forwarder gives each
+	// member its own ("forward-" and its host:port).
+	Destination string
 }
 
 // GRPCClient is the local side of forwarding over gRPC: a sink that sends
@@ -149,7 +153,7 @@ func NewGRPCClient(cfg GRPCClientConfig, env plugins.Env) (*GRPCClient, error) {
 	if c.stats == nil {
 		c.stats = &statsd.NoOpClient{}
 	}
-	c.queue = plugins.NewQueue("forward", nil, cfg.Delivery, env, "forward")
+	c.queue = plugins.NewQueue(cfg.destination(), nil, cfg.Delivery, env, "forward")
 	return c, nil
 }
 
@@ -412,4 +416,11 @@ func (c *GRPCClient) Reclaim(ctx context.Context) ([]samplers.Forwarded, error) 
 		err = errors.Join(err, fmt.Errorf("decoding the flushes taken back: %w", errors.Join(errs...)))
 	}
 	return out, err
+}
+
+func (c GRPCClientConfig) destination() string {
+	if c.Destination == "" {
+		return "forward"
+	}
+	return c.Destination
 }
