@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -159,6 +160,9 @@ func runDriver(o options, stdout, stderr io.Writer) (err error) {
 		}
 		rep.globalHeader = fmt.Sprintf("Global workloads: %d simulated locals forward to a global (num_workers %d, interval 1s) as fast as it answers, for %v per transport and server; CPU s is the server's from the start of sending to its exit",
 			o.locals, o.workers, o.trialGlobal)
+		if !slices.Equal(o.globals, []int{1}) {
+			rep.globalHeader += fmt.Sprintf("; veneur as a tier of %s globals (-globals), each global with that config and its own ports", joinInts(o.globals))
+		}
 	}
 	rep.header = d.header(pinNote, len(udpNames) > 0)
 	fmt.Fprintln(stdout)
@@ -285,6 +289,18 @@ func readSmallFile(path string) string {
 		return "unknown"
 	}
 	return string(b)
+}
+
+// joinInts renders ns as "1, 2 and 3".
+func joinInts(ns []int) string {
+	s := make([]string, len(ns))
+	for i, n := range ns {
+		s[i] = strconv.Itoa(n)
+	}
+	if len(s) < 2 {
+		return strings.Join(s, "")
+	}
+	return strings.Join(s[:len(s)-1], ", ") + " and " + s[len(s)-1]
 }
 
 // orderedServers puts the bare reader first, the reference for the ratios.

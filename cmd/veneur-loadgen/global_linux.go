@@ -6,14 +6,14 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/veneur/veneur/samplers"
 )
 
 // globalConfig renders the config of the global under test: it listens
@@ -45,9 +45,9 @@ type globalProc struct {
 	httpPort, grpcPort int
 }
 
-// startGlobal starts a global veneur pinned to the server CPU, returning
-// once /healthcheck answers 200.
-func (d *driver) startGlobal(ctx context.Context) (*globalProc, error) {
+// startGlobal starts global number index of a trial, pinned to the
+// server CPU, returning once /healthcheck answers 200.
+func (d *driver) startGlobal(ctx context.Context, index int) (*globalProc, error) {
 	var lastErr error
 	for attempt := range 3 {
 		var ports [3]int
@@ -58,7 +58,7 @@ func (d *driver) startGlobal(ctx context.Context) (*globalProc, error) {
 			}
 			ports[i] = p
 		}
-		cfg := filepath.Join(d.tmp, fmt.Sprintf("global-%d.yaml", attempt))
+		cfg := filepath.Join(d.tmp, fmt.Sprintf("global-%d-%d.yaml", index, attempt))
 		body := globalConfig(ports[0], ports[1], ports[2], d.apiPort, d.opts.workers, d.opts.locals)
 		if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 			return nil, fmt.Errorf("writing the global's config: %w", err)
@@ -80,72 +80,104 @@ func (d *driver) startGlobal(ctx context.Context) (*globalProc, error) {
 	return nil, lastErr
 }
 
-// dialer makes the senders of transport to 127.0.0.1:port.
-func dialer(transport string, port int) func() (flushSender, error) {
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+// forwardURL is the address a local that forwards to g over transport
+// has in forward_addresses, the member string of the ring.
+func (g *globalProc) forwardURL(transport string) string {
 	if transport == transportGRPC {
-		return func() (flushSender, error) { return newGRPCSender(addr) }
+		return fmt.Sprintf("grpc://127.0.0.1:%d", g.grpcPort)
 	}
-	return func() (flushSender, error) { return newHTTPSender(addr), nil }
+	return fmt.Sprintf("http://127.0.0.1:%d", g.httpPort)
 }
 
-// globalTrial runs one global workload over one transport against one
-// server: a fresh global veneur, or a bare receiver.
-func (d *driver) globalTrial(ctx context.Context, g globalWorkload, flushes []localFlush, transport, server string) globalResult {
+// port is g's port for transport.
+func (g *globalProc) port(transport string) int {
+	if transport == transportGRPC {
+		return g.grpcPort
+	}
+	return g.httpPort
+}
+
+// globalTrial runs one global workload over one transport against a bare
+// receiver, or against a fresh tier of n global veneurs (all pinned to the
+// server CPU) over which the locals shard every flush of fwds.
+func (d *driver) globalTrial(ctx context.Context, g globalWorkload, fwds [][]samplers.Forwarded, flushes []localFlush, transport, server string, n int) globalResult {
 	if server == serverBare {
 		return d.globalBareTrial(ctx, g, flushes, transport)
 	}
-	res := globalResult{workload: g.name, transport: transport, server: serverVeneur, countersPublished: -1}
+	res := globalResult{workload: g.name, transport: transport, server: serverVeneur, globals: n, countersPublished: -1}
 	d.api.reset()
-	v, err := d.startGlobal(ctx)
+	procs := make([]*globalProc, 0, n)
+	defer func() {
+		for _, v := range procs {
+			v.kill()
+		}
+	}()
+	urls := make([]string, 0, n)
+	dials := make([]func() (flushSender, error), 0, n)
+	for i := range n {
+		v, err := d.startGlobal(ctx, i)
+		if err != nil {
+			res.err = fmt.Errorf("global %d of %d: %w", i+1, n, err)
+			return res
+		}
+		procs = append(procs, v)
+		urls = append(urls, v.forwardURL(transport))
+		dials = append(dials, dialer(transport, v.port(transport)))
+	}
+	parts, err := tierFlushes(fwds, urls)
 	if err != nil {
 		res.err = err
 		return res
 	}
-	defer v.kill()
-	port := v.httpPort
-	if transport == transportGRPC {
-		port = v.grpcPort
-	}
-	cpu0, err := procCPUSeconds(v.pid())
-	if err != nil {
-		res.err = err
-		return res
+	cpu0 := make([]float64, n)
+	for i, v := range procs {
+		if cpu0[i], err = procCPUSeconds(v.pid()); err != nil {
+			res.err = err
+			return res
+		}
 	}
 	load0 := d.snapLoad()
 	start := time.Now()
-	res.sent, err = runLocals(ctx, d.opts.locals, flushes, dialer(transport, port), d.opts.trialGlobal)
+	res.sent, err = runLocals(ctx, d.opts.locals, parts, dials, d.opts.trialGlobal)
 	if err != nil {
 		res.err = err
 		return res
 	}
-	rss, rssErr := procPeakRSS(v.pid())
-	if err := v.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		res.err = fmt.Errorf("sending SIGTERM to the global: %w", err)
-		return res
+	rss := make([]uint64, n)
+	rssErr := make([]error, n)
+	for i, v := range procs {
+		rss[i], rssErr[i] = procPeakRSS(v.pid())
+		if err := v.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			res.err = fmt.Errorf("sending SIGTERM to global %d: %w", i+1, err)
+			return res
+		}
 	}
-	if !v.wait(30 * time.Second) {
-		res.err = fmt.Errorf("the global did not exit within 30s of SIGTERM")
-		return res
+	for i, v := range procs {
+		if !v.wait(30 * time.Second) {
+			res.err = fmt.Errorf("global %d did not exit within 30s of SIGTERM", i+1)
+			return res
+		}
 	}
 	res.wall = time.Since(start).Seconds()
-	if code := v.cmd.ProcessState.ExitCode(); code != 0 {
-		res.err = fmt.Errorf("the global exited with status %d after SIGTERM: %s", code, v.output.String())
-		return res
+	for i, v := range procs {
+		if code := v.cmd.ProcessState.ExitCode(); code != 0 {
+			res.err = fmt.Errorf("global %d exited with status %d after SIGTERM: %s", i+1, code, v.output.String())
+			return res
+		}
+		cpu1, maxRSS, err := v.cpuAndRSS()
+		if err != nil {
+			res.err = err
+			return res
+		}
+		if rssErr[i] == nil {
+			maxRSS = max(rss[i], maxRSS)
+		}
+		res.cpuSeconds += cpu1 - cpu0[i]
+		res.peakRSS = max(res.peakRSS, maxRSS)
+		res.totalRSS += maxRSS
 	}
-	cpu1, maxRSS, err := v.cpuAndRSS()
-	if err != nil {
-		res.err = err
-		return res
-	}
-	if rssErr == nil {
-		rss = max(rss, maxRSS)
-	} else {
-		rss = maxRSS
-	}
-	res.cpuSeconds, res.peakRSS = cpu1-cpu0, rss
 	if !d.api.waitIdle(5 * time.Second) {
-		res.notes = append(res.notes, "API still busy 5s after the global exited")
+		res.notes = append(res.notes, "API still busy 5s after the globals exited")
 	}
 	res.otherSrv, res.otherDrv = otherLoadShares(load0, d.snapLoad(), res.cpuSeconds)
 	posts, apiErrs := d.api.snapshot()
@@ -204,7 +236,7 @@ func (d *driver) globalBareTrial(ctx context.Context, g globalWorkload, flushes 
 	}
 	load0 := d.snapLoad()
 	start := time.Now()
-	res.sent, err = runLocals(ctx, d.opts.locals, flushes, dialer(transport, port), d.opts.trialGlobal)
+	res.sent, err = runLocals(ctx, d.opts.locals, singleFlushes(flushes), []func() (flushSender, error){dialer(transport, port)}, d.opts.trialGlobal)
 	if err != nil {
 		res.err = err
 		return res
@@ -228,25 +260,36 @@ func (d *driver) globalBareTrial(ctx context.Context, g globalWorkload, flushes 
 }
 
 // runGlobal runs every global workload over every transport against every
-// server, and returns their results.
+// server (veneur with each tier size of -globals), and returns their
+// results.
 func (d *driver) runGlobal(ctx context.Context, names []string, stderr io.Writer) ([]globalResult, error) {
 	var out []globalResult
 	for _, name := range names {
 		g, _ := globalWorkloadByName(name) // validated with the options
-		flushes, err := buildFlushes(g, 4)
+		fwds, err := buildForwarded(g, 4)
 		if err != nil {
 			return nil, err
+		}
+		flushes, err := encodeFlushes(fwds)
+		if err != nil {
+			return nil, fmt.Errorf("workload %s: %w", g.name, err)
 		}
 		fmt.Fprintf(stderr, "workload %s: %d locals, each flush %s (%d series; %.0f KiB as deflated JSON, %.0f KiB as protobuf)\n",
 			g.name, d.opts.locals, g.desc, g.series(), float64(len(flushes[0].body))/1024, float64(wireBytes(flushes[0]))/1024)
 		for _, transport := range d.opts.transports {
 			for _, server := range orderedServers(d.opts.servers) {
-				r := d.globalTrial(ctx, g, flushes, transport, server)
-				if ctx.Err() != nil {
-					return nil, fmt.Errorf("interrupted: %w", ctx.Err())
+				tiers := d.opts.globals
+				if server == serverBare {
+					tiers = []int{1}
 				}
-				fmt.Fprintln(stderr, r.summary())
-				out = append(out, r)
+				for _, n := range tiers {
+					r := d.globalTrial(ctx, g, fwds, flushes, transport, server, n)
+					if ctx.Err() != nil {
+						return nil, fmt.Errorf("interrupted: %w", ctx.Err())
+					}
+					fmt.Fprintln(stderr, r.summary())
+					out = append(out, r)
+				}
 			}
 		}
 	}

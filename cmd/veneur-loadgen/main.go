@@ -12,8 +12,10 @@
 // The global workloads (g and d, not run by default) simulate local
 // instances forwarding to a global veneur over HTTP (/import) and over
 // gRPC, and report the series the global merges per CPU-second and its
-// peak RSS, beside a bare receiver of each transport. docs/benchmark.md
-// describes the method and the columns.
+// peak RSS, beside a bare receiver of each transport. With -globals 1,2,3
+// veneur also runs as a tier of 2 and 3 globals, over which the simulated
+// locals shard their flushes as a local with forward_addresses does.
+// docs/benchmark.md describes the method and the columns.
 package main
 
 import (
@@ -21,6 +23,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -44,6 +48,9 @@ type options struct {
 	locals      int
 	trialGlobal time.Duration
 	transports  []string
+	// globals are the tier sizes veneur is measured with: for each, that
+	// many globals on the server CPU, over which the locals shard.
+	globals []int
 }
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -68,6 +75,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	locals := fs.Int("locals", 16, "workloads g and d: simulated local instances, each with its own connection")
 	trialGlobal := fs.Duration("trial-g", 10*time.Second, "sending time of one trial of workloads g and d")
 	transports := fs.String("transports", "http,grpc", "workloads g and d: comma-separated transports: http (/import), grpc")
+	globals := fs.String("globals", "1", "workloads g and d: comma-separated numbers of globals veneur runs as a tier (1 to 8 each), the locals sharding every flush over them; e.g. 1,2,3")
 	transport := fs.String("transport", "", "-mode global-bare: the transport to serve, http or grpc")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -86,11 +94,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "-mode %q: use driver or bare\n", *mode)
 		return 2
 	}
+	tiers, err := parseGlobals(*globals)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 2
+	}
 	o := options{
 		veneurPath: *veneur, workloads: splitList(*workloads), servers: splitList(*servers),
 		trial: *trial, trialStrict: *trialStrict, maxTrials: *maxTrials, precision: *precision,
 		fixedRate: *fixedRate, rcvbuf: *rcvbuf, workers: *workers, serverCPU: *serverCPU, driverCPU: *driverCPU,
-		locals: *locals, trialGlobal: *trialGlobal, transports: splitList(*transports),
+		locals: *locals, trialGlobal: *trialGlobal, transports: splitList(*transports), globals: tiers,
 	}
 	if *quick {
 		o.trial, o.trialStrict, o.maxTrials, o.trialGlobal = 1500*time.Millisecond, 8*time.Second, 3, 5*time.Second
@@ -126,6 +139,14 @@ func (o options) validate() error {
 			return fmt.Errorf("-transports: unknown transport %q; use http and/or grpc", t)
 		}
 	}
+	if len(o.globals) == 0 {
+		return fmt.Errorf("-globals is empty; use 1, or a comma-separated list such as 1,2,3")
+	}
+	for _, n := range o.globals {
+		if n < 1 || n > maxGlobals {
+			return fmt.Errorf("-globals: %d globals; use 1 to %d (every global of a tier runs on the server CPU)", n, maxGlobals)
+		}
+	}
 	if len(o.servers) == 0 {
 		return fmt.Errorf("-servers is empty; use bare, veneur or both")
 	}
@@ -155,6 +176,26 @@ func (o options) validate() error {
 		return fmt.Errorf("-trial-g %v: use between 1s and 5m", o.trialGlobal)
 	}
 	return nil
+}
+
+// maxGlobals bounds -globals: every global of a tier shares the server
+// CPU.
+const maxGlobals = 8
+
+// parseGlobals reads -globals: distinct numbers of globals, in the order
+// given (validate checks their range).
+func parseGlobals(s string) ([]int, error) {
+	var out []int
+	for _, f := range splitList(s) {
+		n, err := strconv.Atoi(f)
+		if err != nil {
+			return nil, fmt.Errorf("-globals: %q is not a number of globals; use a comma-separated list such as 1,2,3", f)
+		}
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out, nil
 }
 
 func splitList(s string) []string {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strings"
 	"text/tabwriter"
 )
@@ -114,6 +115,9 @@ func (r *report) renderGlobal(out io.Writer) {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "workload\ttransport\tserver\tseries merged\tseries/s\tCPU s\tseries per CPU-s\tserver CPU busy\tpeak RSS MiB\tcounters\tother load\tnotes")
 	for i, g := range r.global {
+		if g.tier() {
+			continue // in the table of tiers
+		}
 		if g.err != nil {
 			fmt.Fprintf(tw, "%s\t%s\t%s\tERROR\t\t\t\t\t\t\t\t%v\n", g.workload, g.transport, g.server, g.err)
 			continue
@@ -131,6 +135,38 @@ func (r *report) renderGlobal(out io.Writer) {
 					g.perCPUSecond()/b.perCPUSecond(), float64(g.peakRSS)/float64(b.peakRSS))
 			}
 		}
+	}
+	tw.Flush()
+	if slices.ContainsFunc(r.global, globalResult.tier) {
+		r.renderTiers(out)
+	}
+}
+
+// renderTiers writes the table of veneur's trials by number of globals.
+func (r *report) renderTiers(out io.Writer) {
+	fmt.Fprintln(out)
+	fmt.Fprintln(out, "A tier of globals: the locals split every flush by the ring of the globals' forward URLs and send each global its part; every global runs on the server CPU. CPU s and series per CPU-s are those of all the globals; share is the series of the global that took the most over the mean; peak RSS is the largest global's and the sum")
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "workload\ttransport\tglobals\tseries merged\tseries/s\tCPU s\tseries per CPU-s\tvs 1 global\tshare max/mean\tpeak RSS MiB max\tpeak RSS MiB total\tcounters\tother load\tnotes")
+	for _, g := range r.global {
+		if g.server != serverVeneur {
+			continue
+		}
+		if g.err != nil {
+			fmt.Fprintf(tw, "%s\t%s\t%d\tERROR\t\t\t\t\t\t\t\t\t\t%v\n", g.workload, g.transport, g.globals, g.err)
+			continue
+		}
+		vsOne := ""
+		for _, one := range r.global {
+			if one.server == serverVeneur && one.globals == 1 && one.workload == g.workload && one.transport == g.transport && one.err == nil && one.perCPUSecond() > 0 {
+				vsOne = fmt.Sprintf("%.2fx", g.perCPUSecond()/one.perCPUSecond())
+			}
+		}
+		perSecond := float64(g.sent.series) / g.sent.elapsed.Seconds()
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%.2f\t%s\t%s\t%.3f\t%.1f\t%.1f\t%s\t%s\t%s\n", g.workload, g.transport, g.globals,
+			groupDigits(float64(g.sent.series)), groupDigits(perSecond), g.cpuSeconds, groupDigits(g.perCPUSecond()), vsOne,
+			g.shareMaxMean(), float64(g.peakRSS)/(1<<20), float64(g.totalRSS)/(1<<20), g.countersExact(),
+			otherLoadPair(g.otherSrv, g.otherDrv), strings.Join(g.globalNotes(), "; "))
 	}
 	tw.Flush()
 }
@@ -236,7 +272,7 @@ func (r *report) targets() []string {
 		}
 	}
 	for _, g := range r.global {
-		if g.workload != "d" || g.transport != transportGRPC || g.server != serverVeneur || g.err != nil {
+		if g.workload != "d" || g.transport != transportGRPC || g.server != serverVeneur || g.tier() || g.err != nil {
 			continue
 		}
 		verdict(g.perCPUSecond() >= 1e6, "(d) gRPC: the global merged %s small digests per CPU-second (aim >= 1,000,000)",
@@ -248,10 +284,16 @@ func (r *report) targets() []string {
 		}
 	}
 	for _, g := range r.global {
-		if g.server == serverVeneur && g.err == nil && g.countersPublished >= 0 {
-			verdict(g.countersPublished == g.sent.counters, "(%s) %s: the global published every global counter increment it accepted: %s",
-				g.workload, g.transport, g.countersExact())
+		if g.server != serverVeneur || g.err != nil || g.countersPublished < 0 {
+			continue
 		}
+		if g.tier() {
+			verdict(g.countersPublished == g.sent.counters, "(%s) %s, %d globals: together they published every global counter increment they accepted: %s",
+				g.workload, g.transport, g.globals, g.countersExact())
+			continue
+		}
+		verdict(g.countersPublished == g.sent.counters, "(%s) %s: the global published every global counter increment it accepted: %s",
+			g.workload, g.transport, g.countersExact())
 	}
 	if len(out) == 0 {
 		out = append(out, "none of the targeted workloads ran")

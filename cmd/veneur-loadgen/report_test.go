@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -116,8 +117,9 @@ func TestReportRender(t *testing.T) {
 func TestOptionsValidate(t *testing.T) {
 	good := options{workloads: []string{"a", "b"}, servers: []string{"veneur"}, trial: 3 * time.Second, trialStrict: 10 * time.Second,
 		maxTrials: 6, precision: 0.05, fixedRate: 1e5, rcvbuf: 8 << 20, workers: 2,
-		locals: 16, trialGlobal: 10 * time.Second, transports: []string{"http", "grpc"}}
-	if err := good.validate(); err != nil {
+		locals: 16, trialGlobal: 10 * time.Second, transports: []string{"http", "grpc"}, globals: []int{1}}
+	err := good.validate()
+	if err != nil {
 		t.Fatal(err)
 	}
 	global := good
@@ -140,6 +142,9 @@ func TestOptionsValidate(t *testing.T) {
 		func(o *options) { o.trialGlobal = time.Millisecond },
 		func(o *options) { o.transports = nil },
 		func(o *options) { o.transports = []string{"udp"} },
+		func(o *options) { o.globals = nil },
+		func(o *options) { o.globals = []int{1, 0} },
+		func(o *options) { o.globals = []int{maxGlobals + 1} },
 	}
 	for i, m := range mutate {
 		o := good
@@ -150,6 +155,16 @@ func TestOptionsValidate(t *testing.T) {
 	}
 	if got := splitList(" a, b,,a ,c"); strings.Join(got, "|") != "a|b|c" {
 		t.Errorf("splitList = %q", got)
+	}
+	tiers := good
+	if tiers.globals, err = parseGlobals("3, 1,2,3"); err != nil || !slices.Equal(tiers.globals, []int{3, 1, 2}) {
+		t.Errorf("parseGlobals(\"3, 1,2,3\") = %v, %v; want [3 1 2]", tiers.globals, err)
+	}
+	if err := tiers.validate(); err != nil {
+		t.Errorf("-globals 3,1,2: %v", err)
+	}
+	if _, err := parseGlobals("1,two"); err == nil || !strings.Contains(err.Error(), `"two"`) {
+		t.Errorf("parseGlobals(\"1,two\"): %v, want an error naming \"two\"", err)
 	}
 }
 
