@@ -363,8 +363,11 @@ const readersKeepP = true
 
 // readUDP reads datagrams of up to size bytes until stopping says so and
 // the socket is woken, handing them to the ingester; it then drains what
-// the kernel still holds and returns. Failed reads are counted in readErrs.
-func readUDP(sock *udpSocket, in Ingester, size int, stopping func() bool, readErrs *atomic.Uint64) error {
+// the kernel still holds and returns. Failed reads are counted in readErrs,
+// and the gaps between receive rounds recorded in gaps: one reading of the
+// clock at the end of a receive call that returned datagrams and one at
+// the start of the next.
+func readUDP(sock *udpSocket, in Ingester, size int, stopping func() bool, readErrs *atomic.Uint64, gaps *readerGaps) error {
 	vlen := 32
 	if size > 64<<10 {
 		vlen = 8
@@ -374,7 +377,13 @@ func readUDP(sock *udpSocket, in Ingester, size int, stopping func() bool, readE
 	var heldSince time.Time
 	held, idle := false, true
 	quiet := 0 // consecutive busy waits that timed out holding nothing
+	// lastRecv is when the last receive call returned datagrams, zero
+	// after one that returned none.
+	var lastRecv time.Time
 	for {
+		if !lastRecv.IsZero() {
+			gaps.record(time.Since(lastRecv))
+		}
 		var n int
 		var errno syscall.Errno
 		switch {
@@ -389,15 +398,19 @@ func readUDP(sock *udpSocket, in Ingester, size int, stopping func() bool, readE
 			sock.drain(in, rb, n, errno)
 			return nil
 		}
+		lastRecv = time.Time{}
 		switch errno {
 		case 0:
+			now := time.Now()
+			if n > 0 {
+				lastRecv = now
+			}
 			if idle {
 				idle = false
 				sock.idle.Store(false)
 			}
 			quiet = 0
 			rb.handle(in, n)
-			now := time.Now()
 			if !held {
 				held, heldSince = true, now
 			}

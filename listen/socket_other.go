@@ -75,12 +75,19 @@ const readersKeepP = false
 // readUDP reads one datagram of up to size bytes at a time until woken
 // (wake's deadline) or the socket is closed. Unlike the Linux reader it
 // does not drain the kernel's queue on stop. A datagram that fills the
-// buffer's one extra byte was cut. Failed reads are counted in readErrs.
-func readUDP(sock *udpSocket, in Ingester, size int, stopping func() bool, readErrs *atomic.Uint64) error {
+// buffer's one extra byte was cut. Failed reads are counted in readErrs,
+// and the gaps between a read that returned a datagram and the next read
+// recorded in gaps.
+func readUDP(sock *udpSocket, in Ingester, size int, stopping func() bool, readErrs *atomic.Uint64, gaps *readerGaps) error {
 	conn := sock.conn
 	buf := make([]byte, size+1)
+	var lastRecv time.Time
 	for {
+		if !lastRecv.IsZero() {
+			gaps.record(time.Since(lastRecv))
+		}
 		n, _, err := conn.ReadFrom(buf)
+		lastRecv = time.Time{}
 		if err != nil {
 			if stopping() || errors.Is(err, net.ErrClosed) {
 				return nil
@@ -92,6 +99,7 @@ func readUDP(sock *udpSocket, in Ingester, size int, stopping func() bool, readE
 			readErrs.Add(1)
 			continue
 		}
+		lastRecv = time.Now()
 		if n > size {
 			in.Packet(buf[:size], true)
 		} else {

@@ -90,6 +90,9 @@ type datagram struct {
 	stopping atomic.Bool
 	readerWG sync.WaitGroup
 	readErrs atomic.Uint64
+	// gaps are the readers' gaps (see readerGaps), one per reader, set by
+	// Start.
+	gaps atomic.Pointer[[]*readerGaps]
 }
 
 // NewUDP returns a UDP listener on cfg. It binds nothing.
@@ -145,13 +148,18 @@ func (u *datagram) Start() error {
 		if readersKeepP && !u.singleP {
 			reserveReaderProcs(u.log, max(len(u.socks), u.opts.DatagramReaders), os.Getenv("GOMAXPROCS"))
 		}
-		for _, sock := range u.socks {
+		gaps := make([]*readerGaps, len(u.socks))
+		for i := range gaps {
+			gaps[i] = new(readerGaps)
+		}
+		u.gaps.Store(&gaps)
+		for i, sock := range u.socks {
 			in := u.newIngester()
 			u.readerWG.Add(1)
 			go func() {
 				defer u.readerWG.Done()
 				defer u.opts.guard()()
-				if err := readUDP(sock, in, u.maxDatagram, u.stopping.Load, &u.readErrs); err != nil {
+				if err := readUDP(sock, in, u.maxDatagram, u.stopping.Load, &u.readErrs, gaps[i]); err != nil {
 					u.log.WithError(err).WithField("listener", u.name).Error("datagram reader stopped")
 				}
 			}()
@@ -238,11 +246,20 @@ func (u *datagram) Addr() net.Addr {
 	return nil
 }
 
-// Report sends packet.read_error_total, the failed socket reads.
+// Report sends packet.read_error_total, the failed socket reads, and the
+// readers' gaps since the last Report: listen.reader_gap_max_ns and
+// listen.reader_gap_total (see readerGaps).
 func (u *datagram) Report(stats statsd.ClientInterface) {
 	if n := u.readErrs.Swap(0); n > 0 {
 		stats.Count("packet.read_error_total", int64(n), nil, 1)
 	}
+	var r gapReport
+	if gaps := u.gaps.Load(); gaps != nil {
+		for _, g := range *gaps {
+			r.take(g)
+		}
+	}
+	r.send(stats)
 }
 
 // dupPacketConn returns another socket of the runtime's on the socket of
