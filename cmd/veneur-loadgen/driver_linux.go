@@ -103,7 +103,7 @@ func runDriver(o options, stdout, stderr io.Writer) (err error) {
 	}
 	for _, name := range udpNames {
 		w, _ := workloadByName(name) // validated with the options
-		wr := newWorkloadReport(w, o.fixedRate)
+		wr := newWorkloadReport(w, o.firstFixedRate())
 		rep.workloads = append(rep.workloads, wr)
 		r, err := buildRing(w)
 		if err != nil {
@@ -119,38 +119,59 @@ func runDriver(o options, stdout, stderr io.Writer) (err error) {
 				if !ok {
 					break
 				}
-				t := d.trial(ctx, s, w, r, rate)
-				if ctx.Err() != nil {
-					return fmt.Errorf("interrupted: %w", ctx.Err())
-				}
-				if t.noisyFailure() && repeats < maxNoisyRepeats {
-					repeats++
-					fmt.Fprintln(stderr, t.summary()+"; other processes took a benchmark CPU, repeating")
-					wr.search[s] = append(wr.search[s], t)
-					t = d.trial(ctx, s, w, r, rate)
+				// The rate passes when -confirm trials in a row pass at it.
+				first := len(wr.search[s])
+				pass, achieved, startFailed := true, math.Inf(1), false
+				for range o.confirm {
+					t := d.trial(ctx, s, w, r, rate)
 					if ctx.Err() != nil {
 						return fmt.Errorf("interrupted: %w", ctx.Err())
 					}
+					if t.noisyFailure() && repeats < maxNoisyRepeats {
+						repeats++
+						fmt.Fprintln(stderr, t.summary()+"; other processes took a benchmark CPU, repeating")
+						wr.search[s] = append(wr.search[s], t)
+						t = d.trial(ctx, s, w, r, rate)
+						if ctx.Err() != nil {
+							return fmt.Errorf("interrupted: %w", ctx.Err())
+						}
+					}
+					fmt.Fprintln(stderr, t.summary())
+					wr.search[s] = append(wr.search[s], t)
+					achieved = math.Min(achieved, t.sent.rate())
+					if !t.pass {
+						pass, startFailed = false, t.startFailed
+						break
+					}
 				}
-				fmt.Fprintln(stderr, t.summary())
-				wr.search[s] = append(wr.search[s], t)
-				if t.startFailed {
+				if startFailed {
 					break
 				}
-				bs.record(rate, t.sent.rate(), t.pass)
+				if !pass {
+					for i := first; i < len(wr.search[s]); i++ {
+						wr.search[s][i].unconfirmed = true
+					}
+				}
+				if o.confirm > 1 {
+					note, _ := confirmations(wr.search[s][first:])
+					fmt.Fprintf(stderr, "[%s %s] %s\n", w.name, s, note)
+				}
+				bs.record(rate, achieved, pass)
 			}
 		}
-		if o.fixedRate > 0 {
+		for _, rate := range o.fixedRates {
 			for _, s := range rep.servers {
 				if n := len(wr.search[s]); n > 0 && wr.search[s][n-1].startFailed {
 					continue
 				}
-				t := d.trial(ctx, s, w, r, o.fixedRate)
-				if ctx.Err() != nil {
-					return fmt.Errorf("interrupted: %w", ctx.Err())
+				for range o.confirm {
+					t := d.trial(ctx, s, w, r, rate)
+					if ctx.Err() != nil {
+						return fmt.Errorf("interrupted: %w", ctx.Err())
+					}
+					fmt.Fprintln(stderr, "fixed rate", t.summary())
+					wr.fixed[s] = append(wr.fixed[s], t)
 				}
-				fmt.Fprintln(stderr, "fixed rate", t.summary())
-				wr.fixed[s] = t
 			}
 		}
 	}

@@ -38,7 +38,12 @@ type options struct {
 	trialStrict time.Duration // trial length of workload c
 	maxTrials   int
 	precision   float64
-	fixedRate   float64
+	// fixedRates are the rates of the fixed-rate trials, in lines/s;
+	// empty skips them.
+	fixedRates []float64
+	// confirm is how many trials must pass at a rate for it to pass in
+	// the search; each fixed rate is also run that many times.
+	confirm int
 	rcvbuf      int
 	workers     int
 	serverCPU   int
@@ -66,7 +71,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	trialStrict := fs.Duration("trial-c", 10*time.Second, "sending time of one trial of workload c (needs several 2s flushes)")
 	maxTrials := fs.Int("max-trials", 6, "trials per workload and server in the rate search")
 	precision := fs.Float64("precision", 0.05, "stop the search once the failing rate is within this fraction of the passing one")
-	fixedRate := fs.Float64("fixed-rate", 100_000, "lines/s of the fixed-rate trial per workload and server; 0 skips it")
+	fixedRate := fs.String("fixed-rate", "100000", "lines/s of the fixed-rate trials per workload and server, comma-separated (e.g. 1000000,3000000); 0 skips them")
+	confirm := fs.Int("confirm", 1, "trials that must all pass at a rate for it to pass in the search; each fixed rate runs this many trials too")
 	rcvbuf := fs.Int("rcvbuf", 8<<20, "receive buffer asked for by both servers (read_buffer_size_bytes), bytes")
 	workers := fs.Int("workers", 2, "veneur num_workers")
 	serverCPU := fs.Int("server-cpu", -1, "CPU the server is pinned to; -1 picks the first allowed CPU")
@@ -99,10 +105,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 2
 	}
+	fixedRates, err := parseRates(*fixedRate)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 2
+	}
 	o := options{
 		veneurPath: *veneur, workloads: splitList(*workloads), servers: splitList(*servers),
 		trial: *trial, trialStrict: *trialStrict, maxTrials: *maxTrials, precision: *precision,
-		fixedRate: *fixedRate, rcvbuf: *rcvbuf, workers: *workers, serverCPU: *serverCPU, driverCPU: *driverCPU,
+		fixedRates: fixedRates, confirm: *confirm, rcvbuf: *rcvbuf, workers: *workers, serverCPU: *serverCPU, driverCPU: *driverCPU,
 		locals: *locals, trialGlobal: *trialGlobal, transports: splitList(*transports), globals: tiers,
 	}
 	if *quick {
@@ -164,8 +175,10 @@ func (o options) validate() error {
 		return fmt.Errorf("-max-trials %d: use 1 to 20", o.maxTrials)
 	case o.precision <= 0 || o.precision >= 1:
 		return fmt.Errorf("-precision %v: use a fraction such as 0.05", o.precision)
-	case o.fixedRate < 0 || o.fixedRate > 50e6:
-		return fmt.Errorf("-fixed-rate %v: use 0 (skip) up to 50000000 lines/s", o.fixedRate)
+	case slices.ContainsFunc(o.fixedRates, func(r float64) bool { return r <= 0 || r > 50e6 }):
+		return fmt.Errorf("-fixed-rate %v: use rates up to 50000000 lines/s, or 0 alone to skip the fixed-rate trials", o.fixedRates)
+	case o.confirm < 1 || o.confirm > 10:
+		return fmt.Errorf("-confirm %d: use 1 to 10 trials per rate", o.confirm)
 	case o.rcvbuf < 64<<10 || o.rcvbuf > 1<<30:
 		return fmt.Errorf("-rcvbuf %d: use 65536 up to 1073741824 bytes", o.rcvbuf)
 	case o.workers < 1 || o.workers > 64:
@@ -176,6 +189,34 @@ func (o options) validate() error {
 		return fmt.Errorf("-trial-g %v: use between 1s and 5m", o.trialGlobal)
 	}
 	return nil
+}
+
+// firstFixedRate is the first rate of -fixed-rate, that of the targets; 0
+// when there is none.
+func (o options) firstFixedRate() float64 {
+	if len(o.fixedRates) == 0 {
+		return 0
+	}
+	return o.fixedRates[0]
+}
+
+// parseRates reads -fixed-rate: distinct rates in lines/s, in the order
+// given; "0" alone is no rate (validate checks their range).
+func parseRates(s string) ([]float64, error) {
+	var out []float64
+	for _, f := range splitList(s) {
+		r, err := strconv.ParseFloat(f, 64)
+		if err != nil {
+			return nil, fmt.Errorf("-fixed-rate: %q is not a rate; use lines/s, comma-separated, such as 1000000,3000000, or 0 to skip", f)
+		}
+		if !slices.Contains(out, r) {
+			out = append(out, r)
+		}
+	}
+	if len(out) == 1 && out[0] == 0 {
+		return nil, nil
+	}
+	return out, nil
 }
 
 // maxGlobals bounds -globals: every global of a tier shares the server

@@ -7,18 +7,31 @@ import (
 	"slices"
 	"strings"
 	"text/tabwriter"
+	"time"
 )
 
 // workloadReport holds every trial of one workload.
 type workloadReport struct {
 	w         workload
 	search    map[string][]trialResult // bisection trials per server
-	fixed     map[string]trialResult   // the fixed-rate trial per server
-	fixedRate float64
+	// fixed are the fixed-rate trials per server, in the order run: -confirm
+	// trials at each rate of -fixed-rate.
+	fixed     map[string][]trialResult
+	fixedRate float64 // the first rate of -fixed-rate, that of the targets
 }
 
 func newWorkloadReport(w workload, fixedRate float64) *workloadReport {
-	return &workloadReport{w: w, search: map[string][]trialResult{}, fixed: map[string]trialResult{}, fixedRate: fixedRate}
+	return &workloadReport{w: w, search: map[string][]trialResult{}, fixed: map[string][]trialResult{}, fixedRate: fixedRate}
+}
+
+// firstFixed is server's first trial at the first fixed rate, the one the
+// targets judge.
+func (wr *workloadReport) firstFixed(server string) (trialResult, bool) {
+	ts := wr.fixed[server]
+	if len(ts) == 0 {
+		return trialResult{}, false
+	}
+	return ts[0], true
 }
 
 // report is the whole benchmark run.
@@ -87,25 +100,62 @@ func (r *report) renderUDP(out io.Writer) {
 		fmt.Fprintln(tw, "workload\tserver\toffered lines/s\tsent lines/s\tloss\tCPU s/M lines\tpeak RSS MiB\tother load\tresult\tnotes")
 		for _, wr := range r.workloads {
 			for _, s := range r.servers {
-				t, ok := wr.fixed[s]
-				if !ok {
-					continue
+				for _, t := range wr.fixed[s] {
+					if t.err != nil {
+						fmt.Fprintf(tw, "%s\t%s\t%s\t\t\t\t\t\tERROR\t%v\n", wr.w.name, s, groupDigits(t.target), t.err)
+						continue
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.3f\t%.1f\t%s\t%s\t%s\n", wr.w.name, s, groupDigits(t.target),
+						groupDigits(t.sent.rate()), lossString(t.loss), t.cpuPerMillion(), t.peakRSSMiB(), t.otherLoadString(), passWord(t.pass), fixedNote(t))
 				}
-				if t.err != nil {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t\t\t\t\t\tERROR\t%v\n", wr.w.name, s, groupDigits(t.target), t.err)
-					continue
+				if passed, n := confirmations(wr.fixed[s]); n > 1 {
+					fmt.Fprintf(tw, "%s\t%s\t\t\t\t\t\t\t\t%s\n", wr.w.name, s, passed)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.3f\t%.1f\t%s\t%s\t%s\n", wr.w.name, s, groupDigits(t.target),
-					groupDigits(t.sent.rate()), lossString(t.loss), t.cpuPerMillion(), t.peakRSSMiB(), t.otherLoadString(), passWord(t.pass), fixedNote(t))
 			}
-			v, vok := wr.fixed[serverVeneur]
-			b, bok := wr.fixed[serverBare]
+			v, vok := wr.firstFixed(serverVeneur)
+			b, bok := wr.firstFixed(serverBare)
 			if vok && bok && v.err == nil && b.err == nil {
 				fmt.Fprintf(tw, "%s\tveneur/bare\t\t\t\t%.2fx\t%.2fx\t\t\t\n", wr.w.name, v.cpuPerMillion()/b.cpuPerMillion(), v.peakRSSMiB()/b.peakRSSMiB())
 			}
 		}
 		tw.Flush()
 	}
+	r.renderGaps(out)
+}
+
+// renderGaps writes veneur's reader gaps for every trial that has them:
+// the longest gap and the gaps counted per bucket over the trial, from
+// veneur's self-metrics (listen.reader_gap_*).
+func (r *report) renderGaps(out io.Writer) {
+	var rows [][]string
+	for _, wr := range r.workloads {
+		add := func(kind string, trials []trialResult) {
+			for _, t := range trials {
+				if t.gaps == nil || t.err != nil {
+					continue
+				}
+				row := []string{wr.w.name, kind, groupDigits(t.target), lossString(t.loss), passWord(t.pass && !t.unconfirmed),
+					t.gaps.max.Round(10 * time.Microsecond).String()}
+				for _, n := range t.gaps.buckets() {
+					row = append(row, groupDigits(float64(n)))
+				}
+				rows = append(rows, append(row, t.otherLoadString()))
+			}
+		}
+		add("search", wr.search[serverVeneur])
+		add("fixed", wr.fixed[serverVeneur])
+	}
+	if len(rows) == 0 {
+		return
+	}
+	fmt.Fprintln(out)
+	fmt.Fprintln(out, "veneur's reader gaps per trial (time away from the socket between receive calls, from its self-metrics listen.reader_gap_*; counts of gaps by length)")
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "workload\ttrial\toffered lines/s\tloss\tresult\tmax gap\t<=1ms\t1-5ms\t5-20ms\t20-100ms\t>100ms\tother load")
+	for _, row := range rows {
+		fmt.Fprintln(tw, strings.Join(row, "\t"))
+	}
+	tw.Flush()
 }
 
 // renderGlobal writes the table of the global workloads.
@@ -224,7 +274,7 @@ func (r *report) targets() []string {
 		} else {
 			missing("(b) max rate ratio")
 		}
-		if t, ok := wr.fixed[serverVeneur]; ok && t.err == nil {
+		if t, ok := wr.firstFixed(serverVeneur); ok && t.err == nil {
 			verdict(t.cpuPerMillion() <= 1.0 && t.pass, "(b) at %s lines/s: veneur %.3f CPU s per M lines (target <= 1.0), loss %s",
 				groupDigits(wr.fixedRate), t.cpuPerMillion(), lossString(t.loss))
 		} else {
@@ -246,7 +296,7 @@ func (r *report) targets() []string {
 		} else if trials := wr.search[serverVeneur]; len(trials) > 0 {
 			verdict(false, "(c) search: no trial passed; %s", failureNote(trials))
 		}
-		if t, ok := wr.fixed[serverVeneur]; ok && t.err == nil {
+		if t, ok := wr.firstFixed(serverVeneur); ok && t.err == nil {
 			check("at "+groupDigits(wr.fixedRate)+" lines/s", t)
 		}
 	}
@@ -255,8 +305,8 @@ func (r *report) targets() []string {
 			ratio := v.cpuPerMillion() / b.cpuPerMillion()
 			verdict(ratio <= 1.3, "(a) %s: veneur %.3f vs bare %.3f CPU s per M lines = %.2fx (target <= 1.3x)", label, v.cpuPerMillion(), b.cpuPerMillion(), ratio)
 		}
-		v, vok := wr.fixed[serverVeneur]
-		b, bok := wr.fixed[serverBare]
+		v, vok := wr.firstFixed(serverVeneur)
+		b, bok := wr.firstFixed(serverBare)
 		if vok && bok && v.err == nil && b.err == nil {
 			cmp("at "+groupDigits(wr.fixedRate)+" lines/s", v, b)
 		}
@@ -328,7 +378,19 @@ func searchNote(best trialResult, trials []trialResult) string {
 	if best.flush != nil {
 		notes = append(notes, fmt.Sprintf("flushes %d/%d complete", best.flush.complete, best.flush.interior))
 	}
+	if note, n := confirmations(trials); n > 1 && len(trials) > len(distinctTargets(trials)) {
+		notes = append(notes, note)
+	}
 	return strings.Join(notes, "; ")
+}
+
+// distinctTargets are the rates trials ran at.
+func distinctTargets(trials []trialResult) map[float64]bool {
+	m := map[float64]bool{}
+	for _, t := range trials {
+		m[t.target] = true
+	}
+	return m
 }
 
 func failureNote(trials []trialResult) string {

@@ -89,8 +89,8 @@ func TestReportRender(t *testing.T) {
 	wb := newWorkloadReport(b, 100_000)
 	wb.search[serverBare] = []trialResult{pass(trialAt("bare", 1e6, 1e6, 3e6, 3e6, 0.3)), pass(trialAt("bare", 5e6, 5e6, 15e6, 15e6, 1.5))}
 	wb.search[serverVeneur] = []trialResult{pass(trialAt("veneur", 1e6, 1e6, 1.2e6, 1.2e6, 0.9)), trialAt("veneur", 3e6, 3e6, 3.6e6, 2e6, 3)}
-	wb.fixed[serverVeneur] = pass(trialAt("veneur", 1e5, 1e5, 120_000, 120_000, 0.2))
-	wb.fixed[serverBare] = pass(trialAt("bare", 1e5, 1e5, 300_000, 300_000, 0.1))
+	wb.fixed[serverVeneur] = []trialResult{pass(trialAt("veneur", 1e5, 1e5, 120_000, 120_000, 0.2))}
+	wb.fixed[serverBare] = []trialResult{pass(trialAt("bare", 1e5, 1e5, 300_000, 300_000, 0.1))}
 	wa := newWorkloadReport(a, 100_000)
 	wa.search[serverVeneur] = []trialResult{trialAt("veneur", 1e5, 1e5, 3e5, 0, 0.1)}
 	rep := &report{header: []string{"head"}, servers: []string{serverBare, serverVeneur}, workloads: []*workloadReport{wb, wa}}
@@ -116,7 +116,7 @@ func TestReportRender(t *testing.T) {
 
 func TestOptionsValidate(t *testing.T) {
 	good := options{workloads: []string{"a", "b"}, servers: []string{"veneur"}, trial: 3 * time.Second, trialStrict: 10 * time.Second,
-		maxTrials: 6, precision: 0.05, fixedRate: 1e5, rcvbuf: 8 << 20, workers: 2,
+		maxTrials: 6, precision: 0.05, fixedRates: []float64{1e5}, confirm: 1, rcvbuf: 8 << 20, workers: 2,
 		locals: 16, trialGlobal: 10 * time.Second, transports: []string{"http", "grpc"}, globals: []int{1}}
 	err := good.validate()
 	if err != nil {
@@ -135,7 +135,9 @@ func TestOptionsValidate(t *testing.T) {
 		func(o *options) { o.trialStrict = 2 * time.Second },
 		func(o *options) { o.maxTrials = 0 },
 		func(o *options) { o.precision = 0 },
-		func(o *options) { o.fixedRate = -1 },
+		func(o *options) { o.fixedRates = []float64{1e5, -1} },
+		func(o *options) { o.confirm = 0 },
+		func(o *options) { o.confirm = 11 },
 		func(o *options) { o.rcvbuf = 1 },
 		func(o *options) { o.workers = 0 },
 		func(o *options) { o.locals = 0 },

@@ -40,6 +40,12 @@ type trialResult struct {
 	startFailed   bool // the server did not start: no later trial can fare better
 	notes         []string
 	pass          bool
+	// unconfirmed marks a passing search trial at a rate where another of
+	// the -confirm trials failed: the rate did not pass.
+	unconfirmed bool
+	// gaps are veneur's reader gaps over the trial, from its
+	// self-metrics; nil for the bare reader.
+	gaps *gapFigures
 }
 
 // finish derives loss and lines processed once received is known.
@@ -99,6 +105,9 @@ func (r trialResult) summary() string {
 	if r.senderLimited {
 		b.WriteString(", sender-limited")
 	}
+	if r.gaps != nil {
+		fmt.Fprintf(&b, ", %v", r.gaps)
+	}
 	fmt.Fprintf(&b, ", other load %s", r.otherLoadString())
 	if r.pass {
 		b.WriteString(" -> pass")
@@ -129,12 +138,13 @@ func (r trialResult) noisyFailure() bool {
 // driver CPUs, e.g. "3%/40%".
 func (r trialResult) otherLoadString() string { return otherLoadPair(r.otherSrv, r.otherDrv) }
 
-// bestTrial is the passing trial with the highest achieved rate, or false.
+// bestTrial is the passing trial with the highest achieved rate, or false;
+// a trial at a rate that failed its confirmation does not count.
 func bestTrial(trials []trialResult) (trialResult, bool) {
 	var best trialResult
 	found := false
 	for _, t := range trials {
-		if t.pass && (!found || t.sent.rate() > best.sent.rate()) {
+		if t.pass && !t.unconfirmed && (!found || t.sent.rate() > best.sent.rate()) {
 			best, found = t, true
 		}
 	}
@@ -156,4 +166,26 @@ func lossString(loss float64) string {
 		return "0%"
 	}
 	return fmt.Sprintf("%.3f%%", loss*100)
+}
+
+// confirmations says how many trials passed at each rate of trials, in the
+// order the rates were first tried, e.g. "at 1,000,000: 3/3 passed; at
+// 3,000,000: 1/2 passed", and returns how many trials there were.
+func confirmations(trials []trialResult) (string, int) {
+	var rates []float64
+	passed, ran := map[float64]int{}, map[float64]int{}
+	for _, t := range trials {
+		if ran[t.target] == 0 {
+			rates = append(rates, t.target)
+		}
+		ran[t.target]++
+		if t.pass {
+			passed[t.target]++
+		}
+	}
+	parts := make([]string, len(rates))
+	for i, r := range rates {
+		parts[i] = fmt.Sprintf("at %s: %d/%d passed", groupDigits(r), passed[r], ran[r])
+	}
+	return strings.Join(parts, "; "), len(trials)
 }

@@ -16,9 +16,11 @@ import (
 	"time"
 )
 
-// veneurConfig renders the trial config. stats_address stays empty so that
-// no self-metrics mix into the series, forward_address so nothing forwards.
-func veneurConfig(udpPort, httpPort, apiPort int, interval time.Duration, workers, rcvbuf int) string {
+// veneurConfig renders the trial config. stats_address is the driver's
+// socket for veneur's self-metrics (statsAddr; none when empty), apart
+// from the series sent to the stand-in API; forward_address stays empty
+// so that nothing forwards.
+func veneurConfig(udpPort, httpPort, apiPort int, interval time.Duration, workers, rcvbuf int, statsAddr string) string {
 	return fmt.Sprintf(`udp_address: "127.0.0.1:%d"
 http_address: "127.0.0.1:%d"
 api_hostname: "http://127.0.0.1:%d"
@@ -32,9 +34,9 @@ num_readers: 1
 metric_max_length: 4096
 flush_max_per_body: 5000
 read_buffer_size_bytes: %d
-stats_address: ""
+stats_address: %q
 forward_address: ""
-`, udpPort, httpPort, apiPort, apiKey, interval.String(), workers, rcvbuf)
+`, udpPort, httpPort, apiPort, apiKey, interval.String(), workers, rcvbuf, statsAddr)
 }
 
 const apiKey = "loadgen"
@@ -48,7 +50,7 @@ type veneurProc struct {
 // startVeneur writes a config and starts veneur pinned to the server CPU,
 // returning once /healthcheck answers 200. A port taken between choosing it
 // and binding it is retried with new ports.
-func (d *driver) startVeneur(ctx context.Context, interval time.Duration) (*veneurProc, error) {
+func (d *driver) startVeneur(ctx context.Context, interval time.Duration, statsAddr string) (*veneurProc, error) {
 	var lastErr error
 	for attempt := range 3 {
 		udpPort, err := freeUDPPort()
@@ -60,7 +62,7 @@ func (d *driver) startVeneur(ctx context.Context, interval time.Duration) (*vene
 			return nil, err
 		}
 		cfg := filepath.Join(d.tmp, fmt.Sprintf("veneur-%d.yaml", attempt))
-		body := veneurConfig(udpPort, httpPort, d.apiPort, interval, d.opts.workers, d.opts.rcvbuf)
+		body := veneurConfig(udpPort, httpPort, d.apiPort, interval, d.opts.workers, d.opts.rcvbuf, statsAddr)
 		if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 			return nil, fmt.Errorf("writing veneur config: %w", err)
 		}
@@ -114,10 +116,21 @@ func waitHealthy(ctx context.Context, c *child, url string, timeout time.Duratio
 // veneurTrial sends one workload at one rate to a fresh veneur, stops it
 // with SIGTERM (it drains the socket and flushes once more) and compares
 // the counter lines sent with the counts that reached the stand-in API.
-func (d *driver) veneurTrial(ctx context.Context, w workload, r *ring, rate float64) trialResult {
-	res := trialResult{workload: w.name, server: serverVeneur, target: rate}
+// veneur's self-metrics go to a socket of the driver, which keeps its
+// reader gaps over the trial (start-up and shutdown included).
+func (d *driver) veneurTrial(ctx context.Context, w workload, r *ring, rate float64) (res trialResult) {
+	res = trialResult{workload: w.name, server: serverVeneur, target: rate}
 	d.api.reset()
-	v, err := d.startVeneur(ctx, w.interval)
+	stats, err := newStatsSink()
+	if err != nil {
+		res.err, res.startFailed = err, true
+		return res
+	}
+	defer func() {
+		g := stats.close()
+		res.gaps = &g
+	}()
+	v, err := d.startVeneur(ctx, w.interval, stats.addr())
 	if err != nil {
 		res.err, res.startFailed = err, true
 		return res
