@@ -9,7 +9,7 @@ PKGS          := ./...
 VERSION       := $(shell git describe --always --dirty 2>/dev/null)
 LDFLAGS       := $(if $(VERSION),-ldflags "-X github.com/veneur/veneur.VERSION=$(VERSION)")
 
-.PHONY: all build run test lint test-unit test-race bench bench-load deps generate clean
+.PHONY: all build run test lint test-unit test-race bench bench-load bench-load-rcvbuf deps generate clean
 
 all: build
 
@@ -53,6 +53,13 @@ bench:
 LOADGEN_FLAGS ?=
 bench-load:
 	$(GO) run ./cmd/veneur-loadgen $(LOADGEN_FLAGS)
+
+# Issue 14's measurement: workload b (25 lines per datagram, 1,000 series,
+# 1s interval), the server on one pinned core, the 2 MiB default receive
+# buffer, 3 confirmations per rate, fixed rates of 1M and 3M lines/s, with
+# veneur's reader gaps per trial (docs/benchmark.md).
+bench-load-rcvbuf:
+	$(GO) run ./cmd/veneur-loadgen -workloads b -rcvbuf 2097152 -confirm 3 -fixed-rate 1000000,3000000 $(LOADGEN_FLAGS)
 
 # Regenerates the committed protobuf code (builds and tests do not need
 # protoc): ssf/ssf.pb.go from ssf/ssf.proto, and the gRPC forwarding types

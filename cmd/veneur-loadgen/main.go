@@ -43,11 +43,11 @@ type options struct {
 	fixedRates []float64
 	// confirm is how many trials must pass at a rate for it to pass in
 	// the search; each fixed rate is also run that many times.
-	confirm int
-	rcvbuf      int
-	workers     int
-	serverCPU   int
-	driverCPU   int
+	confirm   int
+	rcvbuf    int
+	workers   int
+	serverCPU int
+	driverCPU int
 	// The global workloads: simulated locals, the sending time of a
 	// trial, and the transports measured.
 	locals      int

@@ -12,8 +12,8 @@ import (
 
 // workloadReport holds every trial of one workload.
 type workloadReport struct {
-	w         workload
-	search    map[string][]trialResult // bisection trials per server
+	w      workload
+	search map[string][]trialResult // bisection trials per server
 	// fixed are the fixed-rate trials per server, in the order run: -confirm
 	// trials at each rate of -fixed-rate.
 	fixed     map[string][]trialResult
