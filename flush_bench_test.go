@@ -9,12 +9,13 @@ import (
 	"runtime/debug"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/veneur/veneur/samplers"
 )
 
 // The load benchmark's workload c (cmd/veneur-loadgen): 100,000 series in
@@ -109,11 +110,6 @@ func wlcDatagrams(nSeries, nLines int) [][]byte {
 	return out
 }
 
-// wlcValues is how many values a flush of workload c holds when every
-// series had a line: one per counter, gauge and set, five per histogram
-// and timer.
-const wlcValues = wlcSeries*8/20 + wlcSeries*4/20 + wlcSeries*2/20 + 5*(wlcSeries*6/20)
-
 // discardAPI stands in for the Datadog API as an http.RoundTripper: it
 // reads and counts each body and answers 202, so a benchmark measures
 // veneur's work and no network or server.
@@ -181,6 +177,26 @@ func newWLCServer(tb testing.TB, api http.RoundTripper) *Server {
 	return s
 }
 
+// flushWLC flushes s as its flush loop does and returns how many bodies
+// of at most 5,000 values the Datadog sink makes of it (histograms and
+// timers flush five values each with workload c's config).
+func flushWLC(tb testing.TB, s *Server, now time.Time, sinks *sync.WaitGroup) int {
+	intervals, ok := s.pool.collect(func(int, time.Duration) {})
+	if !ok {
+		tb.Fatal("the pool is stopped")
+	}
+	var n [8]int
+	for _, iv := range intervals {
+		for t, c := range iv.perType {
+			n[t] += c
+		}
+	}
+	values := n[samplers.CounterMetric] + n[samplers.GaugeMetric] + n[samplers.SetMetric] +
+		5*(n[samplers.HistogramMetric]+n[samplers.TimerMetric])
+	s.flusher.flush(context.Background(), intervals, now, sinks)
+	return (values + 4999) / 5000
+}
+
 // cpuTime is the process's user+system CPU time so far.
 func cpuTime(tb testing.TB) time.Duration {
 	var ru syscall.Rusage
@@ -217,16 +233,13 @@ func BenchmarkFlushInterval(b *testing.B) {
 			}
 		}
 	}
-	var ctx = context.Background()
 	now := time.Unix(1700000000, 0)
-	var bodies atomic.Int64
+	bodies := 0
 	flush := func() {
 		var wg sync.WaitGroup
-		if !s.flush(ctx, now, &wg) {
-			b.Fatal("pool stopped")
-		}
+		bodies += flushWLC(b, s, now, &wg)
 		wg.Wait()
-		api.waitBodies(int(bodies.Add(int64(wlcValues+4999) / 5000)))
+		api.waitBodies(bodies)
 	}
 	// One interval to warm up the pools and size the maps.
 	ingest()

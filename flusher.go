@@ -75,7 +75,7 @@ func (f *flusher) flush(ctx context.Context, intervals []interval, now time.Time
 	var perType [8]int
 	nseries := 0
 	for i, iv := range intervals {
-		nseries += len(iv.series)
+		nseries += len(iv.recs)
 		for t, n := range iv.perType {
 			perType[t] += n
 		}
@@ -207,50 +207,49 @@ func (f *flusher) generate(intervals []interval, perType [8]int, now time.Time, 
 	ts := now.Unix()
 	secs := f.interval.Seconds()
 	for _, iv := range intervals {
-		for _, head := range iv.series {
-			for se := head; se != nil; se = se.next {
-				if perName != nil {
-					perName[se.meta.Name]++
+		for i := range iv.recs {
+			r := &iv.recs[i]
+			if perName != nil {
+				perName[r.meta.Name]++
+			}
+			base := samplers.InterMetric{Series: r.meta, Timestamp: ts}
+			local, global := true, false
+			if f.forwarding {
+				local, global = forwardParts(r.Type, r.Scope)
+			}
+			out := samplers.Forwarded{Type: r.Type, Scope: r.Scope, Name: r.meta.Name, Tags: r.meta.Tags}
+			switch r.Type {
+			case samplers.CounterMetric:
+				if global {
+					if math.IsInf(r.value, 0) || math.IsNaN(r.value) {
+						invalid[invalidCounter]++
+						continue
+					}
+					out.Counter = r.value
+					fwd = append(fwd, out)
+				} else {
+					c := samplers.Counter{Value: r.value}
+					metrics = c.Flush(metrics, base, secs)
 				}
-				base := samplers.InterMetric{Series: se.meta, Timestamp: ts}
-				local, global := true, false
-				if f.forwarding {
-					local, global = forwardParts(se.Type, se.Scope)
+			case samplers.GaugeMetric:
+				g := samplers.Gauge{Value: r.value}
+				metrics = g.Flush(metrics, base)
+			case samplers.HistogramMetric, samplers.TimerMetric:
+				if local {
+					// Percentiles are the global instance's to
+					// compute when the digest goes there.
+					metrics = r.histo.Flush(metrics, base, f.aggs, f.pcts, true, !global, secs)
 				}
-				out := samplers.Forwarded{Type: se.Type, Scope: se.Scope, Name: se.meta.Name, Tags: se.meta.Tags}
-				switch se.Type {
-				case samplers.CounterMetric:
-					if global {
-						if math.IsInf(se.value, 0) || math.IsNaN(se.value) {
-							invalid[invalidCounter]++
-							continue
-						}
-						out.Counter = se.value
-						fwd = append(fwd, out)
-					} else {
-						c := samplers.Counter{Value: se.value}
-						metrics = c.Flush(metrics, base, secs)
-					}
-				case samplers.GaugeMetric:
-					g := samplers.Gauge{Value: se.value}
-					metrics = g.Flush(metrics, base)
-				case samplers.HistogramMetric, samplers.TimerMetric:
-					if local {
-						// Percentiles are the global instance's to
-						// compute when the digest goes there.
-						metrics = se.histo.Flush(metrics, base, f.aggs, f.pcts, true, !global, secs)
-					}
-					if global {
-						out.Digest = se.histo.Digest
-						fwd = append(fwd, out)
-					}
-				case samplers.SetMetric:
-					if global {
-						out.Set = se.set.Sketch
-						fwd = append(fwd, out)
-					} else {
-						metrics = se.set.Flush(metrics, base)
-					}
+				if global {
+					out.Digest = r.histo.Digest
+					fwd = append(fwd, out)
+				}
+			case samplers.SetMetric:
+				if global {
+					out.Set = r.set.Sketch
+					fwd = append(fwd, out)
+				} else {
+					metrics = r.set.Flush(metrics, base)
 				}
 			}
 		}

@@ -3,6 +3,7 @@ package veneur
 import (
 	"errors"
 	"hash/maphash"
+	"runtime"
 	"sync"
 	"time"
 
@@ -66,12 +67,30 @@ func newBatchPool() *sync.Pool {
 	}}
 }
 
-// series is one metric key's state in a worker for the current interval.
+// series is one metric key a worker knows. It outlives intervals, so
+// that a key seen again in the next interval costs a map lookup instead
+// of decoding the key and allocating its strings again (at a host's usual
+// rate every series is new in every interval); its state in an interval
+// is a record of that interval. A worker forgets the keys that go a whole
+// interval without a sample once they are many (see Worker.sweep).
 type series struct {
 	key  string
 	next *series // chains keys whose 64-bit hashes collide
-	// meta is allocated apart from the series so that the flushed values
-	// pointing to it do not keep the samplers alive.
+	// meta is what the flushed values point to; it never changes, so
+	// the values of several intervals share it.
+	meta  *samplers.Series
+	Type  samplers.MetricType
+	Scope samplers.MetricScope
+	// epoch is the interval of the series' last sample (Worker.epoch);
+	// rec is the index of its record in that interval.
+	epoch uint32
+	rec   int32
+}
+
+// record is one series' state in one interval, which the flush turns into
+// values. A worker appends it at the series' first sample in the interval
+// and hands the records over whole, never touching them again.
+type record struct {
 	meta  *samplers.Series
 	Type  samplers.MetricType
 	Scope samplers.MetricScope
@@ -80,10 +99,11 @@ type series struct {
 	set   *samplers.Set
 }
 
-// interval is what a worker hands over at flush: every series it saw since
-// the previous flush, and how many samples it processed.
+// interval is what a worker hands over at flush: the record of every
+// series that had a sample since the previous flush, and how many samples
+// it processed.
 type interval struct {
-	series    map[uint64]*series
+	recs      []record
 	processed uint64
 	imported  uint64 // metrics merged from /import
 	badKeys   uint64
@@ -111,12 +131,19 @@ func (iv *interval) nseries() int {
 }
 
 // Worker aggregates the samples of the keys that hash to it. Only its own
-// goroutine touches its map, so the per-line path takes no lock; the flusher
-// asks for the map through a channel and the worker swaps in a new one.
+// goroutine touches its map and records, so the per-line path takes no
+// lock; the flusher asks for the interval's records through a channel and
+// the worker starts new ones.
 type Worker struct {
-	in      chan *batch
-	pool    *sync.Pool
-	limit   *seriesCap // shared by every worker; nil: no cap
+	in    chan *batch
+	pool  *sync.Pool
+	limit *seriesCap // shared by every worker; nil: no cap
+	// known holds every series the worker knows, by the hash of its key;
+	// nknown counts them.
+	known  map[uint64]*series
+	nknown int
+	// epoch numbers the interval being filled.
+	epoch   uint32
 	cur     interval
 	lastLen int
 }
@@ -126,7 +153,8 @@ func newWorker(pool *sync.Pool, limit *seriesCap) *Worker {
 		in:    make(chan *batch, workerQueueLen),
 		pool:  pool,
 		limit: limit,
-		cur:   interval{series: make(map[uint64]*series)},
+		known: make(map[uint64]*series),
+		epoch: 1,
 	}
 }
 
@@ -135,6 +163,7 @@ func (w *Worker) run() {
 	for b := range w.in {
 		if b.flush != nil {
 			b.flush <- w.swap()
+			w.sweep()
 			continue
 		}
 		if b.imports != nil {
@@ -155,14 +184,64 @@ func (w *Worker) flush() interval {
 }
 
 // swap hands over the current interval and starts a new one, sized like the
-// last so a steady load does not regrow the map every interval. The series
-// handed over give their places under the cap back.
+// last so a steady load does not regrow its records. The series handed
+// over give their places under the cap back.
 func (w *Worker) swap() interval {
 	out := w.cur
 	w.limit.give(out.nseries())
-	w.lastLen = len(out.series)
-	w.cur = interval{series: make(map[uint64]*series, w.lastLen)}
+	w.lastLen = len(out.recs)
+	w.cur = interval{recs: make([]record, 0, w.lastLen)}
+	w.epoch++
 	return out
+}
+
+// sweepMin is how many keys without a sample in the last interval a worker
+// keeps in any case; past it and past half the series of the last
+// interval, sweep forgets them.
+const sweepMin = 4096
+
+// sweepYield is how many keys a sweep looks at between two yields.
+const sweepYield = 8192
+
+// sweep forgets the series that had no sample in the interval just handed
+// over, when they are many: keys that churn (an id in a tag) cost a map
+// entry each until then, and a sweep costs a pass over the map.
+func (w *Worker) sweep() {
+	last := w.epoch - 1
+	if stale := w.nknown - w.lastLen; stale <= sweepMin || stale <= w.lastLen/2 {
+		return
+	}
+	n := 0
+	for h, head := range w.known {
+		if n++; n%sweepYield == 0 {
+			// A pass over a million keys takes milliseconds: let the
+			// readers in (they may share this P).
+			runtime.Gosched()
+		}
+		if head.next == nil {
+			if head.epoch != last {
+				delete(w.known, h)
+				w.nknown--
+			}
+			continue
+		}
+		var keep *series
+		for se := head; se != nil; {
+			next := se.next
+			if se.epoch == last {
+				se.next = keep
+				keep = se
+			} else {
+				w.nknown--
+			}
+			se = next
+		}
+		if keep == nil {
+			delete(w.known, h)
+		} else {
+			w.known[h] = keep
+		}
+	}
 }
 
 // send hands b to the worker, waiting at most wait when its queue is full.
@@ -188,22 +267,22 @@ func (w *Worker) process(b *batch) {
 	for i := range b.samples {
 		s := &b.samples[i]
 		key := b.buf[s.keyOff : s.keyOff+s.keyLen]
-		se := w.lookup(s.hash, key)
-		if se == nil {
+		r := w.lookup(s.hash, key)
+		if r == nil {
 			continue
 		}
-		switch se.Type {
+		switch r.Type {
 		case samplers.CounterMetric:
-			se.value += s.value / s.rate
+			r.value += s.value / s.rate
 		case samplers.GaugeMetric:
-			se.value = s.value
+			r.value = s.value
 		case samplers.HistogramMetric, samplers.TimerMetric:
-			if se.histo.Sample(s.value, s.rate) != nil {
+			if r.histo.Sample(s.value, s.rate) != nil {
 				w.cur.badWeights++
 			}
 		case samplers.SetMetric:
 			end := s.keyOff + s.keyLen
-			se.set.Sample(b.buf[end : end+s.memLen])
+			r.set.Sample(b.buf[end : end+s.memLen])
 		}
 	}
 	w.cur.processed += uint64(len(b.samples))
@@ -217,17 +296,17 @@ func (w *Worker) process(b *batch) {
 func (w *Worker) merge(items []importItem) {
 	for i := range items {
 		it := &items[i]
-		se := w.lookup(it.hash, it.key)
-		if se == nil {
+		r := w.lookup(it.hash, it.key)
+		if r == nil {
 			continue
 		}
-		switch se.Type {
+		switch r.Type {
 		case samplers.CounterMetric:
-			se.value += it.f.Counter
+			r.value += it.f.Counter
 		case samplers.HistogramMetric, samplers.TimerMetric:
-			se.histo.Merge(it.f.Digest)
+			r.histo.Merge(it.f.Digest)
 		case samplers.SetMetric:
-			if se.set.Merge(it.f.Set) != nil {
+			if r.set.Merge(it.f.Set) != nil {
 				w.cur.badKeys++
 				continue
 			}
@@ -236,16 +315,25 @@ func (w *Worker) merge(items []importItem) {
 	}
 }
 
-// lookup finds or creates the series of key. string(key) in a comparison
-// or map index does not allocate; only a new series copies the key. A new
-// series takes a place under max_series_per_interval first: without one,
-// lookup counts the drop and returns nil, having allocated nothing (once
-// the name is counted).
-func (w *Worker) lookup(hash uint64, key []byte) *series {
-	head := w.cur.series[hash]
+// lookup returns the record of key's series in the current interval,
+// creating the series and its record as needed. string(key) in a
+// comparison or map index does not allocate; only a new series copies the
+// key. The first sample of a series in an interval takes a place under
+// max_series_per_interval: without one, lookup counts the drop and returns
+// nil, having allocated nothing (once the name is counted). The record
+// is valid until the next lookup.
+func (w *Worker) lookup(hash uint64, key []byte) *record {
+	head := w.known[hash]
 	for se := head; se != nil; se = se.next {
 		if se.key == string(key) {
-			return se
+			if se.epoch == w.epoch {
+				return &w.cur.recs[se.rec]
+			}
+			if !w.limit.take() {
+				w.dropNew(key)
+				return nil
+			}
+			return w.start(se)
 		}
 	}
 	if !w.limit.take() {
@@ -262,15 +350,25 @@ func (w *Worker) lookup(hash uint64, key []byte) *series {
 	meta := new(samplers.Series)
 	*meta = k.Series
 	se := &series{key: ks, next: head, meta: meta, Type: k.Type, Scope: k.Scope}
-	w.cur.perType[k.Type&7]++
-	switch k.Type {
+	w.known[hash] = se
+	w.nknown++
+	return w.start(se)
+}
+
+// start appends the record of se's first sample in the current interval.
+func (w *Worker) start(se *series) *record {
+	se.epoch = w.epoch
+	se.rec = int32(len(w.cur.recs))
+	w.cur.perType[se.Type&7]++
+	r := record{meta: se.meta, Type: se.Type, Scope: se.Scope}
+	switch se.Type {
 	case samplers.HistogramMetric, samplers.TimerMetric:
-		se.histo = samplers.NewHisto()
+		r.histo = samplers.NewHisto()
 	case samplers.SetMetric:
-		se.set = samplers.NewSet()
+		r.set = samplers.NewSet()
 	}
-	w.cur.series[hash] = se
-	return se
+	w.cur.recs = append(w.cur.recs, r)
+	return &w.cur.recs[len(w.cur.recs)-1]
 }
 
 // dropNew counts a sample of a new series refused by the cap, under its
