@@ -146,6 +146,16 @@ type Worker struct {
 	epoch   uint32
 	cur     interval
 	lastLen int
+	// lastHistos is how many histograms and timers the last interval
+	// held; free holds histograms of recycled records, for reuse, at
+	// most that many.
+	lastHistos int
+	free       []*samplers.Histo
+	// spare is the record array of an interval the flush is done with,
+	// which the next interval takes over (see recycle); guarded by
+	// spareMu, as the flusher hands it back.
+	spareMu sync.Mutex
+	spare   []record
 }
 
 func newWorker(pool *sync.Pool, limit *seriesCap) *Worker {
@@ -163,6 +173,7 @@ func (w *Worker) run() {
 	for b := range w.in {
 		if b.flush != nil {
 			b.flush <- w.swap()
+			w.prepare()
 			w.sweep()
 			continue
 		}
@@ -183,16 +194,55 @@ func (w *Worker) flush() interval {
 	return <-reply
 }
 
-// swap hands over the current interval and starts a new one, sized like the
-// last so a steady load does not regrow its records. The series handed
-// over give their places under the cap back.
+// swap hands over the current interval and starts a new one, whose
+// records prepare provides. The series handed over give their places
+// under the cap back.
 func (w *Worker) swap() interval {
 	out := w.cur
 	w.limit.give(out.nseries())
 	w.lastLen = len(out.recs)
-	w.cur = interval{recs: make([]record, 0, w.lastLen)}
+	w.lastHistos = out.perType[samplers.HistogramMetric] + out.perType[samplers.TimerMetric]
+	w.cur = interval{}
 	w.epoch++
 	return out
+}
+
+// prepare gives the interval that swap started its record array: the
+// array of an interval the flush is done with when there is one big
+// enough, whose histograms it keeps for reuse, or a new one sized like the
+// last interval's. A steady load then allocates neither records nor
+// digests from one interval to the next.
+func (w *Worker) prepare() {
+	w.spareMu.Lock()
+	recs := w.spare
+	w.spare = nil
+	w.spareMu.Unlock()
+	for i := range recs {
+		if h := recs[i].histo; h != nil && len(w.free) < w.lastHistos {
+			w.free = append(w.free, h)
+		}
+	}
+	clear(recs) // drops what the records pointed to
+	if len(w.free) > w.lastHistos {
+		clear(w.free[w.lastHistos:])
+		w.free = w.free[:w.lastHistos]
+	}
+	if cap(recs) < w.lastLen {
+		recs = make([]record, 0, w.lastLen)
+	}
+	w.cur.recs = recs[:0]
+}
+
+// recycle hands the worker back the records of an interval once the
+// flush and every sink are done with them and with the digests and
+// sketches they point to. It may be called from any goroutine; a worker
+// keeps one such array.
+func (w *Worker) recycle(recs []record) {
+	w.spareMu.Lock()
+	if w.spare == nil {
+		w.spare = recs
+	}
+	w.spareMu.Unlock()
 }
 
 // sweepMin is how many keys without a sample in the last interval a worker
@@ -363,7 +413,14 @@ func (w *Worker) start(se *series) *record {
 	r := record{meta: se.meta, Type: se.Type, Scope: se.Scope}
 	switch se.Type {
 	case samplers.HistogramMetric, samplers.TimerMetric:
-		r.histo = samplers.NewHisto()
+		if n := len(w.free); n > 0 {
+			r.histo = w.free[n-1]
+			w.free[n-1] = nil
+			w.free = w.free[:n-1]
+			r.histo.Reset()
+		} else {
+			r.histo = samplers.NewHisto()
+		}
 	case samplers.SetMetric:
 		r.set = samplers.NewSet()
 	}
@@ -454,6 +511,17 @@ func (p *workerPool) collect(each func(i int, took time.Duration)) ([]interval, 
 		each(i, time.Since(start))
 	}
 	return out, true
+}
+
+// recycle hands each worker back the records of its interval in
+// intervals, which a flush and its sinks are done with (see
+// Worker.recycle).
+func (p *workerPool) recycle(recs [][]record) {
+	for i, r := range recs {
+		if r != nil && i < len(p.workers) {
+			p.workers[i].recycle(r)
+		}
+	}
 }
 
 // stop lets the workers process what is queued, stops them and returns

@@ -157,3 +157,48 @@ func TestSeriesCapKnownSeries(t *testing.T) {
 	// The places came back with the interval.
 	sampleCounter(t, w, 2, b, 1)
 }
+
+// An interval's record array, once the flush hands it back, serves the
+// interval after next, its digests reset for other series; a value of the
+// old interval leaks into none of the new one.
+func TestWorkerReusesRecycledRecords(t *testing.T) {
+	w := newWorker(newBatchPool(), nil)
+	hk := samplers.AppendForwardedKey(nil, &samplers.Forwarded{Type: samplers.TimerMetric, Name: "t"})
+	sampleTimer := func(v float64) {
+		t.Helper()
+		r := w.lookup(9, hk)
+		if r == nil {
+			t.Fatal("timer refused")
+		}
+		if err := r.histo.Sample(v, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sampleCounter(t, w, 1, counterKey("c"), 1)
+	sampleTimer(100)
+	sampleTimer(300)
+	first := w.swap()
+	w.prepare()
+	if len(first.recs) != 2 {
+		t.Fatalf("first interval holds %d records", len(first.recs))
+	}
+	oldHisto := first.recs[1].histo
+	// The flush is done with the first interval.
+	w.recycle(first.recs)
+	sampleTimer(5)
+	w.swap()
+	w.prepare() // takes over the first interval's array
+	if cap(w.cur.recs) == 0 || &w.cur.recs[:1][0] != &first.recs[0] {
+		t.Fatal("the third interval did not take over the recycled array")
+	}
+	sampleTimer(7)
+	third := w.swap()
+	if len(third.recs) != 1 || third.recs[0].histo != oldHisto {
+		t.Fatalf("the third interval's timer does not reuse the recycled digest")
+	}
+	h := third.recs[0].histo
+	if h.LocalMin != 7 || h.LocalMax != 7 || h.LocalWeight != 1 || h.Digest.Count() != 1 || h.Digest.Quantile(0.5) != 7 {
+		t.Errorf("reused timer holds min %v max %v weight %v count %v, want one sample of 7",
+			h.LocalMin, h.LocalMax, h.LocalWeight, h.Digest.Count())
+	}
+}
