@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -138,7 +139,11 @@ func (c *cardinality) publish(end time.Time, perName map[string]int, drops map[s
 		DroppedTotal:         droppedTotal,
 	}
 	top := newTopNames(cardinalityMaxTop, byVolume)
+	i := 0
 	for name, n := range perName {
+		if i++; i%flushYield == 0 {
+			runtime.Gosched() // see flushYield
+		}
 		top.offer(nameCardinality{Name: name, Series: n, Dropped: drops[name]})
 	}
 	r.Names = len(perName)

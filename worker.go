@@ -168,9 +168,21 @@ func newWorker(pool *sync.Pool, limit *seriesCap) *Worker {
 	}
 }
 
+// workerYield is how many batches a worker processes between two yields
+// of its P: about a thousand samples, under a millisecond. A worker with a
+// full queue would otherwise keep a UDP reader that shares its P waiting
+// for as long as it takes to empty it (10 ms and more at the start of an
+// interval, when every series takes a new record), until Go's scheduler
+// preempts it.
+const workerYield = 4
+
 // run processes batches until w.in is closed and drained.
 func (w *Worker) run() {
+	n := 0
 	for b := range w.in {
+		if n++; n%workerYield == 0 {
+			runtime.Gosched()
+		}
 		if b.flush != nil {
 			b.flush <- w.swap()
 			w.prepare()

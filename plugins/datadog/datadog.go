@@ -30,8 +30,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/DataDog/datadog-go/v5/statsd"
@@ -190,23 +192,35 @@ func (d *Sink) Report(stats statsd.ClientInterface) {
 const maxConcurrentEncodes = 4
 
 // flushSeries encodes metrics in bodies of at most flush_max_per_body
-// series, several at once, and enqueues them as one generation. The
-// bodies that fail to encode are left out, and their errors returned.
+// series and enqueues them as one generation. The bodies that fail to
+// encode are left out, and their errors returned.
+//
+// The calling goroutine and at most maxConcurrentEncodes-1 others, no
+// more than there are Ps, take the bodies in turn. A goroutine per body
+// would starve the UDP readers when they share one P: each new goroutine
+// runs before a reader that yielded, for as long as bodies remain. The
+// encoders yield between pieces of a body (see writeSeries) instead.
 func (d *Sink) flushSeries(metrics []samplers.InterMetric) error {
 	chunks := (len(metrics) + d.maxPerBody - 1) / d.maxPerBody
 	out := make([]plugins.Delivery, chunks)
 	errs := make([]error, chunks)
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, maxConcurrentEncodes)
-	for i := range chunks {
-		lo := i * d.maxPerBody
-		hi := min(lo+d.maxPerBody, len(metrics))
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
+	var next atomic.Int64
+	encodeAll := func() {
+		for {
+			i := int(next.Add(1)) - 1
+			if i >= chunks {
+				return
+			}
+			lo := i * d.maxPerBody
+			hi := min(lo+d.maxPerBody, len(metrics))
 			out[i], errs[i] = d.encode(metrics[lo:hi])
-		})
+		}
 	}
+	var wg sync.WaitGroup
+	for range min(maxConcurrentEncodes, runtime.GOMAXPROCS(0), chunks) - 1 {
+		wg.Go(encodeAll)
+	}
+	encodeAll()
 	wg.Wait()
 	ds := out[:0]
 	for _, o := range out {
