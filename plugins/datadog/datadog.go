@@ -85,6 +85,8 @@ type Sink struct {
 	// and the default host member, escaped once instead of per series.
 	tagsJSON []byte
 	hostJSON []byte
+	// rateTail ends the object of a rate: its type and interval.
+	rateTail []byte
 	bufs     sync.Pool // *bytes.Buffer, one per body being built
 	scratch  sync.Pool // *[]byte, JSON on its way to the compressor
 	// series and events deliver the series bodies and the events and
@@ -139,6 +141,7 @@ func New(cfg Config, env plugins.Env) (*Sink, error) {
 		stats:      stats,
 		tagsJSON:   tagsJSON,
 		hostJSON:   hostJSON,
+		rateTail:   fmt.Appendf(nil, `,"type":"rate","interval":%d}`, env.IntervalSeconds()),
 		bufs:       sync.Pool{New: func() any { return new(bytes.Buffer) }},
 		scratch: sync.Pool{New: func() any {
 			b := make([]byte, 0, scratchFlush+4096)

@@ -227,10 +227,16 @@ func TestDatadogEncodingExact(t *testing.T) {
 	got := string(encode(t, d, []samplers.InterMetric{
 		{Series: &samplers.Series{Name: "a", Tags: []string{"k:v"}}, Suffix: ".count", Timestamp: 1700000000, Value: 0.5, Kind: samplers.RateKind},
 		{Series: &samplers.Series{Name: "b", Host: "h", Device: "sda"}, Timestamp: 1700000000, Value: 42},
+		// Another timestamp, then the first again: the encoder keeps
+		// the last one's JSON.
+		{Series: &samplers.Series{Name: "c"}, Timestamp: 1700000010, Value: -1.25},
+		{Series: &samplers.Series{Name: "d"}, Timestamp: 1700000000, Value: 3, Kind: samplers.RateKind},
 	}))
 	want := `{"series":[` +
 		`{"metric":"a.count","points":[[1700000000,0.5]],"tags":["k:v","env:test"],"host":"box","type":"rate","interval":10},` +
-		`{"metric":"b","points":[[1700000000,42]],"tags":["env:test"],"host":"h","device_name":"sda","type":"gauge"}]}`
+		`{"metric":"b","points":[[1700000000,42]],"tags":["env:test"],"host":"h","device_name":"sda","type":"gauge"},` +
+		`{"metric":"c","points":[[1700000010,-1.25]],"tags":["env:test"],"host":"box","type":"gauge"},` +
+		`{"metric":"d","points":[[1700000000,3]],"tags":["env:test"],"host":"box","type":"rate","interval":10}]}`
 	if got != want {
 		t.Errorf("body\n%s\nwant\n%s", got, want)
 	}
