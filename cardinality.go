@@ -5,13 +5,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/veneur/veneur/internal/yield"
 )
 
 // seriesCap is max_series_per_interval: the count of series the workers
@@ -140,9 +141,10 @@ func (c *cardinality) publish(end time.Time, perName map[string]int, drops map[s
 	}
 	top := newTopNames(cardinalityMaxTop, byVolume)
 	i := 0
+	var y yield.Slicer
 	for name, n := range perName {
-		if i++; i%flushYield == 0 {
-			runtime.Gosched() // see flushYield
+		if i++; i%flushStep == 0 {
+			y.Tick() // see flushStep
 		}
 		top.offer(nameCardinality{Name: name, Series: n, Dropped: drops[name]})
 	}

@@ -156,6 +156,13 @@ func gcCycles() uint64 {
 	return s[0].Value.Uint64()
 }
 
+// heapAllocs is how many bytes the process has allocated on the heap.
+func heapAllocs() uint64 {
+	s := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
+
 // gapBuckets are the upper bounds of the histogram of reader gaps that
 // BenchmarkFlushReaderGap reports; the last bucket is open.
 var gapBuckets = []time.Duration{time.Millisecond, 2 * time.Millisecond, 5 * time.Millisecond, 10 * time.Millisecond, 20 * time.Millisecond, 50 * time.Millisecond}
@@ -249,9 +256,12 @@ func benchReaderGap(b *testing.B, rate int) {
 		gc0 := gcCycles()
 		w := window{start: time.Since(rec.base)}
 		bodies += flushWLC(b, s, now, &wg)
+		t1 := time.Since(rec.base)
 		wg.Wait()
+		t2 := time.Since(rec.base)
 		api.waitBodies(bodies)
 		w.end = time.Since(rec.base)
+		b.Logf("flush: collect and values %v, sinks %v, delivery %v", t1-w.start, t2-t1, w.end-t2)
 		w.gcs = gcCycles() - gc0
 		now = now.Add(interval)
 		return w
@@ -262,6 +272,7 @@ func benchReaderGap(b *testing.B, rate int) {
 	time.Sleep(time.Until(next))
 	flush()
 	drops0 := udpDrops(port)
+	allocs0, gcs0 := heapAllocs(), gcCycles()
 	measured := time.Since(rec.base)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -272,6 +283,7 @@ func benchReaderGap(b *testing.B, rate int) {
 		flushWall += w.end - w.start
 	}
 	b.StopTimer()
+	allocs, gcsAll := heapAllocs()-allocs0, gcCycles()-gcs0
 	drops := udpDrops(port) - drops0
 	stdin.Close()
 	if err := cmd.Wait(); err != nil {
@@ -337,6 +349,8 @@ func benchReaderGap(b *testing.B, rate int) {
 		b.ReportMetric(100*float64(sentDgrams-rec.dgrams.Load())/float64(sentDgrams), "loss-%")
 	}
 	b.ReportMetric(float64(drops), "kernel-drops")
+	b.ReportMetric(float64(allocs)/n/(1<<20), "alloc-MiB/op")
+	b.ReportMetric(float64(gcsAll)/n, "gc-cycles/op")
 	slices.SortFunc(rec.long, func(a, b gap) int { return int(b.cpu - a.cpu) })
 	top := rec.long[:min(5, len(rec.long))]
 	b.Logf("rate %d lines/s: sent %d datagrams, read %d; longest gap (CPU) per flush %v; GC cycles per flush %v; longest gaps (end, wall, CPU) %v; long gaps not kept %d",

@@ -6,7 +6,6 @@ import (
 	"math"
 	"math/bits"
 
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,6 +16,7 @@ import (
 	"github.com/DataDog/datadog-go/v5/statsd"
 	"github.com/sirupsen/logrus"
 
+	"github.com/veneur/veneur/internal/yield"
 	"github.com/veneur/veneur/plugins"
 	"github.com/veneur/veneur/samplers"
 )
@@ -61,13 +61,11 @@ type flusher struct {
 	spare   []samplers.InterMetric
 }
 
-// flushYield is how many series a flush turns into values, or how many
-// values' slots it clears, between two yields of its P. A flush of 100,000
-// series is a few hundred milliseconds of CPU; in slices this small it
-// keeps UDP readers that share its P waiting a fraction of a millisecond
-// at a time. Go's scheduler would preempt it only every 10 ms, and readers
-// that yielded may wait behind other goroutines longer still.
-const flushYield = 2048
+// flushStep is how many series a flush turns into values, or how many
+// values' slots it clears, between two looks at the clock: a flush of
+// 100,000 series is a few hundred milliseconds of CPU, which it runs in
+// slices of yield.Slice so that UDP readers sharing its P wait little.
+const flushStep = 256
 
 // takeMetrics returns an empty array for n values: the spare one when it
 // is big enough.
@@ -77,7 +75,9 @@ func (f *flusher) takeMetrics(n int) []samplers.InterMetric {
 	f.spare = nil
 	f.spareMu.Unlock()
 	if cap(m) < n {
-		return make([]samplers.InterMetric, 0, n)
+		// Room for an eighth more, so that an interval a little
+		// larger than the last does not need a new array.
+		return make([]samplers.InterMetric, 0, n+n/8)
 	}
 	return m[:0]
 }
@@ -89,9 +89,10 @@ func (f *flusher) putMetrics(m []samplers.InterMetric) {
 	}
 	// Drop the series the values point to, in slices that yield.
 	m = m[:cap(m)]
-	for i := 0; i < len(m); i += 8 * flushYield {
-		clear(m[i:min(i+8*flushYield, len(m))])
-		runtime.Gosched()
+	var y yield.Slicer
+	for i := 0; i < len(m); i += 64 * flushStep {
+		clear(m[i:min(i+64*flushStep, len(m))])
+		y.Tick()
 	}
 	f.spareMu.Lock()
 	if cap(m) > cap(f.spare) {
@@ -265,10 +266,11 @@ func (f *flusher) generate(intervals []interval, perType [8]int, now time.Time, 
 	var fwd []samplers.Forwarded
 	ts := now.Unix()
 	secs := f.interval.Seconds()
+	var y yield.Slicer
 	for _, iv := range intervals {
 		for i := range iv.recs {
-			if i%flushYield == flushYield-1 {
-				runtime.Gosched()
+			if i%flushStep == 0 {
+				y.Tick()
 			}
 			r := &iv.recs[i]
 			if perName != nil {

@@ -3,11 +3,11 @@ package veneur
 import (
 	"errors"
 	"hash/maphash"
-	"runtime"
 	"sync"
 	"time"
 
 	"github.com/veneur/veneur/forward"
+	"github.com/veneur/veneur/internal/yield"
 	"github.com/veneur/veneur/samplers"
 )
 
@@ -168,21 +168,15 @@ func newWorker(pool *sync.Pool, limit *seriesCap) *Worker {
 	}
 }
 
-// workerYield is how many batches a worker processes between two yields
-// of its P: about a thousand samples, under a millisecond. A worker with a
-// full queue would otherwise keep a UDP reader that shares its P waiting
-// for as long as it takes to empty it (10 ms and more at the start of an
-// interval, when every series takes a new record), until Go's scheduler
-// preempts it.
-const workerYield = 4
-
-// run processes batches until w.in is closed and drained.
+// run processes batches until w.in is closed and drained. It yields its P
+// every yield.Slice: a worker with a full queue would otherwise keep a UDP
+// reader that shares its P waiting for as long as it takes to empty it
+// (10 ms and more at the start of an interval, when every series takes a
+// new record), until Go's scheduler preempts it.
 func (w *Worker) run() {
-	n := 0
+	var y yield.Slicer
 	for b := range w.in {
-		if n++; n%workerYield == 0 {
-			runtime.Gosched()
-		}
+		y.Tick()
 		if b.flush != nil {
 			b.flush <- w.swap()
 			w.prepare()
@@ -229,18 +223,21 @@ func (w *Worker) prepare() {
 	recs := w.spare
 	w.spare = nil
 	w.spareMu.Unlock()
+	// An interval may hold a few more series than the last: room for
+	// an eighth more spares regrowing the array, or new digests.
+	keep := w.lastHistos + w.lastHistos/8
 	for i := range recs {
-		if h := recs[i].histo; h != nil && len(w.free) < w.lastHistos {
+		if h := recs[i].histo; h != nil && len(w.free) < keep {
 			w.free = append(w.free, h)
 		}
 	}
 	clear(recs) // drops what the records pointed to
-	if len(w.free) > w.lastHistos {
-		clear(w.free[w.lastHistos:])
-		w.free = w.free[:w.lastHistos]
+	if len(w.free) > keep {
+		clear(w.free[keep:])
+		w.free = w.free[:keep]
 	}
 	if cap(recs) < w.lastLen {
-		recs = make([]record, 0, w.lastLen)
+		recs = make([]record, 0, w.lastLen+w.lastLen/8)
 	}
 	w.cur.recs = recs[:0]
 }
@@ -262,8 +259,9 @@ func (w *Worker) recycle(recs []record) {
 // interval, sweep forgets them.
 const sweepMin = 4096
 
-// sweepYield is how many keys a sweep looks at between two yields.
-const sweepYield = 8192
+// sweepStep is how many keys a sweep looks at between two looks at the
+// clock.
+const sweepStep = 1024
 
 // sweep forgets the series that had no sample in the interval just handed
 // over, when they are many: keys that churn (an id in a tag) cost a map
@@ -274,11 +272,12 @@ func (w *Worker) sweep() {
 		return
 	}
 	n := 0
+	var y yield.Slicer
 	for h, head := range w.known {
-		if n++; n%sweepYield == 0 {
+		if n++; n%sweepStep == 0 {
 			// A pass over a million keys takes milliseconds: let the
 			// readers in (they may share this P).
-			runtime.Gosched()
+			y.Tick()
 		}
 		if head.next == nil {
 			if head.epoch != last {

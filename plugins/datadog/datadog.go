@@ -38,6 +38,7 @@ import (
 
 	"github.com/DataDog/datadog-go/v5/statsd"
 
+	"github.com/veneur/veneur/internal/yield"
 	"github.com/veneur/veneur/plugins"
 	"github.com/veneur/veneur/samplers"
 )
@@ -202,13 +203,14 @@ const maxConcurrentEncodes = 4
 // more than there are Ps, take the bodies in turn. A goroutine per body
 // would starve the UDP readers when they share one P: each new goroutine
 // runs before a reader that yielded, for as long as bodies remain. The
-// encoders yield between pieces of a body (see writeSeries) instead.
+// encoders yield every yield.Slice instead (see writeSeries).
 func (d *Sink) flushSeries(metrics []samplers.InterMetric) error {
 	chunks := (len(metrics) + d.maxPerBody - 1) / d.maxPerBody
 	out := make([]plugins.Delivery, chunks)
 	errs := make([]error, chunks)
 	var next atomic.Int64
 	encodeAll := func() {
+		var y yield.Slicer
 		for {
 			i := int(next.Add(1)) - 1
 			if i >= chunks {
@@ -216,7 +218,7 @@ func (d *Sink) flushSeries(metrics []samplers.InterMetric) error {
 			}
 			lo := i * d.maxPerBody
 			hi := min(lo+d.maxPerBody, len(metrics))
-			out[i], errs[i] = d.encode(metrics[lo:hi])
+			out[i], errs[i] = d.encode(metrics[lo:hi], &y)
 		}
 	}
 	var wg sync.WaitGroup
@@ -238,7 +240,7 @@ func (d *Sink) flushSeries(metrics []samplers.InterMetric) error {
 // encode builds one body of series, encoded straight into the compressor,
 // as a request of the series API. Its Count is the series the body holds
 // (values JSON cannot carry are left out); 0 when there are none.
-func (d *Sink) encode(metrics []samplers.InterMetric) (plugins.Delivery, error) {
+func (d *Sink) encode(metrics []samplers.InterMetric, y *yield.Slicer) (plugins.Delivery, error) {
 	start := time.Now()
 	buf := d.bufs.Get().(*bytes.Buffer)
 	defer d.bufs.Put(buf)
@@ -246,7 +248,7 @@ func (d *Sink) encode(metrics []samplers.InterMetric) (plugins.Delivery, error) 
 	var n int
 	err := plugins.Compress(buf, plugins.Deflate, func(w io.Writer) error {
 		var err error
-		n, err = d.writeSeries(w, metrics)
+		n, err = d.writeSeries(w, metrics, y)
 		return err
 	})
 	if err != nil {

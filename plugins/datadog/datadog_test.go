@@ -22,6 +22,7 @@ import (
 	"github.com/sirupsen/logrus/hooks/test"
 
 	"github.com/veneur/veneur/internal/statstest"
+	"github.com/veneur/veneur/internal/yield"
 	"github.com/veneur/veneur/plugins"
 	"github.com/veneur/veneur/samplers"
 )
@@ -149,7 +150,7 @@ func drain(t *testing.T, d *Sink, stats statsd.ClientInterface) {
 func encode(t *testing.T, d *Sink, metrics []samplers.InterMetric) []byte {
 	t.Helper()
 	var buf bytes.Buffer
-	if _, err := d.writeSeries(&buf, metrics); err != nil {
+	if _, err := d.writeSeries(&buf, metrics, new(yield.Slicer)); err != nil {
 		t.Fatal(err)
 	}
 	return buf.Bytes()
@@ -812,7 +813,7 @@ func BenchmarkWriteSeries(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := d.writeSeries(io.Discard, metrics); err != nil {
+		if _, err := d.writeSeries(io.Discard, metrics, new(yield.Slicer)); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -3,10 +3,10 @@ package datadog
 import (
 	"io"
 	"math"
-	"runtime"
 	"strconv"
 	"unicode/utf8"
 
+	"github.com/veneur/veneur/internal/yield"
 	"github.com/veneur/veneur/samplers"
 )
 
@@ -16,10 +16,9 @@ const scratchFlush = 32 << 10
 // writeSeries writes the body {"series":[...]} of metrics to w in pieces
 // of about scratchFlush bytes, so that the whole uncompressed body never
 // sits in memory, and returns how many series it holds. It encodes without
-// reflection. It yields the P after each piece (a fraction of a
-// millisecond of encoding and compressing), so that a flush shares one P
-// with the UDP readers in slices that short.
-func (d *Sink) writeSeries(w io.Writer, metrics []samplers.InterMetric) (int, error) {
+// reflection. After each piece it lets y yield the P, so that the encoding
+// shares a P with UDP readers in slices of yield.Slice.
+func (d *Sink) writeSeries(w io.Writer, metrics []samplers.InterMetric, y *yield.Slicer) (int, error) {
 	scratch := d.scratch.Get().(*[]byte)
 	defer d.scratch.Put(scratch)
 	b := append((*scratch)[:0], `{"series":[`...)
@@ -32,7 +31,7 @@ func (d *Sink) writeSeries(w io.Writer, metrics []samplers.InterMetric) (int, er
 				return enc.n, err
 			}
 			b = b[:0]
-			runtime.Gosched()
+			y.Tick()
 		}
 	}
 	b = append(b, "]}"...)
