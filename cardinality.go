@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/veneur/veneur/internal/yield"
 )
 
 // seriesCap is max_series_per_interval: the count of series the workers
@@ -138,7 +140,12 @@ func (c *cardinality) publish(end time.Time, perName map[string]int, drops map[s
 		DroppedTotal:         droppedTotal,
 	}
 	top := newTopNames(cardinalityMaxTop, byVolume)
+	i := 0
+	var y yield.Slicer
 	for name, n := range perName {
+		if i++; i%flushStep == 0 {
+			y.Tick() // see flushStep
+		}
 		top.offer(nameCardinality{Name: name, Series: n, Dropped: drops[name]})
 	}
 	r.Names = len(perName)

@@ -242,10 +242,8 @@ func forwardedCounter(name string, v float64, tags ...string) samplers.Forwarded
 func intervalCounters(ivs []interval) map[string]float64 {
 	out := map[string]float64{}
 	for _, iv := range ivs {
-		for _, head := range iv.series {
-			for se := head; se != nil; se = se.next {
-				out[se.meta.Name+fmt.Sprint(se.meta.Tags)] = se.value
-			}
+		for _, r := range iv.recs {
+			out[r.meta.Name+fmt.Sprint(r.meta.Tags)] = r.value
 		}
 	}
 	return out

@@ -36,12 +36,10 @@ func FuzzHandlePacket(f *testing.F) {
 			if iv.badKeys > 0 {
 				t.Fatalf("%d malformed keys reached a worker", iv.badKeys)
 			}
-			for _, head := range iv.series {
-				for se := head; se != nil; se = se.next {
-					series++
-					if se.meta.Name == "" {
-						t.Fatalf("series without a name")
-					}
+			for _, r := range iv.recs {
+				series++
+				if r.meta.Name == "" {
+					t.Fatalf("series without a name")
 				}
 			}
 		}

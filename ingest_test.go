@@ -31,10 +31,8 @@ func collectNames(p *workerPool) [][]string {
 	ivs := p.stop()
 	out := make([][]string, len(ivs))
 	for i, iv := range ivs {
-		for _, head := range iv.series {
-			for se := head; se != nil; se = se.next {
-				out[i] = append(out[i], se.meta.Name)
-			}
+		for _, r := range iv.recs {
+			out[i] = append(out[i], r.meta.Name)
 		}
 		slices.Sort(out[i])
 	}
@@ -84,16 +82,14 @@ func TestIngesterSameKeySameWorker(t *testing.T) {
 	ivs := p.stop()
 	used, withK := 0, 0
 	for _, iv := range ivs {
-		if len(iv.series) > 0 {
+		if len(iv.recs) > 0 {
 			used++
 		}
-		for _, head := range iv.series {
-			for se := head; se != nil; se = se.next {
-				if se.meta.Name == "k" {
-					withK++
-					if se.value != 3 {
-						t.Errorf("k = %v on one worker, want all 3 samples there", se.value)
-					}
+		for _, r := range iv.recs {
+			if r.meta.Name == "k" {
+				withK++
+				if r.value != 3 {
+					t.Errorf("k = %v on one worker, want all 3 samples there", r.value)
 				}
 			}
 		}

@@ -211,6 +211,7 @@ func NewFromConfig(cfg Config, opts Options) (*Server, error) {
 		sinks:      sinks,
 		ingest:     s.ingest,
 		card:       s.pool.card,
+		recycle:    s.pool.recycle,
 		reporters:  []reporter{s.ingest},
 		log:        log,
 		stats:      s.stats,

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/veneur/veneur/forward"
+	"github.com/veneur/veneur/internal/yield"
 	"github.com/veneur/veneur/samplers"
 )
 
@@ -68,12 +69,30 @@ func newBatchPool() *sync.Pool {
 	}}
 }
 
-// series is one metric key's state in a worker for the current interval.
+// series is one metric key a worker knows. It outlives intervals, so
+// that a key seen again in the next interval costs a map lookup instead
+// of decoding the key and allocating its strings again (at a host's usual
+// rate every series is new in every interval); its state in an interval
+// is a record of that interval. A worker forgets the keys that go a whole
+// interval without a sample once they are many (see Worker.sweep).
 type series struct {
 	key  string
 	next *series // chains keys whose 64-bit hashes collide
-	// meta is allocated apart from the series so that the flushed values
-	// pointing to it do not keep the samplers alive.
+	// meta is what the flushed values point to; it never changes, so
+	// the values of several intervals share it.
+	meta  *samplers.Series
+	Type  samplers.MetricType
+	Scope samplers.MetricScope
+	// epoch is the interval of the series' last sample (Worker.epoch);
+	// rec is the index of its record in that interval.
+	epoch uint32
+	rec   int32
+}
+
+// record is one series' state in one interval, which the flush turns into
+// values. A worker appends it at the series' first sample in the interval
+// and hands the records over whole, never touching them again.
+type record struct {
 	meta  *samplers.Series
 	Type  samplers.MetricType
 	Scope samplers.MetricScope
@@ -82,10 +101,11 @@ type series struct {
 	set   *samplers.Set
 }
 
-// interval is what a worker hands over at flush: every series it saw since
-// the previous flush, and how many samples it processed.
+// interval is what a worker hands over at flush: the record of every
+// series that had a sample since the previous flush, and how many samples
+// it processed.
 type interval struct {
-	series    map[uint64]*series
+	recs      []record
 	processed uint64
 	imported  uint64 // metrics merged from /import
 	badKeys   uint64
@@ -113,14 +133,33 @@ func (iv *interval) nseries() int {
 }
 
 // Worker aggregates the samples of the keys that hash to it. Only its own
-// goroutine touches its map, so the per-line path takes no lock; the flusher
-// asks for the map through a channel and the worker swaps in a new one.
+// goroutine touches its map and records, so the per-line path takes no
+// lock; the flusher asks for the interval's records through a channel and
+// the worker starts new ones.
 type Worker struct {
-	in      chan *batch
-	pool    *sync.Pool
-	limit   *seriesCap // shared by every worker; nil: no cap
+	in    chan *batch
+	pool  *sync.Pool
+	limit *seriesCap // shared by every worker; nil: no cap
+	// known holds every series the worker knows, by the hash of its key;
+	// nknown counts them.
+	known  map[uint64]*series
+	nknown int
+	// epoch numbers the interval being filled.
+	epoch uint32
+	// idx holds the records' indexes of the batch being processed.
+	idx     []int32
 	cur     interval
 	lastLen int
+	// lastHistos is how many histograms and timers the last interval
+	// held; free holds histograms of recycled records, for reuse, at
+	// most that many.
+	lastHistos int
+	free       []*samplers.Histo
+	// spare is the record array of an interval the flush is done with,
+	// which the next interval takes over (see recycle); guarded by
+	// spareMu, as the flusher hands it back.
+	spareMu sync.Mutex
+	spare   []record
 }
 
 func newWorker(pool *sync.Pool, limit *seriesCap) *Worker {
@@ -128,15 +167,24 @@ func newWorker(pool *sync.Pool, limit *seriesCap) *Worker {
 		in:    make(chan *batch, workerQueueLen),
 		pool:  pool,
 		limit: limit,
-		cur:   interval{series: make(map[uint64]*series)},
+		known: make(map[uint64]*series),
+		epoch: 1,
 	}
 }
 
-// run processes batches until w.in is closed and drained.
+// run processes batches until w.in is closed and drained. It yields its P
+// every yield.Slice: a worker with a full queue would otherwise keep a UDP
+// reader that shares its P waiting for as long as it takes to empty it
+// (10 ms and more at the start of an interval, when every series takes a
+// new record), until Go's scheduler preempts it.
 func (w *Worker) run() {
+	var y yield.Slicer
 	for b := range w.in {
+		y.Tick()
 		if b.flush != nil {
 			b.flush <- w.swap()
+			w.prepare()
+			w.sweep()
 			continue
 		}
 		if b.imports != nil {
@@ -156,15 +204,109 @@ func (w *Worker) flush() interval {
 	return <-reply
 }
 
-// swap hands over the current interval and starts a new one, sized like the
-// last so a steady load does not regrow the map every interval. The series
-// handed over give their places under the cap back.
+// swap hands over the current interval and starts a new one, whose
+// records prepare provides. The series handed over give their places
+// under the cap back.
 func (w *Worker) swap() interval {
 	out := w.cur
 	w.limit.give(out.nseries())
-	w.lastLen = len(out.series)
-	w.cur = interval{series: make(map[uint64]*series, w.lastLen)}
+	w.lastLen = len(out.recs)
+	w.lastHistos = out.perType[samplers.HistogramMetric] + out.perType[samplers.TimerMetric]
+	w.cur = interval{}
+	w.epoch++
 	return out
+}
+
+// prepare gives the interval that swap started its record array: the
+// array of an interval the flush is done with when there is one big
+// enough, whose histograms it keeps for reuse, or a new one sized like the
+// last interval's. A steady load then allocates neither records nor
+// digests from one interval to the next.
+func (w *Worker) prepare() {
+	w.spareMu.Lock()
+	recs := w.spare
+	w.spare = nil
+	w.spareMu.Unlock()
+	// An interval may hold a few more series than the last: room for
+	// an eighth more spares regrowing the array, or new digests.
+	keep := w.lastHistos + w.lastHistos/8
+	for i := range recs {
+		if h := recs[i].histo; h != nil && len(w.free) < keep {
+			w.free = append(w.free, h)
+		}
+	}
+	clear(recs) // drops what the records pointed to
+	if len(w.free) > keep {
+		clear(w.free[keep:])
+		w.free = w.free[:keep]
+	}
+	if cap(recs) < w.lastLen {
+		recs = make([]record, 0, w.lastLen+w.lastLen/8)
+	}
+	w.cur.recs = recs[:0]
+}
+
+// recycle hands the worker back the records of an interval once the
+// flush and every sink are done with them and with the digests and
+// sketches they point to. It may be called from any goroutine; a worker
+// keeps one such array.
+func (w *Worker) recycle(recs []record) {
+	w.spareMu.Lock()
+	if w.spare == nil {
+		w.spare = recs
+	}
+	w.spareMu.Unlock()
+}
+
+// sweepMin is how many keys without a sample in the last interval a worker
+// keeps in any case; past it and past half the series of the last
+// interval, sweep forgets them.
+const sweepMin = 4096
+
+// sweepStep is how many keys a sweep looks at between two looks at the
+// clock.
+const sweepStep = 1024
+
+// sweep forgets the series that had no sample in the interval just handed
+// over, when they are many: keys that churn (an id in a tag) cost a map
+// entry each until then, and a sweep costs a pass over the map.
+func (w *Worker) sweep() {
+	last := w.epoch - 1
+	if stale := w.nknown - w.lastLen; stale <= sweepMin || stale <= w.lastLen/2 {
+		return
+	}
+	n := 0
+	var y yield.Slicer
+	for h, head := range w.known {
+		if n++; n%sweepStep == 0 {
+			// A pass over a million keys takes milliseconds: let the
+			// readers in (they may share this P).
+			y.Tick()
+		}
+		if head.next == nil {
+			if head.epoch != last {
+				delete(w.known, h)
+				w.nknown--
+			}
+			continue
+		}
+		var keep *series
+		for se := head; se != nil; {
+			next := se.next
+			if se.epoch == last {
+				se.next = keep
+				keep = se
+			} else {
+				w.nknown--
+			}
+			se = next
+		}
+		if keep == nil {
+			delete(w.known, h)
+		} else {
+			w.known[h] = keep
+		}
+	}
 }
 
 // send hands b to the worker, waiting at most wait when its queue is full.
@@ -186,26 +328,36 @@ func (w *Worker) send(b *batch, wait time.Duration) (ok, waited bool) {
 	}
 }
 
+// process applies a batch's samples. It first finds the record of every
+// sample, then updates them: the lookups of different samples do not
+// depend on each other, so the CPU overlaps their cache misses (a map
+// group, a series, its key: with 100,000 series most lookups miss) instead
+// of waiting for each in turn behind the previous sample's update.
 func (w *Worker) process(b *batch) {
+	idx := w.idx[:0]
 	for i := range b.samples {
 		s := &b.samples[i]
-		key := b.buf[s.keyOff : s.keyOff+s.keyLen]
-		se := w.lookup(s.hash, key)
-		if se == nil {
+		idx = append(idx, w.find(s.hash, b.buf[s.keyOff:s.keyOff+s.keyLen]))
+	}
+	w.idx = idx
+	for i, ri := range idx {
+		if ri < 0 {
 			continue
 		}
-		switch se.Type {
+		s := &b.samples[i]
+		r := &w.cur.recs[ri]
+		switch r.Type {
 		case samplers.CounterMetric:
-			se.value += s.value / s.rate
+			r.value += s.value / s.rate
 		case samplers.GaugeMetric:
-			se.value = s.value
+			r.value = s.value
 		case samplers.HistogramMetric, samplers.TimerMetric:
-			if se.histo.Sample(s.value, s.rate) != nil {
+			if r.histo.Sample(s.value, s.rate) != nil {
 				w.cur.badWeights++
 			}
 		case samplers.SetMetric:
 			end := s.keyOff + s.keyLen
-			se.set.Sample(b.buf[end : end+s.memLen])
+			r.set.Sample(b.buf[end : end+s.memLen])
 		}
 	}
 	w.cur.processed += uint64(len(b.samples))
@@ -219,17 +371,17 @@ func (w *Worker) process(b *batch) {
 func (w *Worker) merge(items []importItem) {
 	for i := range items {
 		it := &items[i]
-		se := w.lookup(it.hash, it.key)
-		if se == nil {
+		r := w.lookup(it.hash, it.key)
+		if r == nil {
 			continue
 		}
-		switch se.Type {
+		switch r.Type {
 		case samplers.CounterMetric:
-			se.value += it.f.Counter
+			r.value += it.f.Counter
 		case samplers.HistogramMetric, samplers.TimerMetric:
-			se.histo.Merge(it.f.Digest)
+			r.histo.Merge(it.f.Digest)
 		case samplers.SetMetric:
-			if se.set.Merge(it.f.Set) != nil {
+			if r.set.Merge(it.f.Set) != nil {
 				w.cur.badKeys++
 				continue
 			}
@@ -238,41 +390,75 @@ func (w *Worker) merge(items []importItem) {
 	}
 }
 
-// lookup finds or creates the series of key. string(key) in a comparison
-// or map index does not allocate; only a new series copies the key. A new
-// series takes a place under max_series_per_interval first: without one,
-// lookup counts the drop and returns nil, having allocated nothing (once
-// the name is counted).
-func (w *Worker) lookup(hash uint64, key []byte) *series {
-	head := w.cur.series[hash]
+// lookup is find, returning the record itself, or nil.
+func (w *Worker) lookup(hash uint64, key []byte) *record {
+	if i := w.find(hash, key); i >= 0 {
+		return &w.cur.recs[i]
+	}
+	return nil
+}
+
+// find returns the index of key's series' record in the current interval,
+// creating the series and its record as needed. string(key) in a
+// comparison or map index does not allocate; only a new series copies the
+// key. The first sample of a series in an interval takes a place under
+// max_series_per_interval: without one, find counts the drop and returns
+// -1, having allocated nothing (once the name is counted).
+func (w *Worker) find(hash uint64, key []byte) int32 {
+	head := w.known[hash]
 	for se := head; se != nil; se = se.next {
 		if se.key == string(key) {
-			return se
+			if se.epoch == w.epoch {
+				return se.rec
+			}
+			if !w.limit.take() {
+				w.dropNew(key)
+				return -1
+			}
+			return w.start(se)
 		}
 	}
 	if !w.limit.take() {
 		w.dropNew(key)
-		return nil
+		return -1
 	}
 	ks := string(key)
 	k, err := samplers.DecodeKey(ks)
 	if err != nil {
 		w.limit.give(1)
 		w.cur.badKeys++
-		return nil
+		return -1
 	}
 	meta := new(samplers.Series)
 	*meta = k.Series
 	se := &series{key: ks, next: head, meta: meta, Type: k.Type, Scope: k.Scope}
-	w.cur.perType[k.Type&7]++
-	switch k.Type {
+	w.known[hash] = se
+	w.nknown++
+	return w.start(se)
+}
+
+// start appends the record of se's first sample in the current interval
+// and returns its index.
+func (w *Worker) start(se *series) int32 {
+	se.epoch = w.epoch
+	se.rec = int32(len(w.cur.recs))
+	w.cur.perType[se.Type&7]++
+	r := record{meta: se.meta, Type: se.Type, Scope: se.Scope}
+	switch se.Type {
 	case samplers.HistogramMetric, samplers.TimerMetric:
-		se.histo = samplers.NewHisto()
+		if n := len(w.free); n > 0 {
+			r.histo = w.free[n-1]
+			w.free[n-1] = nil
+			w.free = w.free[:n-1]
+			r.histo.Reset()
+		} else {
+			r.histo = samplers.NewHisto()
+		}
 	case samplers.SetMetric:
-		se.set = samplers.NewSet()
+		r.set = samplers.NewSet()
 	}
-	w.cur.series[hash] = se
-	return se
+	w.cur.recs = append(w.cur.recs, r)
+	return se.rec
 }
 
 // dropNew counts a sample of a new series refused by the cap, under its
@@ -358,6 +544,17 @@ func (p *workerPool) collect(each func(i int, took time.Duration)) ([]interval, 
 		each(i, time.Since(start))
 	}
 	return out, true
+}
+
+// recycle hands each worker back the records of its interval in
+// intervals, which a flush and its sinks are done with (see
+// Worker.recycle).
+func (p *workerPool) recycle(recs [][]record) {
+	for i, r := range recs {
+		if r != nil && i < len(p.workers) {
+			p.workers[i].recycle(r)
+		}
+	}
 }
 
 // stop lets the workers process what is queued, stops them and returns

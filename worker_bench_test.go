@@ -82,8 +82,8 @@ func BenchmarkFlushGenerate(b *testing.B) {
 	in.Flush()
 	drain(w)
 	iv := w.swap()
-	if len(iv.series) < 90000 {
-		b.Fatalf("interval holds %d series, want about 100000", len(iv.series))
+	if len(iv.recs) < 90000 {
+		b.Fatalf("interval holds %d series, want about 100000", len(iv.recs))
 	}
 	f := &flusher{interval: 10 * time.Second, aggs: samplers.AggMin | samplers.AggMax | samplers.AggCount,
 		pcts: samplers.NewPercentiles(DefaultPercentiles())}
@@ -101,7 +101,7 @@ func BenchmarkFlushGenerate(b *testing.B) {
 			perName := make(map[string]int, lastNames)
 			f.generate([]interval{iv}, iv.perType, time.Unix(1700000000, 0), &invalidCounts{}, perName)
 			lastNames = len(perName)
-			card.publish(time.Unix(1700000000, 0), perName, nil, len(iv.series), 0)
+			card.publish(time.Unix(1700000000, 0), perName, nil, len(iv.recs), 0)
 		}
 	})
 }

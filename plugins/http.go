@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/gzip"
-	"github.com/klauspost/compress/zlib"
 )
 
 // Poster sends the requests of HTTP sinks: the body as it is given
@@ -179,10 +178,13 @@ const (
 	Gzip    Encoding = "gzip"
 )
 
-var (
-	zlibWriters sync.Pool // *zlib.Writer at BestSpeed
-	gzipWriters sync.Pool // *gzip.Writer at BestSpeed
-)
+// zlibWriters keeps compressors for Deflate between bodies. Unlike a
+// sync.Pool it survives garbage collections: a compressor is a few hundred
+// kilobytes of tables, and a flush that had to build them again after
+// every collection would allocate as much as it sends.
+var zlibWriters = make(chan *zlibWriter, 8)
+
+var gzipWriters sync.Pool // *gzip.Writer at BestSpeed
 
 // Compress appends to dst what write writes, compressed with enc at the
 // fastest level, through a pooled compressor: the uncompressed body never
@@ -194,12 +196,18 @@ func Compress(dst *bytes.Buffer, enc Encoding, write func(io.Writer) error) erro
 	}
 	switch enc {
 	case Deflate:
-		w, _ := zlibWriters.Get().(*zlib.Writer)
-		if w == nil {
-			// The level is valid, so there is no error.
-			w, _ = zlib.NewWriterLevel(dst, zlib.BestSpeed)
+		var w *zlibWriter
+		select {
+		case w = <-zlibWriters:
+		default:
+			w = newZlibWriter(dst)
 		}
-		defer zlibWriters.Put(w)
+		defer func() {
+			select {
+			case zlibWriters <- w:
+			default:
+			}
+		}()
 		zw = w
 	case Gzip:
 		w, _ := gzipWriters.Get().(*gzip.Writer)

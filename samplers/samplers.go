@@ -174,6 +174,14 @@ func NewHisto() *Histo {
 	return &Histo{Digest: tdigest.New(), LocalMin: math.Inf(1), LocalMax: math.Inf(-1)}
 }
 
+// Reset empties the histogram for reuse, keeping its digest's buffers: it
+// then behaves exactly as a new one.
+func (h *Histo) Reset() {
+	h.Digest.Reset()
+	h.LocalMin, h.LocalMax = math.Inf(1), math.Inf(-1)
+	h.LocalSum, h.LocalWeight = 0, 0
+}
+
 // Sample adds v with weight 1/rate. It returns the digest's error when it
 // refuses the sample: the parser has already refused non-finite values, so
 // that is a weight beyond tdigest.MaxWeight (a rate such as @1e-300).

@@ -115,12 +115,15 @@ const exactWeight = 2
 // Compression returns the digest's compression parameter.
 func (t *TDigest) Compression() float64 { return t.compression }
 
-// Reset empties the digest, keeping its buffers for reuse.
+// Reset empties the digest, keeping its buffers for reuse: it then
+// behaves exactly as a new digest of its compression.
 func (t *TDigest) Reset() {
 	t.cents = t.cents[:0]
 	t.pure = t.pure[:0]
 	t.vals = t.vals[:0]
 	t.wts = t.wts[:0]
+	t.bufW = 0
+	t.forward = false
 	t.mixed = false
 	t.merged, t.buffered, t.sum = 0, 0, 0
 	t.min, t.max = math.Inf(1), math.Inf(-1)

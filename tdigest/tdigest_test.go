@@ -359,6 +359,34 @@ func TestResetKeepsCapacityAndAddDoesNotAllocate(t *testing.T) {
 	}
 }
 
+// A digest that was used and Reset gives exactly what a new one gives for
+// the same samples: pooled digests flush the same values as new ones.
+func TestResetIsLikeNew(t *testing.T) {
+	used := New()
+	// An odd number of merge passes leaves the packing direction
+	// reversed, and mixed weights leave the buffer's weight set.
+	for _, x := range samples(distributions[1], 3, 7_777) {
+		mustAdd(t, used, x, 2)
+	}
+	mustAdd(t, used, 1, 0.5)
+	used.Quantile(0.5)
+	used.Reset()
+	fresh := New()
+	for _, x := range samples(distributions[2], 9, 20_000) {
+		mustAdd(t, used, x, 1)
+		mustAdd(t, fresh, x, 1)
+	}
+	for _, q := range []float64{0, 0.01, 0.25, 0.5, 0.75, 0.99, 0.999, 1} {
+		if a, b := used.Quantile(q), fresh.Quantile(q); a != b {
+			t.Errorf("Quantile(%v) = %v after Reset, %v new", q, a, b)
+		}
+	}
+	if used.Centroids() != fresh.Centroids() || used.Sum() != fresh.Sum() || used.Count() != fresh.Count() {
+		t.Errorf("after Reset %d centroids, sum %v, count %v; new %d, %v, %v",
+			used.Centroids(), used.Sum(), used.Count(), fresh.Centroids(), fresh.Sum(), fresh.Count())
+	}
+}
+
 func TestCompressionParameter(t *testing.T) {
 	if New().Compression() != DefaultCompression {
 		t.Error("New() compression")

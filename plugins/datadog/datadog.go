@@ -30,12 +30,15 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/DataDog/datadog-go/v5/statsd"
 
+	"github.com/veneur/veneur/internal/yield"
 	"github.com/veneur/veneur/plugins"
 	"github.com/veneur/veneur/samplers"
 )
@@ -83,6 +86,8 @@ type Sink struct {
 	// and the default host member, escaped once instead of per series.
 	tagsJSON []byte
 	hostJSON []byte
+	// rateTail ends the object of a rate: its type and interval.
+	rateTail []byte
 	bufs     sync.Pool // *bytes.Buffer, one per body being built
 	scratch  sync.Pool // *[]byte, JSON on its way to the compressor
 	// series and events deliver the series bodies and the events and
@@ -137,6 +142,7 @@ func New(cfg Config, env plugins.Env) (*Sink, error) {
 		stats:      stats,
 		tagsJSON:   tagsJSON,
 		hostJSON:   hostJSON,
+		rateTail:   fmt.Appendf(nil, `,"type":"rate","interval":%d}`, env.IntervalSeconds()),
 		bufs:       sync.Pool{New: func() any { return new(bytes.Buffer) }},
 		scratch: sync.Pool{New: func() any {
 			b := make([]byte, 0, scratchFlush+4096)
@@ -190,23 +196,36 @@ func (d *Sink) Report(stats statsd.ClientInterface) {
 const maxConcurrentEncodes = 4
 
 // flushSeries encodes metrics in bodies of at most flush_max_per_body
-// series, several at once, and enqueues them as one generation. The
-// bodies that fail to encode are left out, and their errors returned.
+// series and enqueues them as one generation. The bodies that fail to
+// encode are left out, and their errors returned.
+//
+// The calling goroutine and at most maxConcurrentEncodes-1 others, no
+// more than there are Ps, take the bodies in turn. A goroutine per body
+// would starve the UDP readers when they share one P: each new goroutine
+// runs before a reader that yielded, for as long as bodies remain. The
+// encoders yield every yield.Slice instead (see writeSeries).
 func (d *Sink) flushSeries(metrics []samplers.InterMetric) error {
 	chunks := (len(metrics) + d.maxPerBody - 1) / d.maxPerBody
 	out := make([]plugins.Delivery, chunks)
 	errs := make([]error, chunks)
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, maxConcurrentEncodes)
-	for i := range chunks {
-		lo := i * d.maxPerBody
-		hi := min(lo+d.maxPerBody, len(metrics))
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			out[i], errs[i] = d.encode(metrics[lo:hi])
-		})
+	var next atomic.Int64
+	encodeAll := func() {
+		var y yield.Slicer
+		for {
+			i := int(next.Add(1)) - 1
+			if i >= chunks {
+				return
+			}
+			lo := i * d.maxPerBody
+			hi := min(lo+d.maxPerBody, len(metrics))
+			out[i], errs[i] = d.encode(metrics[lo:hi], &y)
+		}
 	}
+	var wg sync.WaitGroup
+	for range min(maxConcurrentEncodes, runtime.GOMAXPROCS(0), chunks) - 1 {
+		wg.Go(encodeAll)
+	}
+	encodeAll()
 	wg.Wait()
 	ds := out[:0]
 	for _, o := range out {
@@ -221,7 +240,7 @@ func (d *Sink) flushSeries(metrics []samplers.InterMetric) error {
 // encode builds one body of series, encoded straight into the compressor,
 // as a request of the series API. Its Count is the series the body holds
 // (values JSON cannot carry are left out); 0 when there are none.
-func (d *Sink) encode(metrics []samplers.InterMetric) (plugins.Delivery, error) {
+func (d *Sink) encode(metrics []samplers.InterMetric, y *yield.Slicer) (plugins.Delivery, error) {
 	start := time.Now()
 	buf := d.bufs.Get().(*bytes.Buffer)
 	defer d.bufs.Put(buf)
@@ -229,7 +248,7 @@ func (d *Sink) encode(metrics []samplers.InterMetric) (plugins.Delivery, error) 
 	var n int
 	err := plugins.Compress(buf, plugins.Deflate, func(w io.Writer) error {
 		var err error
-		n, err = d.writeSeries(w, metrics)
+		n, err = d.writeSeries(w, metrics, y)
 		return err
 	})
 	if err != nil {

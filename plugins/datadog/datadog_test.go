@@ -22,6 +22,7 @@ import (
 	"github.com/sirupsen/logrus/hooks/test"
 
 	"github.com/veneur/veneur/internal/statstest"
+	"github.com/veneur/veneur/internal/yield"
 	"github.com/veneur/veneur/plugins"
 	"github.com/veneur/veneur/samplers"
 )
@@ -149,7 +150,7 @@ func drain(t *testing.T, d *Sink, stats statsd.ClientInterface) {
 func encode(t *testing.T, d *Sink, metrics []samplers.InterMetric) []byte {
 	t.Helper()
 	var buf bytes.Buffer
-	if _, err := d.writeSeries(&buf, metrics); err != nil {
+	if _, err := d.writeSeries(&buf, metrics, new(yield.Slicer)); err != nil {
 		t.Fatal(err)
 	}
 	return buf.Bytes()
@@ -227,10 +228,16 @@ func TestDatadogEncodingExact(t *testing.T) {
 	got := string(encode(t, d, []samplers.InterMetric{
 		{Series: &samplers.Series{Name: "a", Tags: []string{"k:v"}}, Suffix: ".count", Timestamp: 1700000000, Value: 0.5, Kind: samplers.RateKind},
 		{Series: &samplers.Series{Name: "b", Host: "h", Device: "sda"}, Timestamp: 1700000000, Value: 42},
+		// Another timestamp, then the first again: the encoder keeps
+		// the last one's JSON.
+		{Series: &samplers.Series{Name: "c"}, Timestamp: 1700000010, Value: -1.25},
+		{Series: &samplers.Series{Name: "d"}, Timestamp: 1700000000, Value: 3, Kind: samplers.RateKind},
 	}))
 	want := `{"series":[` +
 		`{"metric":"a.count","points":[[1700000000,0.5]],"tags":["k:v","env:test"],"host":"box","type":"rate","interval":10},` +
-		`{"metric":"b","points":[[1700000000,42]],"tags":["env:test"],"host":"h","device_name":"sda","type":"gauge"}]}`
+		`{"metric":"b","points":[[1700000000,42]],"tags":["env:test"],"host":"h","device_name":"sda","type":"gauge"},` +
+		`{"metric":"c","points":[[1700000010,-1.25]],"tags":["env:test"],"host":"box","type":"gauge"},` +
+		`{"metric":"d","points":[[1700000000,3]],"tags":["env:test"],"host":"box","type":"rate","interval":10}]}`
 	if got != want {
 		t.Errorf("body\n%s\nwant\n%s", got, want)
 	}
@@ -809,7 +816,7 @@ func BenchmarkWriteSeries(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := d.writeSeries(io.Discard, metrics); err != nil {
+		if _, err := d.writeSeries(io.Discard, metrics, new(yield.Slicer)); err != nil {
 			b.Fatal(err)
 		}
 	}

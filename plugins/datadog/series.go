@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"unicode/utf8"
 
+	"github.com/veneur/veneur/internal/yield"
 	"github.com/veneur/veneur/samplers"
 )
 
@@ -15,8 +16,9 @@ const scratchFlush = 32 << 10
 // writeSeries writes the body {"series":[...]} of metrics to w in pieces
 // of about scratchFlush bytes, so that the whole uncompressed body never
 // sits in memory, and returns how many series it holds. It encodes without
-// reflection.
-func (d *Sink) writeSeries(w io.Writer, metrics []samplers.InterMetric) (int, error) {
+// reflection. After each piece it lets y yield the P, so that the encoding
+// shares a P with UDP readers in slices of yield.Slice.
+func (d *Sink) writeSeries(w io.Writer, metrics []samplers.InterMetric, y *yield.Slicer) (int, error) {
 	scratch := d.scratch.Get().(*[]byte)
 	defer d.scratch.Put(scratch)
 	b := append((*scratch)[:0], `{"series":[`...)
@@ -29,6 +31,7 @@ func (d *Sink) writeSeries(w io.Writer, metrics []samplers.InterMetric) (int, er
 				return enc.n, err
 			}
 			b = b[:0]
+			y.Tick()
 		}
 	}
 	b = append(b, "]}"...)
@@ -49,6 +52,10 @@ type seriesEncoder struct {
 	frag  []byte // `,"tags":[...]` and host and device members
 	first bool
 	n     int // series written
+	// points is `","points":[[` and the timestamp ts with a comma: every
+	// value of a flush has the same.
+	points []byte
+	ts     int64
 }
 
 // appendOne encodes one series object, preceded by a comma unless it is the
@@ -65,22 +72,21 @@ func (e *seriesEncoder) appendOne(b []byte, m *samplers.InterMetric) []byte {
 	}
 	e.first = false
 	e.n++
+	if e.points == nil || m.Timestamp != e.ts {
+		e.ts = m.Timestamp
+		e.points = append(strconv.AppendInt(append(e.points[:0], `","points":[[`...), m.Timestamp, 10), ',')
+	}
 	b = append(b, `{"metric":`...)
 	b = append(b, e.name...)
 	b = appendJSONEscaped(b, m.Suffix)
-	b = append(b, `","points":[[`...)
-	b = strconv.AppendInt(b, m.Timestamp, 10)
-	b = append(b, ',')
+	b = append(b, e.points...)
 	b = appendNumber(b, m.Value)
 	b = append(b, "]]"...)
 	b = append(b, e.frag...)
 	if m.Kind == samplers.RateKind {
-		b = append(b, `,"type":"rate","interval":`...)
-		b = strconv.AppendInt(b, e.d.intervalS, 10)
-	} else {
-		b = append(b, `,"type":"gauge"`...)
+		return append(b, e.d.rateTail...)
 	}
-	return append(b, '}')
+	return append(b, `,"type":"gauge"}`...)
 }
 
 // encodeSeries caches the JSON of what the values of s share.
@@ -134,9 +140,14 @@ func appendJSONString(dst []byte, s string) []byte {
 
 // jsonSafe says whether JSON strings carry the byte c as it is: printable
 // ASCII other than the quote and the backslash.
-func jsonSafe(c byte) bool {
-	return c >= 0x20 && c < utf8.RuneSelf && c != '"' && c != '\\'
-}
+func jsonSafe(c byte) bool { return safeBytes[c] }
+
+var safeBytes = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
 
 // appendJSONEscaped appends s escaped for the inside of a JSON string:
 // quotes, backslashes and control characters escaped, invalid UTF-8

@@ -1,0 +1,73 @@
+package veneur
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/veneur/veneur/plugins"
+	"github.com/veneur/veneur/samplers"
+)
+
+// holdSink holds each batch in Flush until release is closed.
+type holdSink struct {
+	got     chan *plugins.Batch
+	release chan struct{}
+}
+
+func (h *holdSink) Name() string { return "hold" }
+
+func (h *holdSink) Flush(_ context.Context, b *plugins.Batch) error {
+	h.got <- b
+	<-h.release
+	return nil
+}
+
+// A flush hands the workers their records back, and keeps the values'
+// array for the next flush, only once every sink has returned from Flush:
+// until then a sink may read the values and the digests behind them.
+func TestFlushRecyclesAfterSinks(t *testing.T) {
+	s := newServer(t, "num_workers: 1\npercentiles: [0.5]\naggregates: [max]\n")
+	hold := &holdSink{got: make(chan *plugins.Batch, 1), release: make(chan struct{})}
+	s.flusher.sinks = append(s.flusher.sinks, hold)
+	s.flusher.sinkMu = make([]sync.Mutex, len(s.flusher.sinks))
+	s.pool.start(s.guard)
+	defer s.pool.stop()
+	in := s.ingest.newIngester()
+	in.Packet([]byte("c:1|c\nt:5|ms\n"), false)
+	in.Flush()
+
+	var wg sync.WaitGroup
+	if !s.flush(context.Background(), time.Unix(1000, 0), &wg) {
+		t.Fatal("pool stopped")
+	}
+	b := <-hold.got
+	if len(b.Metrics) != 3 {
+		t.Fatalf("batch holds %d values, want 3", len(b.Metrics))
+	}
+	w := s.pool.workers[0]
+	w.spareMu.Lock()
+	early := w.spare != nil
+	w.spareMu.Unlock()
+	s.flusher.spareMu.Lock()
+	earlyValues := s.flusher.spare != nil
+	s.flusher.spareMu.Unlock()
+	if early || earlyValues {
+		t.Errorf("records (%v) or values (%v) recycled while a sink still held the batch", early, earlyValues)
+	}
+	values := &b.Metrics[0]
+	close(hold.release)
+	wg.Wait()
+	w.spareMu.Lock()
+	recycled := w.spare != nil
+	w.spareMu.Unlock()
+	if !recycled {
+		t.Error("the worker did not get its records back")
+	}
+	if m := s.flusher.takeMetrics(3); cap(m) == 0 || &m[:1][0] != values {
+		t.Error("the next flush does not get the values' array back")
+	} else if m[:1][0] != (samplers.InterMetric{}) {
+		t.Error("the recycled values still point to the old series")
+	}
+}
