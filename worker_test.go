@@ -197,8 +197,8 @@ func TestWorkerReusesRecycledRecords(t *testing.T) {
 		t.Fatalf("the third interval's timer does not reuse the recycled digest")
 	}
 	h := third.recs[0].histo
-	if h.LocalMin != 7 || h.LocalMax != 7 || h.LocalWeight != 1 || h.Digest.Count() != 1 || h.Digest.Quantile(0.5) != 7 {
+	if h.LocalMin != 7 || h.LocalMax != 7 || h.LocalWeight != 1 || h.Digest().Count() != 1 || h.Digest().Quantile(0.5) != 7 {
 		t.Errorf("reused timer holds min %v max %v weight %v count %v, want one sample of 7",
-			h.LocalMin, h.LocalMax, h.LocalWeight, h.Digest.Count())
+			h.LocalMin, h.LocalMax, h.LocalWeight, h.Digest().Count())
 	}
 }
