@@ -322,17 +322,46 @@ func (h *Histo) Flush(dst []InterMetric, base InterMetric, aggs Aggregates, pcts
 // Set counts distinct members with a HyperLogLog sketch.
 type Set struct {
 	Sketch *hyperloglog.Sketch
+	// inserts counts Sample calls; merged says a sketch was merged in.
+	// Together they tell whether the sketch is surely still sparse.
+	inserts int
+	merged  bool
 }
+
+// setSparseMax is how many members a New14 sketch surely takes without
+// turning dense: it does once its sparse list takes more than 2^14 bytes,
+// and a member adds at most a 5-byte varint to it.
+const setSparseMax = (1 << 14) / 5
 
 // NewSet returns an empty set. The sketch starts sparse, so a set with few
 // members stays small.
 func NewSet() *Set { return &Set{Sketch: hyperloglog.New14()} }
 
 // Sample adds a member.
-func (s *Set) Sample(member []byte) { s.Sketch.Insert(member) }
+func (s *Set) Sample(member []byte) {
+	s.inserts++
+	s.Sketch.Insert(member)
+}
 
 // Merge folds a sketch from another instance into this one.
-func (s *Set) Merge(other *hyperloglog.Sketch) error { return s.Sketch.Merge(other) }
+func (s *Set) Merge(other *hyperloglog.Sketch) error {
+	s.merged = true
+	return s.Sketch.Merge(other)
+}
+
+// Reuse empties the set for another interval and reports true when it
+// then behaves exactly as a new one: when its sketch is surely still
+// sparse (a sketch resets to the representation it has, and a dense one
+// estimates small sets differently). It reports false, having changed
+// nothing, otherwise.
+func (s *Set) Reuse() bool {
+	if s.merged || s.inserts > setSparseMax {
+		return false
+	}
+	s.Sketch.Reset()
+	s.inserts = 0
+	return true
+}
 
 // Flush appends the estimated number of distinct members.
 func (s *Set) Flush(dst []InterMetric, base InterMetric) []InterMetric {

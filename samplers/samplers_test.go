@@ -233,3 +233,48 @@ func TestHistoRefusedSample(t *testing.T) {
 		}
 	}
 }
+
+// A set reused for another interval estimates exactly what a new one
+// does; one that may have turned dense, or took a merge, is not reused.
+func TestSetReuse(t *testing.T) {
+	members := func(prefix string, n int) [][]byte {
+		out := make([][]byte, n)
+		for i := range out {
+			out[i] = []byte(prefix + strconv.Itoa(i))
+		}
+		return out
+	}
+	estimate := func(s *Set) float64 { return s.Flush(nil, InterMetric{Series: &Series{}})[0].Value }
+	for _, before := range []int{0, 1, 300, setSparseMax} {
+		for _, after := range []int{0, 1, 50, 5000} {
+			reused := NewSet()
+			for _, m := range members("old", before) {
+				reused.Sample(m)
+			}
+			estimate(reused) // as a flush does
+			if !reused.Reuse() {
+				t.Fatalf("a set of %d members was not reused", before)
+			}
+			fresh := NewSet()
+			for _, m := range members("new", after) {
+				fresh.Sample(m)
+				reused.Sample(m)
+			}
+			if g, w := estimate(reused), estimate(fresh); g != w {
+				t.Errorf("%d members, reused, then %d: estimate %v, a new set's %v", before, after, g, w)
+			}
+		}
+	}
+	dense := NewSet()
+	for _, m := range members("d", 20000) {
+		dense.Sample(m)
+	}
+	if dense.Reuse() || dense.Sketch.Estimate() < 10000 {
+		t.Error("a set past the sparse bound was reused")
+	}
+	merged := NewSet()
+	merged.Merge(NewSet().Sketch)
+	if merged.Reuse() {
+		t.Error("a set that took a merge was reused")
+	}
+}
