@@ -19,6 +19,7 @@ import (
 	"github.com/veneur/veneur/internal/yield"
 	"github.com/veneur/veneur/plugins"
 	"github.com/veneur/veneur/samplers"
+	"github.com/veneur/veneur/tdigest"
 )
 
 // reporter is a part with self-metrics, which it sends at every flush.
@@ -52,6 +53,9 @@ type flusher struct {
 	// perName counts the series per metric name of the flush in
 	// progress, for card; kept from one flush to the next.
 	perName map[string]int
+	// scratch is where generate computes the percentiles of histograms
+	// that keep their few samples without a digest of their own.
+	scratch *tdigest.TDigest
 	// recycle hands the workers back their records once a flush and its
 	// sinks are done with them (workerPool.recycle); nil: dropped.
 	recycle func([][]record)
@@ -263,6 +267,9 @@ func (f *flusher) generate(intervals []interval, perType [8]int, now time.Time, 
 	n := perType[samplers.CounterMetric] + perType[samplers.GaugeMetric] + perType[samplers.SetMetric] +
 		perHisto*(perType[samplers.HistogramMetric]+perType[samplers.TimerMetric])
 	metrics := f.takeMetrics(n)
+	if f.scratch == nil {
+		f.scratch = tdigest.New()
+	}
 	var fwd []samplers.Forwarded
 	ts := now.Unix()
 	secs := f.interval.Seconds()
@@ -302,10 +309,10 @@ func (f *flusher) generate(intervals []interval, perType [8]int, now time.Time, 
 				if local {
 					// Percentiles are the global instance's to
 					// compute when the digest goes there.
-					metrics = r.histo.Flush(metrics, base, f.aggs, f.pcts, true, !global, secs)
+					metrics = r.histo.Flush(metrics, base, f.aggs, f.pcts, true, !global, secs, f.scratch)
 				}
 				if global {
-					out.Digest = r.histo.Digest
+					out.Digest = r.histo.Digest()
 					fwd = append(fwd, out)
 				}
 			case samplers.SetMetric:

@@ -155,6 +155,10 @@ type Worker struct {
 	// most that many.
 	lastHistos int
 	free       []*samplers.Histo
+	// lastSets and freeSets are the same for sets: sparse sketches of
+	// recycled records, emptied.
+	lastSets int
+	freeSets []*samplers.Set
 	// spare is the record array of an interval the flush is done with,
 	// which the next interval takes over (see recycle); guarded by
 	// spareMu, as the flusher hands it back.
@@ -212,6 +216,7 @@ func (w *Worker) swap() interval {
 	w.limit.give(out.nseries())
 	w.lastLen = len(out.recs)
 	w.lastHistos = out.perType[samplers.HistogramMetric] + out.perType[samplers.TimerMetric]
+	w.lastSets = out.perType[samplers.SetMetric]
 	w.cur = interval{}
 	w.epoch++
 	return out
@@ -230,15 +235,23 @@ func (w *Worker) prepare() {
 	// An interval may hold a few more series than the last: room for
 	// an eighth more spares regrowing the array, or new digests.
 	keep := w.lastHistos + w.lastHistos/8
+	keepSets := w.lastSets + w.lastSets/8
 	for i := range recs {
 		if h := recs[i].histo; h != nil && len(w.free) < keep {
 			w.free = append(w.free, h)
+		}
+		if s := recs[i].set; s != nil && len(w.freeSets) < keepSets && s.Reuse() {
+			w.freeSets = append(w.freeSets, s)
 		}
 	}
 	clear(recs) // drops what the records pointed to
 	if len(w.free) > keep {
 		clear(w.free[keep:])
 		w.free = w.free[:keep]
+	}
+	if len(w.freeSets) > keepSets {
+		clear(w.freeSets[keepSets:])
+		w.freeSets = w.freeSets[:keepSets]
 	}
 	if cap(recs) < w.lastLen {
 		recs = make([]record, 0, w.lastLen+w.lastLen/8)
@@ -455,7 +468,13 @@ func (w *Worker) start(se *series) int32 {
 			r.histo = samplers.NewHisto()
 		}
 	case samplers.SetMetric:
-		r.set = samplers.NewSet()
+		if n := len(w.freeSets); n > 0 {
+			r.set = w.freeSets[n-1]
+			w.freeSets[n-1] = nil
+			w.freeSets = w.freeSets[:n-1]
+		} else {
+			r.set = samplers.NewSet()
+		}
 	}
 	w.cur.recs = append(w.cur.recs, r)
 	return se.rec

@@ -174,31 +174,47 @@ func TestWorkerReusesRecycledRecords(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	sk := samplers.AppendForwardedKey(nil, &samplers.Forwarded{Type: samplers.SetMetric, Name: "s"})
+	sampleSet := func(member string) {
+		t.Helper()
+		r := w.lookup(10, sk)
+		if r == nil {
+			t.Fatal("set refused")
+		}
+		r.set.Sample([]byte(member))
+	}
 	sampleCounter(t, w, 1, counterKey("c"), 1)
 	sampleTimer(100)
 	sampleTimer(300)
+	sampleSet("a")
+	sampleSet("b")
 	first := w.swap()
 	w.prepare()
-	if len(first.recs) != 2 {
+	if len(first.recs) != 3 {
 		t.Fatalf("first interval holds %d records", len(first.recs))
 	}
-	oldHisto := first.recs[1].histo
+	oldHisto, oldSet := first.recs[1].histo, first.recs[2].set
 	// The flush is done with the first interval.
 	w.recycle(first.recs)
 	sampleTimer(5)
+	sampleSet("x")
 	w.swap()
 	w.prepare() // takes over the first interval's array
 	if cap(w.cur.recs) == 0 || &w.cur.recs[:1][0] != &first.recs[0] {
 		t.Fatal("the third interval did not take over the recycled array")
 	}
 	sampleTimer(7)
+	sampleSet("c")
 	third := w.swap()
-	if len(third.recs) != 1 || third.recs[0].histo != oldHisto {
-		t.Fatalf("the third interval's timer does not reuse the recycled digest")
+	if len(third.recs) != 2 || third.recs[0].histo != oldHisto || third.recs[1].set != oldSet {
+		t.Fatalf("the third interval's timer and set do not reuse the recycled ones")
+	}
+	if got := third.recs[1].set.Sketch.Estimate(); got != 1 {
+		t.Errorf("reused set estimates %d members, want 1", got)
 	}
 	h := third.recs[0].histo
-	if h.LocalMin != 7 || h.LocalMax != 7 || h.LocalWeight != 1 || h.Digest.Count() != 1 || h.Digest.Quantile(0.5) != 7 {
+	if h.LocalMin != 7 || h.LocalMax != 7 || h.LocalWeight != 1 || h.Digest().Count() != 1 || h.Digest().Quantile(0.5) != 7 {
 		t.Errorf("reused timer holds min %v max %v weight %v count %v, want one sample of 7",
-			h.LocalMin, h.LocalMax, h.LocalWeight, h.Digest.Count())
+			h.LocalMin, h.LocalMax, h.LocalWeight, h.Digest().Count())
 	}
 }

@@ -161,34 +161,85 @@ func (g *Gauge) Flush(dst []InterMetric, base InterMetric) []InterMetric {
 // Histo is a histogram or timer: a t-digest of every sample it has seen
 // (directly or merged from other instances) and exact statistics of the
 // samples received directly, which are the ones this host reports.
+//
+// Most histograms get a few samples an interval, and a digest costs a few
+// hundred bytes: a Histo keeps its first histoInline samples in itself and
+// makes its digest only for the next one, for a merge, or when Digest is
+// called. Flush computes the percentiles of the samples it holds in a
+// scratch digest, which gives exactly what a digest of its own would: a
+// digest's state depends only on the samples added, in order.
 type Histo struct {
-	Digest      *tdigest.TDigest
+	digest      *tdigest.TDigest // nil until made; then it holds every sample
 	LocalMin    float64
 	LocalMax    float64
 	LocalSum    float64
 	LocalWeight float64
+	n           int // samples in few, while digest is nil
+	few         [histoInline]weighted
 }
+
+// histoInline is how many samples a Histo keeps before it makes a digest.
+const histoInline = 4
+
+type weighted struct{ v, w float64 }
 
 // NewHisto returns an empty histogram.
 func NewHisto() *Histo {
-	return &Histo{Digest: tdigest.New(), LocalMin: math.Inf(1), LocalMax: math.Inf(-1)}
+	return &Histo{LocalMin: math.Inf(1), LocalMax: math.Inf(-1)}
 }
 
-// Reset empties the histogram for reuse, keeping its digest's buffers: it
-// then behaves exactly as a new one.
+// Reset empties the histogram for reuse, keeping its digest's buffers if
+// it has one: it then behaves exactly as a new one.
 func (h *Histo) Reset() {
-	h.Digest.Reset()
+	if h.digest != nil {
+		h.digest.Reset()
+	}
+	h.n = 0
 	h.LocalMin, h.LocalMax = math.Inf(1), math.Inf(-1)
 	h.LocalSum, h.LocalWeight = 0, 0
 }
 
+// Digest returns the digest of every sample, making it if the histogram
+// has none yet. The histogram keeps using it.
+func (h *Histo) Digest() *tdigest.TDigest {
+	if h.digest == nil {
+		h.digest = tdigest.New()
+		h.fill(h.digest)
+		h.n = 0
+	}
+	return h.digest
+}
+
+// fill adds the samples kept in h to d, in order. They were checked when
+// they came.
+func (h *Histo) fill(d *tdigest.TDigest) {
+	for _, s := range h.few[:h.n] {
+		d.Add(s.v, s.w)
+	}
+}
+
 // Sample adds v with weight 1/rate. It returns the digest's error when it
-// refuses the sample: the parser has already refused non-finite values, so
-// that is a weight beyond tdigest.MaxWeight (a rate such as @1e-300).
+// refuses the sample (tdigest.Check): the parser has already refused
+// non-finite values, so that is a weight beyond tdigest.MaxWeight (a rate
+// such as @1e-300).
 func (h *Histo) Sample(v, rate float64) error {
 	w := 1 / rate
-	if err := h.Digest.Add(v, w); err != nil {
-		return err
+	switch {
+	case h.digest != nil:
+		if err := h.digest.Add(v, w); err != nil {
+			return err
+		}
+	case h.n < histoInline:
+		if err := tdigest.Check(v, w); err != nil {
+			return err
+		}
+		h.few[h.n] = weighted{v, w}
+		h.n++
+	default:
+		if err := tdigest.Check(v, w); err != nil {
+			return err
+		}
+		h.Digest().Add(v, w)
 	}
 	h.LocalMin = math.Min(h.LocalMin, v)
 	h.LocalMax = math.Max(h.LocalMax, v)
@@ -199,13 +250,40 @@ func (h *Histo) Sample(v, rate float64) error {
 
 // Merge folds a digest from another instance into this one. It does not
 // touch the local statistics: those samples are reported by their own host.
-func (h *Histo) Merge(d *tdigest.TDigest) { h.Digest.Merge(d) }
+func (h *Histo) Merge(d *tdigest.TDigest) { h.Digest().Merge(d) }
+
+// quantiles returns the digest to take percentiles from: h's own, or
+// scratch filled with the samples h keeps (a new digest when scratch is
+// nil), or nil when h holds no sample.
+func (h *Histo) quantiles(scratch *tdigest.TDigest) *tdigest.TDigest {
+	if h.digest != nil {
+		if h.digest.Count() == 0 {
+			return nil
+		}
+		return h.digest
+	}
+	if h.n == 0 {
+		return nil
+	}
+	if scratch == nil {
+		scratch = tdigest.New()
+	} else {
+		scratch.Reset()
+	}
+	h.fill(scratch)
+	return scratch
+}
 
 // Flush appends the configured aggregates of the local samples (when
 // withAggregates and there were any) and the percentiles of the digest (when
-// withPercentiles).
-func (h *Histo) Flush(dst []InterMetric, base InterMetric, aggs Aggregates, pcts []Percentile, withAggregates, withPercentiles bool, intervalSec float64) []InterMetric {
+// withPercentiles). scratch, when not nil, is a digest Flush may reset and
+// use to compute them (one per goroutine).
+func (h *Histo) Flush(dst []InterMetric, base InterMetric, aggs Aggregates, pcts []Percentile, withAggregates, withPercentiles bool, intervalSec float64, scratch *tdigest.TDigest) []InterMetric {
 	base.Kind = GaugeKind
+	var d *tdigest.TDigest
+	if (withAggregates && aggs&AggMedian != 0) || (withPercentiles && len(pcts) > 0) {
+		d = h.quantiles(scratch)
+	}
 	if withAggregates && h.LocalWeight > 0 {
 		add := func(suffix string, v float64, kind Kind) {
 			m := base
@@ -228,13 +306,13 @@ func (h *Histo) Flush(dst []InterMetric, base InterMetric, aggs Aggregates, pcts
 			add(".count", h.LocalWeight/intervalSec, RateKind)
 		}
 		if aggs&AggMedian != 0 {
-			add(".median", h.Digest.Quantile(0.5), GaugeKind)
+			add(".median", d.Quantile(0.5), GaugeKind)
 		}
 	}
-	if withPercentiles && h.Digest.Count() > 0 {
+	if withPercentiles && d != nil {
 		for _, p := range pcts {
 			m := base
-			m.Suffix, m.Value = p.Suffix, h.Digest.Quantile(p.Q)
+			m.Suffix, m.Value = p.Suffix, d.Quantile(p.Q)
 			dst = append(dst, m)
 		}
 	}
@@ -244,17 +322,46 @@ func (h *Histo) Flush(dst []InterMetric, base InterMetric, aggs Aggregates, pcts
 // Set counts distinct members with a HyperLogLog sketch.
 type Set struct {
 	Sketch *hyperloglog.Sketch
+	// inserts counts Sample calls; merged says a sketch was merged in.
+	// Together they tell whether the sketch is surely still sparse.
+	inserts int
+	merged  bool
 }
+
+// setSparseMax is how many members a New14 sketch surely takes without
+// turning dense: it does once its sparse list takes more than 2^14 bytes,
+// and a member adds at most a 5-byte varint to it.
+const setSparseMax = (1 << 14) / 5
 
 // NewSet returns an empty set. The sketch starts sparse, so a set with few
 // members stays small.
 func NewSet() *Set { return &Set{Sketch: hyperloglog.New14()} }
 
 // Sample adds a member.
-func (s *Set) Sample(member []byte) { s.Sketch.Insert(member) }
+func (s *Set) Sample(member []byte) {
+	s.inserts++
+	s.Sketch.Insert(member)
+}
 
 // Merge folds a sketch from another instance into this one.
-func (s *Set) Merge(other *hyperloglog.Sketch) error { return s.Sketch.Merge(other) }
+func (s *Set) Merge(other *hyperloglog.Sketch) error {
+	s.merged = true
+	return s.Sketch.Merge(other)
+}
+
+// Reuse empties the set for another interval and reports true when it
+// then behaves exactly as a new one: when its sketch is surely still
+// sparse (a sketch resets to the representation it has, and a dense one
+// estimates small sets differently). It reports false, having changed
+// nothing, otherwise.
+func (s *Set) Reuse() bool {
+	if s.merged || s.inserts > setSparseMax {
+		return false
+	}
+	s.Sketch.Reset()
+	s.inserts = 0
+	return true
+}
 
 // Flush appends the estimated number of distinct members.
 func (s *Set) Flush(dst []InterMetric, base InterMetric) []InterMetric {

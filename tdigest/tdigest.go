@@ -129,17 +129,26 @@ func (t *TDigest) Reset() {
 	t.min, t.max = math.Inf(1), math.Inf(-1)
 }
 
+// Check returns the error Add would return for value and weight, without
+// adding anything: nil when Add takes them.
+func Check(value, weight float64) error {
+	if value-value != 0 { // NaN or ±Inf
+		return ErrInvalidValue
+	}
+	if !(weight > 0 && weight <= MaxWeight) {
+		return ErrInvalidWeight
+	}
+	return nil
+}
+
 // Add records value with the given weight (1 for a plain sample, 1/rate for
 // a sampled one). NaN or infinite values return ErrInvalidValue; a weight
 // that is not positive and at most MaxWeight returns ErrInvalidWeight.
 // The sum saturates at ±Inf if it overflows. The digest is
 // unchanged when an error is returned.
 func (t *TDigest) Add(value, weight float64) error {
-	if value-value != 0 { // NaN or ±Inf
-		return ErrInvalidValue
-	}
-	if !(weight > 0 && weight <= MaxWeight) {
-		return ErrInvalidWeight
+	if err := Check(value, weight); err != nil {
+		return err
 	}
 	t.add(value, weight)
 	t.addSum(value * weight)
