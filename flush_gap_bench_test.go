@@ -205,7 +205,7 @@ func benchReaderGap(b *testing.B, rate int) {
 	s := newWLCServer(b, api)
 	rec := &gapRecorder{base: time.Now()}
 	l, err := listen.NewUDP(listen.UDPConfig{
-		Address: "127.0.0.1:0", Readers: 1, ReadBuffer: DefaultReadBufferSizeBytes, MaxLength: 4096,
+		Address: "127.0.0.1:0", Readers: 1, ReadBuffer: DefaultReadBufferSizeBytes,
 	}, func() listen.Ingester { return &gapIngester{Ingester: s.ingest.newIngester(), rec: rec} }, listen.Options{Log: s.log})
 	if err != nil {
 		b.Fatal(err)

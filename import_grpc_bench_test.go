@@ -5,7 +5,6 @@ import (
 	"net"
 	"slices"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -58,15 +57,6 @@ func smallDigestWire(tb testing.TB, n int) []grpcwire.Message {
 		out[i].B = b
 	}
 	return out
-}
-
-// cpuTime is the user and system CPU time of this process so far.
-func cpuTime(tb testing.TB) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		tb.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkGRPCImportMerge is a global's gRPC import of small digests, from
