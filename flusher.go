@@ -280,16 +280,17 @@ func (f *flusher) generate(intervals []interval, perType [8]int, now time.Time, 
 				y.Tick()
 			}
 			r := &iv.recs[i]
+			se := r.se
 			if perName != nil {
-				perName[r.meta.Name]++
+				perName[se.meta.Name]++
 			}
-			base := samplers.InterMetric{Series: r.meta, Timestamp: ts}
+			base := samplers.InterMetric{Series: &se.meta, Timestamp: ts}
 			local, global := true, false
 			if f.forwarding {
-				local, global = forwardParts(r.Type, r.Scope)
+				local, global = forwardParts(se.Type, se.Scope)
 			}
-			out := samplers.Forwarded{Type: r.Type, Scope: r.Scope, Name: r.meta.Name, Tags: r.meta.Tags}
-			switch r.Type {
+			out := samplers.Forwarded{Type: se.Type, Scope: se.Scope, Name: se.meta.Name, Tags: se.meta.Tags}
+			switch se.Type {
 			case samplers.CounterMetric:
 				if global {
 					if math.IsInf(r.value, 0) || math.IsNaN(r.value) {

@@ -73,27 +73,30 @@ func newBatchPool() *sync.Pool {
 // rate every series is new in every interval); its state in an interval
 // is a record of that interval. A worker forgets the keys that go a whole
 // interval without a sample once they are many (see Worker.sweep).
+//
+// Only the worker writes a series, and only epoch, rec and next; the
+// flush reads the rest, which never changes, through the interval's
+// records.
 type series struct {
-	key  string
-	next *series // chains keys whose 64-bit hashes collide
-	// meta is what the flushed values point to; it never changes, so
-	// the values of several intervals share it.
-	meta  *samplers.Series
+	key   string
+	next  *series // chains keys whose 64-bit hashes collide
 	Type  samplers.MetricType
 	Scope samplers.MetricScope
 	// epoch is the interval of the series' last sample (Worker.epoch);
 	// rec is the index of its record in that interval.
 	epoch uint32
 	rec   int32
+	// meta is what the flushed values point to (their samplers.Series
+	// pointer keeps the series alive), so the values of several
+	// intervals share it.
+	meta samplers.Series
 }
 
 // record is one series' state in one interval, which the flush turns into
 // values. A worker appends it at the series' first sample in the interval
 // and hands the records over whole, never touching them again.
 type record struct {
-	meta  *samplers.Series
-	Type  samplers.MetricType
-	Scope samplers.MetricScope
+	se    *series
 	value float64 // counter sum or last gauge value
 	histo *samplers.Histo
 	set   *samplers.Set
@@ -357,7 +360,7 @@ func (w *Worker) process(b *batch) {
 		}
 		s := &b.samples[i]
 		r := &w.cur.recs[ri]
-		switch r.Type {
+		switch r.se.Type {
 		case samplers.CounterMetric:
 			r.value += s.value / s.rate
 		case samplers.GaugeMetric:
@@ -386,7 +389,7 @@ func (w *Worker) merge(items []importItem) {
 		if r == nil {
 			continue
 		}
-		switch r.Type {
+		switch r.se.Type {
 		case samplers.CounterMetric:
 			r.value += it.f.Counter
 		case samplers.HistogramMetric, samplers.TimerMetric:
@@ -440,9 +443,7 @@ func (w *Worker) find(hash uint64, key []byte) int32 {
 		w.cur.badKeys++
 		return -1
 	}
-	meta := new(samplers.Series)
-	*meta = k.Series
-	se := &series{key: ks, next: head, meta: meta, Type: k.Type, Scope: k.Scope}
+	se := &series{key: ks, next: head, meta: k.Series, Type: k.Type, Scope: k.Scope}
 	w.known[hash] = se
 	w.nknown++
 	return w.start(se)
@@ -454,7 +455,7 @@ func (w *Worker) start(se *series) int32 {
 	se.epoch = w.epoch
 	se.rec = int32(len(w.cur.recs))
 	w.cur.perType[se.Type&7]++
-	r := record{meta: se.meta, Type: se.Type, Scope: se.Scope}
+	r := record{se: se}
 	switch se.Type {
 	case samplers.HistogramMetric, samplers.TimerMetric:
 		if n := len(w.free); n > 0 {
