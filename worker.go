@@ -160,6 +160,8 @@ type Worker struct {
 	// recycled records, emptied.
 	lastSets int
 	freeSets []*samplers.Set
+	// y slices the worker's work (see run).
+	y yield.Slicer
 	// spare is the record array of an interval the flush is done with,
 	// which the next interval takes over (see recycle); guarded by
 	// spareMu, as the flusher hands it back.
@@ -183,9 +185,8 @@ func newWorker(pool *sync.Pool, limit *seriesCap) *Worker {
 // (10 ms and more at the start of an interval, when every series takes a
 // new record), until Go's scheduler preempts it.
 func (w *Worker) run() {
-	var y yield.Slicer
 	for b := range w.in {
-		y.Tick()
+		w.y.Tick()
 		if b.flush != nil {
 			b.flush <- w.swap()
 			w.prepare()
@@ -238,6 +239,9 @@ func (w *Worker) prepare() {
 	keep := w.lastHistos + w.lastHistos/8
 	keepSets := w.lastSets + w.lastSets/8
 	for i := range recs {
+		if i%sweepStep == 0 {
+			w.y.Tick()
+		}
 		if h := recs[i].histo; h != nil && len(w.free) < keep {
 			w.free = append(w.free, h)
 		}
@@ -245,7 +249,11 @@ func (w *Worker) prepare() {
 			w.freeSets = append(w.freeSets, s)
 		}
 	}
-	clear(recs) // drops what the records pointed to
+	// Drop what the records pointed to.
+	for i := 0; i < len(recs); i += 16 * sweepStep {
+		clear(recs[i:min(i+16*sweepStep, len(recs))])
+		w.y.Tick()
+	}
 	if len(w.free) > keep {
 		clear(w.free[keep:])
 		w.free = w.free[:keep]
@@ -290,12 +298,11 @@ func (w *Worker) sweep() {
 		return
 	}
 	n := 0
-	var y yield.Slicer
 	for h, head := range w.known {
 		if n++; n%sweepStep == 0 {
 			// A pass over a million keys takes milliseconds: let the
 			// readers in (they may share this P).
-			y.Tick()
+			w.y.Tick()
 		}
 		if head.next == nil {
 			if head.epoch != last {
