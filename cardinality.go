@@ -129,7 +129,7 @@ func newCardinality(maxSeries int) *cardinality {
 // drops per name, keeping the cardinalityMaxTop names that any request may
 // ask for, and makes it the one served. It runs on the flush goroutine;
 // the lock covers only the swap.
-func (c *cardinality) publish(end time.Time, perName map[string]int, drops map[string]uint64, seriesTotal int, droppedTotal uint64) {
+func (c *cardinality) publish(end time.Time, perName map[string]int, drops map[string]uint64, seriesTotal int, droppedTotal uint64, y *yield.Slicer) {
 	if c == nil {
 		return
 	}
@@ -141,7 +141,6 @@ func (c *cardinality) publish(end time.Time, perName map[string]int, drops map[s
 	}
 	top := newTopNames(cardinalityMaxTop, byVolume)
 	i := 0
-	var y yield.Slicer
 	for name, n := range perName {
 		if i++; i%flushStep == 0 {
 			y.Tick() // see flushStep

@@ -243,7 +243,7 @@ func intervalCounters(ivs []interval) map[string]float64 {
 	out := map[string]float64{}
 	for _, iv := range ivs {
 		for _, r := range iv.recs {
-			out[r.meta.Name+fmt.Sprint(r.meta.Tags)] = r.value
+			out[r.se.meta.Name+fmt.Sprint(r.se.meta.Tags)] = r.value
 		}
 	}
 	return out

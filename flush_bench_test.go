@@ -217,7 +217,7 @@ func cpuTime(tb testing.TB) time.Duration {
 // (the figure; readers' waits and self-metrics are not in it).
 func BenchmarkFlushInterval(b *testing.B) {
 	// The heap goal cmd/veneur sets.
-	defer debug.SetGCPercent(debug.SetGCPercent(35))
+	defer debug.SetGCPercent(debug.SetGCPercent(25))
 	api := newDiscardAPI()
 	s := newWLCServer(b, api)
 	dgs := wlcDatagrams(wlcSeries, wlcSeries)

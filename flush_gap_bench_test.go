@@ -200,7 +200,7 @@ func BenchmarkFlushReaderGap(b *testing.B) {
 
 func benchReaderGap(b *testing.B, rate int) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	defer debug.SetGCPercent(debug.SetGCPercent(35))
+	defer debug.SetGCPercent(debug.SetGCPercent(25)) // as cmd/veneur sets
 	api := newDiscardAPI()
 	s := newWLCServer(b, api)
 	rec := &gapRecorder{base: time.Now()}

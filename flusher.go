@@ -53,6 +53,8 @@ type flusher struct {
 	// perName counts the series per metric name of the flush in
 	// progress, for card; kept from one flush to the next.
 	perName map[string]int
+	// y slices the flush's work (see yield.Slicer).
+	y yield.Slicer
 	// scratch is where generate computes the percentiles of histograms
 	// that keep their few samples without a digest of their own.
 	scratch *tdigest.TDigest
@@ -114,6 +116,10 @@ func (f *flusher) flush(ctx context.Context, intervals []interval, now time.Time
 	for _, r := range f.reporters {
 		r.Report(f.stats)
 	}
+	// One slicer for the whole flush, so that no step between two ticks
+	// runs longer than a slice.
+	y := &f.y
+	y.Tick()
 	b := &plugins.Batch{Start: intervalStart(now, f.interval)}
 	f.takeEvents(b)
 
@@ -150,7 +156,7 @@ func (f *flusher) flush(ctx context.Context, intervals []interval, now time.Time
 		clear(f.perName)
 		perName = f.perName
 	}
-	b.Metrics, b.Forward = f.generate(intervals, perType, now, &invalid, perName)
+	b.Metrics, b.Forward = f.generate(intervals, perType, now, &invalid, perName, y)
 	f.reportInvalid(&invalid)
 	drops, dropped := sumDrops(intervals)
 	f.reportDrops(drops, dropped)
@@ -161,7 +167,7 @@ func (f *flusher) flush(ctx context.Context, intervals []interval, now time.Time
 		for _, n := range perType {
 			total += n
 		}
-		f.card.publish(now, perName, drops, total, dropped)
+		f.card.publish(now, perName, drops, total, dropped, y)
 	}
 	// Once the sinks are done with the batch, its values' array and the
 	// workers' records (and the digests they point to) serve the next
@@ -260,7 +266,7 @@ func (f *flusher) takeEvents(b *plugins.Batch) {
 // unless it is nil: one map increment per series, in the pass that visits
 // each series anyway. It runs on the flush goroutine, so the workers go on
 // ingesting meanwhile.
-func (f *flusher) generate(intervals []interval, perType [8]int, now time.Time, invalid *invalidCounts, perName map[string]int) ([]samplers.InterMetric, []samplers.Forwarded) {
+func (f *flusher) generate(intervals []interval, perType [8]int, now time.Time, invalid *invalidCounts, perName map[string]int, y *yield.Slicer) ([]samplers.InterMetric, []samplers.Forwarded) {
 	// Size the slice exactly once: a flush of 100,000 series is hundreds
 	// of thousands of values, and regrowing doubles the peak memory.
 	perHisto := bits.OnesCount8(uint8(f.aggs)) + len(f.pcts)
@@ -273,23 +279,23 @@ func (f *flusher) generate(intervals []interval, perType [8]int, now time.Time, 
 	var fwd []samplers.Forwarded
 	ts := now.Unix()
 	secs := f.interval.Seconds()
-	var y yield.Slicer
 	for _, iv := range intervals {
 		for i := range iv.recs {
 			if i%flushStep == 0 {
 				y.Tick()
 			}
 			r := &iv.recs[i]
+			se := r.se
 			if perName != nil {
-				perName[r.meta.Name]++
+				perName[se.meta.Name]++
 			}
-			base := samplers.InterMetric{Series: r.meta, Timestamp: ts}
+			base := samplers.InterMetric{Series: &se.meta, Timestamp: ts}
 			local, global := true, false
 			if f.forwarding {
-				local, global = forwardParts(r.Type, r.Scope)
+				local, global = forwardParts(se.Type, se.Scope)
 			}
-			out := samplers.Forwarded{Type: r.Type, Scope: r.Scope, Name: r.meta.Name, Tags: r.meta.Tags}
-			switch r.Type {
+			out := samplers.Forwarded{Type: se.Type, Scope: se.Scope, Name: se.meta.Name, Tags: se.meta.Tags}
+			switch se.Type {
 			case samplers.CounterMetric:
 				if global {
 					if math.IsInf(r.value, 0) || math.IsNaN(r.value) {
@@ -325,7 +331,7 @@ func (f *flusher) generate(intervals []interval, perType [8]int, now time.Time, 
 			}
 		}
 	}
-	return dropNonFinite(metrics, invalid), fwd
+	return dropNonFinite(metrics, invalid, y), fwd
 }
 
 // sumDrops adds up the workers' drops under max_series_per_interval: per
@@ -398,9 +404,23 @@ var invalidCauses = [numInvalid]string{"counter_overflow", "sample_weight", "sum
 type invalidCounts [numInvalid]uint64
 
 // dropNonFinite removes the values that are NaN or ±Inf from metrics, in
-// place, and counts them by cause.
-func dropNonFinite(metrics []samplers.InterMetric, invalid *invalidCounts) []samplers.InterMetric {
-	return slices.DeleteFunc(metrics, func(m samplers.InterMetric) bool {
+// place, and counts them by cause. It looks for the first in slices that
+// y yields between; there is usually none.
+func dropNonFinite(metrics []samplers.InterMetric, invalid *invalidCounts, y *yield.Slicer) []samplers.InterMetric {
+	first := -1
+	for i := range metrics {
+		if i%(16*flushStep) == 0 {
+			y.Tick()
+		}
+		if v := metrics[i].Value; math.IsInf(v, 0) || math.IsNaN(v) {
+			first = i
+			break
+		}
+	}
+	if first < 0 {
+		return metrics
+	}
+	rest := slices.DeleteFunc(metrics[first:], func(m samplers.InterMetric) bool {
 		if !math.IsInf(m.Value, 0) && !math.IsNaN(m.Value) {
 			return false
 		}
@@ -418,6 +438,7 @@ func dropNonFinite(metrics []samplers.InterMetric, invalid *invalidCounts) []sam
 		}
 		return true
 	})
+	return metrics[:first+len(rest)]
 }
 
 // reportInvalid counts and logs the values dropped as invalid.

@@ -2,10 +2,13 @@ package veneur
 
 import (
 	"context"
+	"math"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/veneur/veneur/internal/yield"
 	"github.com/veneur/veneur/plugins"
 	"github.com/veneur/veneur/samplers"
 )
@@ -69,5 +72,39 @@ func TestFlushRecyclesAfterSinks(t *testing.T) {
 		t.Error("the next flush does not get the values' array back")
 	} else if m[:1][0] != (samplers.InterMetric{}) {
 		t.Error("the recycled values still point to the old series")
+	}
+}
+
+// dropNonFinite keeps the finite values in order, in the same array, and
+// counts the others by cause, wherever they are.
+func TestDropNonFinite(t *testing.T) {
+	s := &samplers.Series{Name: "m"}
+	v := func(suffix string, x float64) samplers.InterMetric {
+		return samplers.InterMetric{Series: s, Suffix: suffix, Value: x}
+	}
+	inf, nan := math.Inf(1), math.NaN()
+	for _, tc := range []struct {
+		in   []samplers.InterMetric
+		want []float64
+		cnt  invalidCounts
+	}{
+		{in: nil},
+		{in: []samplers.InterMetric{v("", 1), v(".max", 2)}, want: []float64{1, 2}},
+		{in: []samplers.InterMetric{v("", inf), v(".max", 2), v(".sum", nan), v(".avg", 3), v(".count", -inf), v(".99percentile", nan), v(".min", 4)},
+			want: []float64{2, 3, 4}, cnt: invalidCounts{invalidCounter: 1, invalidSum: 1, invalidCount: 1, invalidOther: 1}},
+		{in: []samplers.InterMetric{v(".max", 2), v(".avg", nan)}, want: []float64{2}, cnt: invalidCounts{invalidAvg: 1}},
+	} {
+		var got invalidCounts
+		out := dropNonFinite(tc.in, &got, new(yield.Slicer))
+		var vals []float64
+		for _, m := range out {
+			vals = append(vals, m.Value)
+		}
+		if !slices.Equal(vals, tc.want) || got != tc.cnt {
+			t.Errorf("dropNonFinite(%v) = %v, counts %v; want %v, %v", tc.in, vals, got, tc.want, tc.cnt)
+		}
+		if len(out) > 0 && &out[0] != &tc.in[0] {
+			t.Error("the values moved to another array")
+		}
 	}
 }

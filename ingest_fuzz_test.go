@@ -38,7 +38,7 @@ func FuzzHandlePacket(f *testing.F) {
 			}
 			for _, r := range iv.recs {
 				series++
-				if r.meta.Name == "" {
+				if r.se.meta.Name == "" {
 					t.Fatalf("series without a name")
 				}
 			}

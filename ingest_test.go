@@ -32,7 +32,7 @@ func collectNames(p *workerPool) [][]string {
 	out := make([][]string, len(ivs))
 	for i, iv := range ivs {
 		for _, r := range iv.recs {
-			out[i] = append(out[i], r.meta.Name)
+			out[i] = append(out[i], r.se.meta.Name)
 		}
 		slices.Sort(out[i])
 	}
@@ -86,7 +86,7 @@ func TestIngesterSameKeySameWorker(t *testing.T) {
 			used++
 		}
 		for _, r := range iv.recs {
-			if r.meta.Name == "k" {
+			if r.se.meta.Name == "k" {
 				withK++
 				if r.value != 3 {
 					t.Errorf("k = %v on one worker, want all 3 samples there", r.value)

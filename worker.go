@@ -75,27 +75,30 @@ func newBatchPool() *sync.Pool {
 // rate every series is new in every interval); its state in an interval
 // is a record of that interval. A worker forgets the keys that go a whole
 // interval without a sample once they are many (see Worker.sweep).
+//
+// Only the worker writes a series, and only epoch, rec and next; the
+// flush reads the rest, which never changes, through the interval's
+// records.
 type series struct {
-	key  string
-	next *series // chains keys whose 64-bit hashes collide
-	// meta is what the flushed values point to; it never changes, so
-	// the values of several intervals share it.
-	meta  *samplers.Series
+	key   string
+	next  *series // chains keys whose 64-bit hashes collide
 	Type  samplers.MetricType
 	Scope samplers.MetricScope
 	// epoch is the interval of the series' last sample (Worker.epoch);
 	// rec is the index of its record in that interval.
 	epoch uint32
 	rec   int32
+	// meta is what the flushed values point to (their samplers.Series
+	// pointer keeps the series alive), so the values of several
+	// intervals share it.
+	meta samplers.Series
 }
 
 // record is one series' state in one interval, which the flush turns into
 // values. A worker appends it at the series' first sample in the interval
 // and hands the records over whole, never touching them again.
 type record struct {
-	meta  *samplers.Series
-	Type  samplers.MetricType
-	Scope samplers.MetricScope
+	se    *series
 	value float64 // counter sum or last gauge value
 	histo *samplers.Histo
 	set   *samplers.Set
@@ -159,6 +162,8 @@ type Worker struct {
 	// recycled records, emptied.
 	lastSets int
 	freeSets []*samplers.Set
+	// y slices the worker's work (see run).
+	y yield.Slicer
 	// spare is the record array of an interval the flush is done with,
 	// which the next interval takes over (see recycle); guarded by
 	// spareMu, as the flusher hands it back.
@@ -182,9 +187,8 @@ func newWorker(pool *sync.Pool, limit *seriesCap) *Worker {
 // (10 ms and more at the start of an interval, when every series takes a
 // new record), until Go's scheduler preempts it.
 func (w *Worker) run() {
-	var y yield.Slicer
 	for b := range w.in {
-		y.Tick()
+		w.y.Tick()
 		if b.flush != nil {
 			b.flush <- w.swap()
 			w.prepare()
@@ -237,6 +241,9 @@ func (w *Worker) prepare() {
 	keep := w.lastHistos + w.lastHistos/8
 	keepSets := w.lastSets + w.lastSets/8
 	for i := range recs {
+		if i%sweepStep == 0 {
+			w.y.Tick()
+		}
 		if h := recs[i].histo; h != nil && len(w.free) < keep {
 			w.free = append(w.free, h)
 		}
@@ -244,7 +251,11 @@ func (w *Worker) prepare() {
 			w.freeSets = append(w.freeSets, s)
 		}
 	}
-	clear(recs) // drops what the records pointed to
+	// Drop what the records pointed to.
+	for i := 0; i < len(recs); i += 16 * sweepStep {
+		clear(recs[i:min(i+16*sweepStep, len(recs))])
+		w.y.Tick()
+	}
 	if len(w.free) > keep {
 		clear(w.free[keep:])
 		w.free = w.free[:keep]
@@ -289,12 +300,11 @@ func (w *Worker) sweep() {
 		return
 	}
 	n := 0
-	var y yield.Slicer
 	for h, head := range w.known {
 		if n++; n%sweepStep == 0 {
 			// A pass over a million keys takes milliseconds: let the
 			// readers in (they may share this P).
-			y.Tick()
+			w.y.Tick()
 		}
 		if head.next == nil {
 			if head.epoch != last {
@@ -359,7 +369,7 @@ func (w *Worker) process(b *batch) {
 		}
 		s := &b.samples[i]
 		r := &w.cur.recs[ri]
-		switch r.Type {
+		switch r.se.Type {
 		case samplers.CounterMetric:
 			r.value += s.value / s.rate
 		case samplers.GaugeMetric:
@@ -388,7 +398,7 @@ func (w *Worker) merge(items []importItem) {
 		if r == nil {
 			continue
 		}
-		switch r.Type {
+		switch r.se.Type {
 		case samplers.CounterMetric:
 			r.value += it.f.Counter
 		case samplers.HistogramMetric, samplers.TimerMetric:
@@ -442,9 +452,7 @@ func (w *Worker) find(hash uint64, key []byte) int32 {
 		w.cur.badKeys++
 		return -1
 	}
-	meta := new(samplers.Series)
-	*meta = k.Series
-	se := &series{key: ks, next: head, meta: meta, Type: k.Type, Scope: k.Scope}
+	se := &series{key: ks, next: head, meta: k.Series, Type: k.Type, Scope: k.Scope}
 	w.known[hash] = se
 	w.nknown++
 	return w.start(se)
@@ -456,7 +464,7 @@ func (w *Worker) start(se *series) int32 {
 	se.epoch = w.epoch
 	se.rec = int32(len(w.cur.recs))
 	w.cur.perType[se.Type&7]++
-	r := record{meta: se.meta, Type: se.Type, Scope: se.Scope}
+	r := record{se: se}
 	switch se.Type {
 	case samplers.HistogramMetric, samplers.TimerMetric:
 		if n := len(w.free); n > 0 {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/veneur/veneur/internal/yield"
 	"github.com/veneur/veneur/samplers"
 )
 
@@ -90,7 +91,7 @@ func BenchmarkFlushGenerate(b *testing.B) {
 	b.Run("cardinality=off", func(b *testing.B) {
 		b.ReportAllocs()
 		for i := 0; i < b.N; i++ {
-			f.generate([]interval{iv}, iv.perType, time.Unix(1700000000, 0), &invalidCounts{}, nil)
+			f.generate([]interval{iv}, iv.perType, time.Unix(1700000000, 0), &invalidCounts{}, nil, new(yield.Slicer))
 		}
 	})
 	b.Run("cardinality=on", func(b *testing.B) {
@@ -99,9 +100,9 @@ func BenchmarkFlushGenerate(b *testing.B) {
 		b.ReportAllocs()
 		for i := 0; i < b.N; i++ {
 			perName := make(map[string]int, lastNames)
-			f.generate([]interval{iv}, iv.perType, time.Unix(1700000000, 0), &invalidCounts{}, perName)
+			f.generate([]interval{iv}, iv.perType, time.Unix(1700000000, 0), &invalidCounts{}, perName, new(yield.Slicer))
 			lastNames = len(perName)
-			card.publish(time.Unix(1700000000, 0), perName, nil, len(iv.recs), 0)
+			card.publish(time.Unix(1700000000, 0), perName, nil, len(iv.recs), 0, new(yield.Slicer))
 		}
 	})
 }

@@ -29,7 +29,7 @@ func sampleCounter(t *testing.T, w *Worker, hash uint64, key []byte, v float64) 
 func recValues(iv interval) map[string]float64 {
 	out := map[string]float64{}
 	for _, r := range iv.recs {
-		out[r.meta.Name] = r.value
+		out[r.se.meta.Name] = r.value
 	}
 	return out
 }
@@ -53,7 +53,7 @@ func TestWorkerKeepsSeriesAcrossIntervals(t *testing.T) {
 	if got := recValues(second); len(got) != 1 || got["a"] != 7 {
 		t.Fatalf("second interval %v, want a=7 only", got)
 	}
-	if second.recs[0].meta != first.recs[0].meta {
+	if second.recs[0].se != first.recs[0].se {
 		t.Error("the second interval decoded a's key again")
 	}
 	if first.recs[0].value != 5 {

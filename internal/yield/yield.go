@@ -18,7 +18,7 @@ import (
 // readers waiting less, longer ones let the work finish sooner when a
 // reader holds the P for a while each time it gets it (a busy reader
 // waits up to a millisecond for its next datagram).
-const Slice = 2 * time.Millisecond
+const Slice = time.Millisecond
 
 // Slicer yields the P once Slice has passed since it last did (or since
 // its first Tick). The zero value is ready; a Slicer serves one goroutine.
