@@ -69,6 +69,17 @@ func (c *seriesCap) give(n int) {
 // count in the total only.
 const maxDropNames = 1000
 
+// A flush of fewer than cardinalityCheap series counts them per metric name
+// for /debug/cardinality every time; a larger one when cardinalityEvery has
+// passed since the last interval counted (every flush at intervals of 10 s
+// or more, every few at shorter ones). Counting 100,000 names costs about
+// a tenth of a flush's CPU time, for a report that needs to be recent, not
+// new every second.
+const (
+	cardinalityCheap = 10000
+	cardinalityEvery = 10 * time.Second
+)
+
 // Limits of GET /debug/cardinality's ?top=N.
 const (
 	cardinalityDefaultTop = 20

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -411,5 +412,52 @@ func TestCappedKeysDoNotAllocate(t *testing.T) {
 	}
 	if dropped == 0 {
 		t.Error("nothing was refused: the test does not test the refusal")
+	}
+}
+
+// An interval of cardinalityCheap series or more is counted per name only
+// when cardinalityEvery has passed since the last one counted: the report
+// stays that interval's until then. Smaller intervals are counted every
+// flush.
+func TestCardinalityReportEvery(t *testing.T) {
+	api := newDiscardAPI()
+	s := newWLCServer(t, api)
+	in := s.ingest.newIngester()
+	bodies := 0
+	interval := func(nSeries int, at int64) cardinalityReport {
+		t.Helper()
+		for _, d := range wlcDatagrams(nSeries, nSeries) {
+			in.Packet(d, false)
+		}
+		in.Flush()
+		var wg sync.WaitGroup
+		bodies += flushWLC(t, s, time.Unix(at, 0), &wg)
+		wg.Wait()
+		api.waitBodies(bodies)
+		return *s.pool.card.report()
+	}
+	const big = cardinalityCheap + cardinalityCheap/2
+	every := int64(cardinalityEvery / time.Second)
+	steps := []struct {
+		series int
+		at     int64
+		want   int64 // the interval the report must be of
+	}{
+		{big, 1000, 1000},
+		{big, 1002, 1000},
+		{big, 1000 + every - 2, 1000},
+		{big, 1000 + every, 1000 + every},
+		{big, 1002 + every, 1000 + every},
+		{100, 1004 + every, 1004 + every},
+		{100, 1006 + every, 1006 + every},
+	}
+	for _, st := range steps {
+		r := interval(st.series, st.at)
+		if !r.IntervalEnd.Equal(time.Unix(st.want, 0)) {
+			t.Fatalf("after the flush of %d series at %d the report is of %v, want %d", st.series, st.at, r.IntervalEnd.Unix(), st.want)
+		}
+		if r.IntervalEnd.Unix() == st.at && r.SeriesTotal != st.series {
+			t.Fatalf("report of %d counts %d series, want %d", st.at, r.SeriesTotal, st.series)
+		}
 	}
 }

@@ -53,6 +53,9 @@ type flusher struct {
 	// perName counts the series per metric name of the flush in
 	// progress, for card; kept from one flush to the next.
 	perName map[string]int
+	// namesAt is the flush time of the last interval counted per name:
+	// a flush counts its names when cardinalityEvery has passed since.
+	namesAt time.Time
 	// y slices the flush's work (see yield.Slicer).
 	y yield.Slicer
 	// scratch is where generate computes the percentiles of histograms
@@ -146,8 +149,13 @@ func (f *flusher) flush(ctx context.Context, intervals []interval, now time.Time
 	for _, iv := range intervals {
 		invalid[invalidWeight] += iv.badWeights
 	}
+	total := 0
+	for _, n := range perType {
+		total += n
+	}
 	var perName map[string]int
-	if f.card != nil {
+	if f.card != nil && (total < cardinalityCheap || f.namesAt.IsZero() || now.Sub(f.namesAt) >= cardinalityEvery) {
+		f.namesAt = now
 		// The last interval's map, emptied: a steady load neither
 		// regrows nor reallocates it.
 		if f.perName == nil {
@@ -160,13 +168,9 @@ func (f *flusher) flush(ctx context.Context, intervals []interval, now time.Time
 	f.reportInvalid(&invalid)
 	drops, dropped := sumDrops(intervals)
 	f.reportDrops(drops, dropped)
-	if f.card != nil {
+	if perName != nil {
 		// perType counts every series, those that share a map slot
 		// because their hashes collide too.
-		total := 0
-		for _, n := range perType {
-			total += n
-		}
 		f.card.publish(now, perName, drops, total, dropped, y)
 	}
 	// Once the sinks are done with the batch, its values' array and the

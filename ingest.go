@@ -2,6 +2,7 @@ package veneur
 
 import (
 	"bytes"
+	"hash/maphash"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -66,6 +67,7 @@ func (g *ingest) newIngester() listen.Ingester {
 	return &ingester{
 		g:        g,
 		key:      make([]byte, 0, 512),
+		keys:     keyCache{seed: maphash.MakeSeed()},
 		pending:  make([]*batch, len(g.pool.workers)),
 		counts:   readerCounts{parse: g.parse.NewLocal()},
 		sendWait: 100 * time.Millisecond,
@@ -107,6 +109,7 @@ type ingester struct {
 	parser  samplers.Parser
 	line    samplers.Line
 	key     []byte
+	keys    keyCache
 	pending []*batch
 	counts  readerCounts
 	lastLog time.Time
@@ -166,7 +169,13 @@ func (in *ingester) Line(line []byte) {
 	in.counts.lines++
 	in.counts.any = true
 	l := &in.line
-	err := in.parser.ParseLine(line, l)
+	tags, err := in.parser.ParseHead(line, l)
+	var key []byte
+	var h uint64
+	var wi int
+	if err == nil {
+		key, h, wi, err = in.series(l, tags)
+	}
 	switch err {
 	case samplers.ErrEventNotMetric:
 		var e samplers.Event
@@ -197,16 +206,14 @@ func (in *ingester) Line(line []byte) {
 		}
 		return
 	}
-	in.key = samplers.AppendKey(in.key[:0], l)
-	h, wi := in.g.pool.route(in.key)
 	b := in.pending[wi]
 	if b == nil {
 		b = in.g.pool.batches.Get().(*batch)
 		in.pending[wi] = b
 	}
 	keyOff := uint32(len(b.buf))
-	b.buf = append(b.buf, in.key...)
-	smp := sample{hash: h, rate: l.SampleRate, keyOff: keyOff, keyLen: uint32(len(in.key))}
+	b.buf = append(b.buf, key...)
+	smp := sample{hash: h, rate: l.SampleRate, keyOff: keyOff, keyLen: uint32(len(key))}
 	if l.Type == samplers.SetMetric {
 		b.buf = append(b.buf, l.Values...)
 		smp.memLen = uint32(len(l.Values))
@@ -223,6 +230,35 @@ func (in *ingester) Line(line []byte) {
 	if b.full() {
 		in.send(wi)
 	}
+}
+
+// series returns the key of a line that ParseHead accepted, with its hash
+// and worker: from the reader's key cache when a line of the same shape
+// came before, otherwise by parsing its tag section.
+func (in *ingester) series(l *samplers.Line, tags []byte) ([]byte, uint64, int, error) {
+	c := &in.keys
+	if !c.use() {
+		if err := in.parser.ParseTags(tags, l); err != nil {
+			return nil, 0, 0, err
+		}
+		in.key = samplers.AppendKey(in.key[:0], l)
+		h, wi := in.g.pool.route(in.key)
+		return in.key, h, wi, nil
+	}
+	c.shape = appendShape(c.shape[:0], l.Type, l.Name, tags)
+	sh := maphash.Bytes(c.seed, c.shape)
+	s := c.lookup(sh)
+	c.looked(s != nil)
+	if s != nil {
+		return s.key(), s.keyHash, int(s.worker), nil
+	}
+	if err := in.parser.ParseTags(tags, l); err != nil {
+		return nil, 0, 0, err
+	}
+	in.key = samplers.AppendKey(in.key[:0], l)
+	h, wi := in.g.pool.route(in.key)
+	c.put(sh, in.key, h, wi)
+	return in.key, h, wi, nil
 }
 
 // send hands the pending batch of worker wi over.

@@ -118,3 +118,52 @@ func drain(w *Worker) {
 		}
 	}
 }
+
+// taggedDatagrams builds datagrams of 25 counter and histogram lines over
+// nSeries series, each with the tags a client library adds to a call's
+// own: the call's route and code, then the global env, service and
+// version, so the tags arrive unsorted.
+func taggedDatagrams(nSeries, nDatagrams int) [][]byte {
+	out := make([][]byte, nDatagrams)
+	i := 0
+	for d := range out {
+		var b []byte
+		for l := 0; l < 25; l++ {
+			s := i % nSeries
+			if i%2 == 0 {
+				b = fmt.Appendf(b, "http.requests.%d:1|c|#route:/api/v1/items/%d,code:200,env:prod,service:checkout,version:1.42.7\n", s/16, s%16)
+			} else {
+				b = fmt.Appendf(b, "http.request.duration.%d:%d.25|ms|#route:/api/v1/items/%d,code:200,env:prod,service:checkout,version:1.42.7\n", s/16, i%977, s%16)
+			}
+			i++
+		}
+		out[d] = b
+	}
+	return out
+}
+
+// BenchmarkIngestTagged is BenchmarkIngestProcess with the five tags of
+// taggedDatagrams on every line.
+func BenchmarkIngestTagged(b *testing.B) {
+	for _, nSeries := range []int{1000, 100000} {
+		b.Run(fmt.Sprintf("series=%d", nSeries), func(b *testing.B) {
+			p, g := testIngest(b, 1, 4096)
+			w := p.workers[0]
+			in := g.newIngester()
+			dgs := taggedDatagrams(nSeries, 4096)
+			b.ReportAllocs()
+			b.ResetTimer()
+			lines := 0
+			for i := 0; i < b.N; i++ {
+				in.Packet(dgs[i%len(dgs)], false)
+				lines += 25
+				drain(w)
+				if i%4096 == 4095 && nSeries <= 1000 {
+					w.swap()
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(lines), "ns/line")
+		})
+	}
+}

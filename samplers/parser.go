@@ -114,33 +114,47 @@ type Parser struct {
 // ParseLine parses one DogStatsD metric line (without its trailing newline)
 // into out. On error out is left in an unspecified state.
 func (p *Parser) ParseLine(line []byte, out *Line) error {
+	tags, err := p.ParseHead(line, out)
+	if err != nil {
+		return err
+	}
+	return p.ParseTags(tags, out)
+}
+
+// ParseHead is the part of ParseLine that differs from line to line of one
+// series: it checks the whole line and sets out's name, values, type and
+// sample rate, and returns the tag section (without its '#'; nil when there
+// is none) unparsed. ParseTags finishes the line from that section. The
+// name, the type and the tag section decide the series entirely, so a
+// caller that has seen them before may skip ParseTags (and the key).
+func (p *Parser) ParseHead(line []byte, out *Line) (tags []byte, err error) {
 	if len(line) > 0 && line[len(line)-1] == '\r' {
 		line = line[:len(line)-1]
 	}
 	if len(line) >= 3 && line[0] == '_' {
 		if line[1] == 'e' && line[2] == '{' {
-			return ErrEventNotMetric
+			return nil, ErrEventNotMetric
 		}
 		if line[1] == 's' && line[2] == 'c' && (len(line) == 3 || line[3] == '|') {
-			return ErrServiceCheck
+			return nil, ErrServiceCheck
 		}
 	}
 	colon := indexByte(line, ':')
 	if colon < 0 {
-		return ErrNoColon
+		return nil, ErrNoColon
 	}
 	if colon == 0 {
-		return ErrEmptyName
+		return nil, ErrEmptyName
 	}
 	out.Name = line[:colon]
 	rest := line[colon+1:]
 	pipe := indexByte(rest, '|')
 	if pipe < 0 {
-		return ErrNoType
+		return nil, ErrNoType
 	}
 	out.Values = rest[:pipe]
 	if len(out.Values) == 0 {
-		return ErrEmptyValue
+		return nil, ErrEmptyValue
 	}
 	rest = rest[pipe+1:]
 
@@ -151,7 +165,7 @@ func (p *Parser) ParseLine(line []byte, out *Line) error {
 	} else {
 		typ, rest = rest[:pipe], rest[pipe+1:]
 		if len(rest) == 0 {
-			return ErrEmptySection
+			return nil, ErrEmptySection
 		}
 	}
 	switch {
@@ -166,16 +180,12 @@ func (p *Parser) ParseLine(line []byte, out *Line) error {
 	case len(typ) == 1 && typ[0] == 's':
 		out.Type = SetMetric
 	case len(typ) == 0:
-		return ErrNoType
+		return nil, ErrNoType
 	default:
-		return ErrUnknownType
+		return nil, ErrUnknownType
 	}
 
 	out.SampleRate = 1
-	out.Scope = MixedScope
-	out.Host = nil
-	out.Device = nil
-	p.tags = p.tags[:0]
 	var haveRate, haveTags bool
 	for rest != nil {
 		var sec []byte
@@ -184,31 +194,29 @@ func (p *Parser) ParseLine(line []byte, out *Line) error {
 		} else {
 			sec, rest = rest[:pipe], rest[pipe+1:]
 			if len(rest) == 0 {
-				return ErrEmptySection
+				return nil, ErrEmptySection
 			}
 		}
 		if len(sec) == 0 {
-			return ErrEmptySection
+			return nil, ErrEmptySection
 		}
 		switch sec[0] {
 		case '@':
 			if haveRate {
-				return ErrRepeatedRate
+				return nil, ErrRepeatedRate
 			}
 			haveRate = true
 			r, err := parseFloat(sec[1:])
 			if err != nil || !(r > 0 && r <= 1) {
-				return ErrBadSampleRate
+				return nil, ErrBadSampleRate
 			}
 			out.SampleRate = r
 		case '#':
 			if haveTags {
-				return ErrRepeatedTags
+				return nil, ErrRepeatedTags
 			}
 			haveTags = true
-			if err := p.parseTags(sec[1:], out); err != nil {
-				return err
-			}
+			tags = sec[1:]
 		default:
 			// Fields of newer protocol versions (|c:container, |T<unix>,
 			// |e:external data, |card:cardinality) and any other unknown
@@ -226,17 +234,17 @@ func (p *Parser) ParseLine(line []byte, out *Line) error {
 			if i := indexByte(v, ':'); i >= 0 {
 				field, v = v[:i], v[i+1:]
 				if len(v) == 0 {
-					return ErrEmptyValue
+					return nil, ErrEmptyValue
 				}
 			} else {
 				field, v = v, nil
 			}
 			f, err := parseFloat(field)
 			if err != nil {
-				return ErrBadValue
+				return nil, ErrBadValue
 			}
 			if math.IsNaN(f) || math.IsInf(f, 0) {
-				return ErrNonFiniteValue
+				return nil, ErrNonFiniteValue
 			}
 			if first {
 				out.Value = f
@@ -245,7 +253,23 @@ func (p *Parser) ParseLine(line []byte, out *Line) error {
 			}
 		}
 	}
-	if len(out.Name) > math.MaxUint16 || len(out.Host) > math.MaxUint16 || len(out.Device) > math.MaxUint16 {
+	if len(out.Name) > math.MaxUint16 {
+		return nil, ErrTooLong
+	}
+	return tags, nil
+}
+
+// ParseTags parses a tag section returned by ParseHead into out's scope,
+// host, device and sorted tags.
+func (p *Parser) ParseTags(sec []byte, out *Line) error {
+	out.Scope = MixedScope
+	out.Host = nil
+	out.Device = nil
+	p.tags = p.tags[:0]
+	if err := p.parseTags(sec, out); err != nil {
+		return err
+	}
+	if len(out.Host) > math.MaxUint16 || len(out.Device) > math.MaxUint16 {
 		return ErrTooLong
 	}
 	sortTags(p.tags)
