@@ -142,6 +142,15 @@ type Delivery struct {
 	// any other is retried, after RetryAfter when it is set), and any
 	// other error when there was no answer (retried).
 	Send func(ctx context.Context, r Request) error
+	// Release, when set, runs once the Queue will not read the Body again
+	// and nothing it gave the Body to still holds it: the request was
+	// delivered or dropped and the Queue's Poster saw the transport close
+	// every reader of it. The sender may then reuse the Body's memory. It
+	// runs at most once, with the Queue's lock held, and must not block.
+	// It does not run for a request whose own Send made an attempt (the
+	// Queue cannot know when that let go of the Body), for a request
+	// Reclaim gives back, or for one an attempt's transport kept reading.
+	Release func()
 }
 
 // Causes of <prefix>.dropped_total, in the order of Queue.dropped.
@@ -267,6 +276,9 @@ type entry struct {
 	// reached is set once an attempt may have reached the destination
 	// (any outcome but ErrNotSent): Reclaim does not give it back.
 	reached bool
+	// held is set once an attempt may have left the Body with someone
+	// else: d.Release is then never run.
+	held bool
 }
 
 // NewQueue returns a Queue that sends to one destination, called name in
@@ -394,9 +406,13 @@ func (q *Queue) settle(e *entry) {
 	e.gen.left--
 	q.heldBytes -= int64(len(e.d.Body))
 	q.held.Store(q.heldBytes)
+	if e.d.Release != nil && !e.held {
+		e.d.Release()
+	}
 	e.d.Body = nil
 	e.d.OnAccepted = nil
 	e.d.Send = nil
+	e.d.Release = nil
 }
 
 // signal wakes the dispatcher without waiting.
@@ -525,11 +541,7 @@ func (q *Queue) dispatch(now time.Time) time.Time {
 				}
 				e.attempts++
 				q.wg.Add(1)
-				send := e.d.Send
-				if send == nil {
-					send = q.poster.Send
-				}
-				go q.attempt(e, e.d.Request, send, now)
+				go q.attempt(e, e.d.Request, e.d.Send, now)
 			}
 		}
 	}
@@ -543,12 +555,18 @@ func (q *Queue) dispatch(now time.Time) time.Time {
 	return next
 }
 
-// attempt sends r, the request of e, once with send, and settles e or
-// puts it back to wait.
+// attempt sends r, the request of e, once with send (the Queue's Poster
+// when nil), and settles e or puts it back to wait.
 func (q *Queue) attempt(e *entry, r Request, send func(context.Context, Request) error, start time.Time) {
 	defer q.wg.Done()
 	ctx, cancel := context.WithTimeout(q.ctx, q.cfg.Timeout)
-	err := send(ctx, r)
+	var err error
+	free := false
+	if send != nil {
+		err = send(ctx, r)
+	} else {
+		free, err = q.poster.send(ctx, r)
+	}
 	cancel()
 	end := time.Now()
 	var se *StatusError
@@ -559,6 +577,9 @@ func (q *Queue) attempt(e *entry, r Request, send func(context.Context, Request)
 	var onAccepted func()
 	var n *note
 	q.mu.Lock()
+	if !free {
+		e.held = true
+	}
 	q.inFlight--
 	if q.holding {
 		q.settled.Broadcast()
@@ -660,6 +681,9 @@ func (q *Queue) Reclaim(ctx context.Context) ([]Delivery, error) {
 		for _, e := range g.entries {
 			if e.state == waiting && !e.reached {
 				out = append(out, e.d)
+				// The body goes with the request, and with it the
+				// Release.
+				e.d.Release = nil
 				q.settle(e)
 			}
 		}

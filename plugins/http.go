@@ -67,10 +67,28 @@ const snippetBytes = 512
 // Send sends r and returns nil for a 2xx answer, a *StatusError for
 // another answer, and otherwise the transport's error.
 func (p *Poster) Send(ctx context.Context, r Request) error {
-	req, err := http.NewRequestWithContext(ctx, r.Method, r.URL, bytes.NewReader(r.Body))
+	_, err := p.send(ctx, r)
+	return err
+}
+
+// bodyCloseWait bounds how long send waits, once it has the answer, for
+// the transport to close the request body. It normally has (the server
+// read the body before it answered); one that answered early may still be
+// writing it.
+const bodyCloseWait = 100 * time.Millisecond
+
+// send is Send, and also says whether the transport is done with r.Body
+// (it closed every reader of it it was given), so that the caller may
+// reuse the body's memory. RoundTrip may close a body after it returns.
+func (p *Poster) send(ctx context.Context, r Request) (free bool, err error) {
+	t := &bodyTracker{b: r.Body}
+	req, err := http.NewRequestWithContext(ctx, r.Method, r.URL, t.reader())
 	if err != nil {
-		return p.redact(fmt.Errorf("%s: %w", r.What, err))
+		return true, p.redact(fmt.Errorf("%s: %w", r.What, err))
 	}
+	req.ContentLength = int64(len(r.Body))
+	req.GetBody = func() (io.ReadCloser, error) { return t.reader(), nil }
+	defer func() { free = t.released(bodyCloseWait) }()
 	if r.Header != nil {
 		req.Header = r.Header.Clone()
 	}
@@ -91,18 +109,18 @@ func (p *Poster) Send(ctx context.Context, r Request) error {
 		if refused {
 			err = NotSent(err)
 		}
-		return err
+		return false, err
 	}
 	defer resp.Body.Close()
 	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, snippetBytes))
 	// Read a little more so that the connection can be reused.
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode/100 != 2 {
-		return &StatusError{What: r.What, Code: resp.StatusCode, Status: resp.Status,
+		return false, &StatusError{What: r.What, Code: resp.StatusCode, Status: resp.Status,
 			Snippet:    p.scrub(strings.TrimSpace(string(snippet))),
 			RetryAfter: retryAfter(resp.Header.Get("Retry-After"), time.Now())}
 	}
-	return nil
+	return false, nil
 }
 
 // maxRetryAfter bounds what a Retry-After header is read as, so that a
@@ -225,4 +243,61 @@ func Compress(dst *bytes.Buffer, enc Encoding, write func(io.Writer) error) erro
 		return err
 	}
 	return zw.Close()
+}
+
+// bodyTracker hands out readers of one request body and knows whether
+// they are all closed.
+type bodyTracker struct {
+	b    []byte
+	mu   sync.Mutex
+	open int
+	idle chan struct{} // when set, closed once open drops to 0
+}
+
+func (t *bodyTracker) reader() io.ReadCloser {
+	t.mu.Lock()
+	t.open++
+	t.mu.Unlock()
+	return &trackedBody{Reader: bytes.NewReader(t.b), t: t}
+}
+
+// released waits at most wait for every reader to be closed and says
+// whether they are.
+func (t *bodyTracker) released(wait time.Duration) bool {
+	t.mu.Lock()
+	if t.open == 0 {
+		t.mu.Unlock()
+		return true
+	}
+	idle := make(chan struct{})
+	t.idle = idle
+	t.mu.Unlock()
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case <-idle:
+		return true
+	case <-timer.C:
+		return false
+	}
+}
+
+type trackedBody struct {
+	*bytes.Reader
+	t    *bodyTracker
+	once sync.Once
+}
+
+func (b *trackedBody) Close() error {
+	b.once.Do(func() {
+		t := b.t
+		t.mu.Lock()
+		t.open--
+		if t.open == 0 && t.idle != nil {
+			close(t.idle)
+			t.idle = nil
+		}
+		t.mu.Unlock()
+	})
+	return nil
 }

@@ -821,3 +821,64 @@ func BenchmarkWriteSeries(b *testing.B) {
 		}
 	}
 }
+
+// The memory of delivered bodies is reused for the next flushes' bodies,
+// and every body still arrives whole: once the first flush is delivered
+// its bodies' memory is kept, and four more flushes of other series, back
+// to back, reach the API exactly.
+func TestDatadogReusesDeliveredBodies(t *testing.T) {
+	api := &fakeAPI{}
+	d := newSink(t, Config{APIHostname: api.start(t), APIKey: "k3y", MaxPerBody: 50}, testEnv(nil))
+	want := map[string]float64{}
+	for f := 0; f < 5; f++ {
+		var metrics []samplers.InterMetric
+		for i := 0; i < 200; i++ {
+			name := fmt.Sprintf("flush%d.series%d", f, i)
+			want[name] = float64(f*1000 + i)
+			metrics = append(metrics, samplers.InterMetric{Series: &samplers.Series{Name: name, Tags: []string{"flush:" + strconv.Itoa(f)}}, Value: float64(f*1000 + i)})
+		}
+		if err := d.Flush(context.Background(), metricsBatch(metrics...)); err != nil {
+			t.Fatal(err)
+		}
+		if f > 0 {
+			// The others go back to back: a body handed back before
+			// its delivery ended would be overwritten by the next.
+			continue
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			api.mu.Lock()
+			n := len(api.bodies)
+			api.mu.Unlock()
+			if n == 4*(f+1) && len(d.bodies) >= 4 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("flush %d: %d bodies arrived, %d kept for reuse; want %d and 4", f, n, len(d.bodies), 4*(f+1))
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	drain(t, d, nil)
+	got := map[string]float64{}
+	for _, b := range api.bodies {
+		for _, s := range b {
+			if _, dup := got[s.Metric]; dup {
+				t.Errorf("%s arrived twice", s.Metric)
+			}
+			v, err := s.Points[0][1].Float64()
+			if err != nil {
+				t.Fatalf("%s: %v", s.Metric, err)
+			}
+			got[s.Metric] = v
+		}
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%d series arrived, want %d", len(got), len(want))
+	}
+	for name, v := range want {
+		if got[name] != v {
+			t.Errorf("%s = %v, want %v", name, got[name], v)
+		}
+	}
+}
