@@ -139,7 +139,7 @@ func (p *Parser) ParseHead(line []byte, out *Line) (tags []byte, err error) {
 			return nil, ErrServiceCheck
 		}
 	}
-	colon := indexByte(line, ':')
+	colon := bytes.IndexByte(line, ':')
 	if colon < 0 {
 		return nil, ErrNoColon
 	}
@@ -189,7 +189,7 @@ func (p *Parser) ParseHead(line []byte, out *Line) (tags []byte, err error) {
 	var haveRate, haveTags bool
 	for rest != nil {
 		var sec []byte
-		if pipe = indexByte(rest, '|'); pipe < 0 {
+		if pipe = bytes.IndexByte(rest, '|'); pipe < 0 {
 			sec, rest = rest, nil
 		} else {
 			sec, rest = rest[:pipe], rest[pipe+1:]
@@ -277,9 +277,11 @@ func (p *Parser) ParseTags(sec []byte, out *Line) error {
 	return nil
 }
 
-// indexByte is bytes.IndexByte for the short spans of a metric line (names,
-// types, single tags), where a plain loop the compiler inlines beats the
-// call into the vectorised version.
+// indexByte is bytes.IndexByte for the short spans of a metric line
+// (values, types, single tags), where a plain loop the compiler inlines
+// beats the call into the vectorised version. The name and the sections
+// after the type, which run to tens of bytes (a tag section of five tags,
+// say), are searched with bytes.IndexByte.
 func indexByte(b []byte, c byte) int {
 	for i := 0; i < len(b); i++ {
 		if b[i] == c {
