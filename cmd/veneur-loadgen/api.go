@@ -41,6 +41,9 @@ type postSummary struct {
 	counterSeries int   // of which counters
 	counterSum    int64 // counter increments the counter series stand for
 	badCounters   int   // counter series not shaped as the contract says
+	// stamp is the timestamp of the body's points (Unix seconds), which
+	// is the flush's: the bodies of one flush share it. 0 without points.
+	stamp int64
 }
 
 // decodeSeries reads an uncompressed series body and sums the workload's
@@ -53,6 +56,9 @@ func decodeSeries(r io.Reader) (postSummary, error) {
 	}
 	var s postSummary
 	for _, m := range body.Series {
+		if s.stamp == 0 && len(m.Points) > 0 {
+			s.stamp = int64(m.Points[0][0])
+		}
 		if !strings.HasPrefix(m.Metric, seriesPrefix) {
 			continue
 		}
@@ -212,9 +218,10 @@ func (a *standInAPI) waitIdle(timeout time.Duration) bool {
 	return true
 }
 
-// flushGroup is the POSTs of one flush: bodies of one flush are sent
-// concurrently, so they arrive close together and well apart from the next.
+// flushGroup is the POSTs of one flush: those whose points carry its
+// timestamp.
 type flushGroup struct {
+	stamp         int64
 	first, last   time.Time
 	posts         int
 	series        int
@@ -222,21 +229,36 @@ type flushGroup struct {
 	counterSum    int64
 }
 
-// groupFlushes assigns posts, ordered by arrival, to flushes: a post more
-// than gap after the first post of the current flush starts a new one.
-func groupFlushes(posts []postRecord, gap time.Duration) []flushGroup {
+// groupFlushes assigns posts to flushes by their points' timestamp, the
+// flush's, and orders the flushes by it. (The bodies of one flush may
+// arrive over more than a second when the flush shares one CPU with the
+// readers.) A post without points belongs to no flush.
+func groupFlushes(posts []postRecord) []flushGroup {
 	var groups []flushGroup
+	index := map[int64]int{}
 	for _, p := range posts {
-		if len(groups) == 0 || p.arrival.Sub(groups[len(groups)-1].first) > gap {
-			groups = append(groups, flushGroup{first: p.arrival})
+		if p.stamp == 0 {
+			continue
 		}
-		g := &groups[len(groups)-1]
-		g.last = p.arrival
+		i, ok := index[p.stamp]
+		if !ok {
+			i = len(groups)
+			index[p.stamp] = i
+			groups = append(groups, flushGroup{stamp: p.stamp, first: p.arrival, last: p.arrival})
+		}
+		g := &groups[i]
+		if p.arrival.Before(g.first) {
+			g.first = p.arrival
+		}
+		if p.arrival.After(g.last) {
+			g.last = p.arrival
+		}
 		g.posts++
 		g.series += p.series
 		g.counterSeries += p.counterSeries
 		g.counterSum += p.counterSum
 	}
+	sort.Slice(groups, func(i, j int) bool { return groups[i].stamp < groups[j].stamp })
 	return groups
 }
 
@@ -253,17 +275,16 @@ func (c flushCheck) ok() bool { return len(c.problems) == 0 }
 
 // checkFlushes judges the flushes of a trial that sent from start to end
 // and then stopped the server, which flushed once more. Posts are grouped
-// into flushes with a gap of half the interval. Only flushes that began at
-// least half an interval before end are judged, so that the final flush
-// cannot merge into one of them. A judged flush is interior when the flush
-// before it arrived at least half an interval after start: its interval
-// then began after sending did, as long as flushes take under half an
-// interval. Every interior flush must carry wantSeries series, wantCounters
-// of them counters, and consecutive judged flushes must be at most
+// into flushes by their timestamp. Only flushes whose first post came at
+// least half an interval before end are judged, so that the final flush is
+// not. A judged flush is interior when the flush before it is stamped at
+// or after start: its interval began after sending did. Every interior
+// flush must carry wantSeries series, wantCounters of them counters, and
+// the first posts of consecutive judged flushes must be at most
 // interval+interval/4 apart.
 func checkFlushes(posts []postRecord, start, end time.Time, interval time.Duration, wantSeries, wantCounters int) flushCheck {
 	half, slack := interval/2, interval/4
-	groups := groupFlushes(posts, half)
+	groups := groupFlushes(posts)
 	var c flushCheck
 	for i := range groups {
 		g := groups[i]
@@ -280,7 +301,7 @@ func checkFlushes(posts []postRecord, start, end time.Time, interval time.Durati
 		if gap > interval+slack {
 			c.problems = append(c.problems, fmt.Sprintf("flush %d came %v after the previous one, interval is %v", i, gap.Round(time.Millisecond), interval))
 		}
-		if prev.first.Sub(start) < half {
+		if time.Unix(prev.stamp, 0).Before(start) {
 			continue
 		}
 		c.interior++

@@ -28,7 +28,7 @@ func TestDecodeSeries(t *testing.T) {
 		t.Fatal(err)
 	}
 	// 0.7*10 + 1.5*2 + 3*1: histogram counts and foreign metrics excluded.
-	want := postSummary{series: 5, counterSeries: 3, counterSum: 13}
+	want := postSummary{series: 5, counterSeries: 3, counterSum: 13, stamp: 1700000000}
 	if s != want {
 		t.Fatalf("got %+v, want %+v", s, want)
 	}
@@ -41,11 +41,11 @@ func TestDecodeSeriesHostile(t *testing.T) {
 		wantErr    bool
 	}{
 		{name: "counter as gauge", body: `{"series":[{"metric":"lg.c.1","points":[[1,2]],"type":"gauge"}]}`,
-			want: postSummary{series: 1, counterSeries: 1, badCounters: 1}},
+			want: postSummary{series: 1, counterSeries: 1, badCounters: 1, stamp: 1}},
 		{name: "counter without interval", body: `{"series":[{"metric":"lg.c.1","points":[[1,2]],"type":"rate"}]}`,
-			want: postSummary{series: 1, counterSeries: 1, badCounters: 1}},
+			want: postSummary{series: 1, counterSeries: 1, badCounters: 1, stamp: 1}},
 		{name: "two points", body: `{"series":[{"metric":"lg.c.1","points":[[1,2],[2,2]],"type":"rate","interval":1}]}`,
-			want: postSummary{series: 1, counterSeries: 1, badCounters: 1}},
+			want: postSummary{series: 1, counterSeries: 1, badCounters: 1, stamp: 1}},
 		{name: "empty", body: `{"series":[]}`},
 		{name: "not json", body: `series`, wantErr: true},
 		{name: "truncated", body: `{"series":[{"metric":"lg.c.1"`, wantErr: true},
@@ -166,14 +166,21 @@ func TestStandInAPIRepeats(t *testing.T) {
 }
 
 // flushes builds posts for flushes at the given offsets (seconds) from t0,
-// each split into bodies posted a few milliseconds apart.
+// each split into bodies posted a few milliseconds apart and stamped with
+// the 2 s boundary at or before the offset.
 func flushes(t0 time.Time, bodies int, series, counters int, offsets ...float64) []postRecord {
+	return spreadFlushes(t0, bodies, 3*time.Millisecond, series, counters, offsets...)
+}
+
+// spreadFlushes is flushes with the bodies of a flush posted apart apart.
+func spreadFlushes(t0 time.Time, bodies int, apart time.Duration, series, counters int, offsets ...float64) []postRecord {
 	var posts []postRecord
 	for _, off := range offsets {
+		stamp := t0.Unix() + 2*int64(off/2)
 		for b := range bodies {
-			at := t0.Add(time.Duration(off*float64(time.Second)) + time.Duration(b)*3*time.Millisecond)
+			at := t0.Add(time.Duration(off*float64(time.Second)) + time.Duration(b)*apart)
 			posts = append(posts, postRecord{arrival: at, postSummary: postSummary{
-				series: series / bodies, counterSeries: counters / bodies, counterSum: int64(counters / bodies),
+				series: series / bodies, counterSeries: counters / bodies, counterSum: int64(counters / bodies), stamp: stamp,
 			}})
 		}
 	}
@@ -182,7 +189,8 @@ func flushes(t0 time.Time, bodies int, series, counters int, offsets ...float64)
 
 func TestGroupFlushes(t *testing.T) {
 	t0 := time.Unix(1_700_000_000, 0)
-	groups := groupFlushes(flushes(t0, 4, 400, 100, 0.5, 2.5, 4.6), time.Second)
+	// The middle flush's bodies arrive over 1.5 s: still one flush.
+	groups := groupFlushes(slices.Concat(flushes(t0, 4, 400, 100, 0.5, 4.6), spreadFlushes(t0, 4, 500*time.Millisecond, 400, 100, 2.5)))
 	if len(groups) != 3 {
 		t.Fatalf("%d groups, want 3: %+v", len(groups), groups)
 	}
@@ -191,7 +199,7 @@ func TestGroupFlushes(t *testing.T) {
 			t.Errorf("group %d: %+v", i, g)
 		}
 	}
-	if groupFlushes(nil, time.Second) != nil {
+	if groupFlushes(nil) != nil {
 		t.Error("groups from no posts")
 	}
 }
@@ -214,13 +222,16 @@ func TestCheckFlushes(t *testing.T) {
 		wantInterior int
 	}{
 		{"steady", slices.Concat(steady, final), true, 3},
-		// The first flush covers only part of an interval and is not judged.
-		{"partial first", flushes(t0, 1, 40, 10, 0.3, 2.3, 4.3, 6.3, 8.3), false, 3},
-		{"partial first only", slices.Concat(flushes(t0, 1, 40, 10, 0.3), flushes(t0, 4, 400, 100, 2.3, 4.3, 6.3, 8.3)), true, 3},
+		// The first flush is stamped when sending began: its interval
+		// lay before, and it is not judged.
+		{"partial first", flushes(t0, 1, 40, 10, 0.3, 2.3, 4.3, 6.3, 8.3), false, 4},
+		{"partial first only", slices.Concat(flushes(t0, 1, 40, 10, 0.3), flushes(t0, 4, 400, 100, 2.3, 4.3, 6.3, 8.3)), true, 4},
+		// Bodies of one flush arriving over 1.2 s are one flush.
+		{"slow flushes", slices.Concat(spreadFlushes(t0, 4, 400*time.Millisecond, 400, 100, 1.8, 3.8, 5.8, 7.8), final), true, 3},
 		{"late flush", flushes(t0, 4, 400, 100, 1.8, 3.8, 6.5, 8.5), false, 3},
 		{"missing flush", flushes(t0, 4, 400, 100, 1.8, 3.8, 7.8), false, 2},
 		{"incomplete", slices.Concat(flushes(t0, 4, 400, 100, 1.8, 3.8, 7.8), flushes(t0, 2, 200, 50, 5.8)), false, 3},
-		{"too few", flushes(t0, 4, 400, 100, 0.5, 2.5), false, 0},
+		{"too few", flushes(t0, 4, 400, 100, 0.5, 2.5), false, 1},
 		{"none", nil, false, 0},
 	}
 	for _, tc := range tests {
