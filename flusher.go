@@ -281,11 +281,17 @@ func (f *flusher) generate(intervals []interval, perType [8]int, now time.Time, 
 	secs := f.interval.Seconds()
 	for _, iv := range intervals {
 		for i := range iv.recs {
-			if i%flushStep == 0 {
-				y.Tick()
-			}
 			r := &iv.recs[i]
 			se := r.se
+			// A histogram's percentiles first merge the samples its
+			// digest buffered: tens of microseconds for a series with
+			// a thousand samples in the interval, so that flushStep
+			// of them would hold a reader sharing this P off its
+			// socket for milliseconds. Each one gets a look at the
+			// clock; other series are cheap.
+			if i%flushStep == 0 || se.Type == samplers.HistogramMetric || se.Type == samplers.TimerMetric {
+				y.Tick()
+			}
 			if perName != nil {
 				perName[se.meta.Name]++
 			}

@@ -2,6 +2,7 @@ package veneur
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"slices"
 	"sync"
@@ -105,6 +106,44 @@ func TestDropNonFinite(t *testing.T) {
 		}
 		if len(out) > 0 && &out[0] != &tc.in[0] {
 			t.Error("the values moved to another array")
+		}
+	}
+}
+
+// generate looks at the clock before every histogram and timer, whose
+// percentiles cost tens of microseconds each with many samples, so that
+// it never runs more than one of them past the end of a slice; counters,
+// gauges and sets are cheap and share a look every flushStep series.
+func TestGenerateTicksPerHistogram(t *testing.T) {
+	const n = 300
+	f := &flusher{interval: time.Second, aggs: samplers.AggMax | samplers.AggCount,
+		pcts: samplers.NewPercentiles(DefaultPercentiles())}
+	for _, tc := range []struct {
+		name     string
+		line     string
+		min, max uint64
+	}{
+		{"timers", "t%d:1|ms\n", n, n + 8},
+		{"histograms", "h%d:1|h\n", n, n + 8},
+		{"counters", "c%d:1|c\n", 1, 8},
+		{"gauges", "g%d:1|g\n", 1, 8},
+	} {
+		p, g := testIngest(t, 1, 4096)
+		w := p.workers[0]
+		in := g.newIngester()
+		for i := 0; i < n; i++ {
+			in.Packet([]byte(fmt.Sprintf(tc.line, i)), false)
+		}
+		in.Flush()
+		drain(w)
+		iv := w.swap()
+		if len(iv.recs) != n {
+			t.Fatalf("%s: interval holds %d series, want %d", tc.name, len(iv.recs), n)
+		}
+		y := new(yield.Slicer)
+		f.generate([]interval{iv}, iv.perType, time.Unix(1000, 0), &invalidCounts{}, nil, y)
+		if got := y.Ticks(); got < tc.min || got > tc.max {
+			t.Errorf("%s: generate looked at the clock %d times for %d series, want %d to %d", tc.name, got, n, tc.min, tc.max)
 		}
 	}
 }

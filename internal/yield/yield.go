@@ -24,11 +24,17 @@ const Slice = time.Millisecond
 // its first Tick). The zero value is ready; a Slicer serves one goroutine.
 type Slicer struct {
 	start time.Time
+	ticks uint64
 }
+
+// Ticks is how many times Tick was called: how often the work looked at
+// the clock, which bounds how long it can run between two yields.
+func (s *Slicer) Ticks() uint64 { return s.ticks }
 
 // Tick yields the P when the current slice has run for Slice. Between
 // yields it costs a clock read.
 func (s *Slicer) Tick() {
+	s.ticks++
 	now := time.Now()
 	if s.start.IsZero() {
 		s.start = now

@@ -44,3 +44,16 @@ func TestSlicerYieldsAfterASlice(t *testing.T) {
 		t.Error("the yield did not start a new slice")
 	}
 }
+
+// Ticks counts every Tick, those that yield and those that do not.
+func TestSlicerTicks(t *testing.T) {
+	var s Slicer
+	for i := 0; i < 3; i++ {
+		s.Tick()
+	}
+	s.start = time.Now().Add(-Slice)
+	s.Tick()
+	if got := s.Ticks(); got != 4 {
+		t.Errorf("Ticks() = %d after 4 Ticks, want 4", got)
+	}
+}
