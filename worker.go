@@ -178,6 +178,10 @@ func newWorker(pool *sync.Pool, limit *seriesCap) *Worker {
 		limit: limit,
 		known: make(map[uint64]*series),
 		epoch: 1,
+		// A worker's slice is its own: its work is what the readers
+		// hand it, which it must keep up with however long the
+		// flush's slice has run.
+		y: yield.Slicer{Own: true},
 	}
 }
 

@@ -7,10 +7,21 @@
 // queue behind every goroutine that was made runnable meanwhile. Work that
 // calls Slicer.Tick between small steps yields its P at most every Slice,
 // so a reader waits at most about that long for the work's turn to end.
+//
+// A flush is the work of several goroutines: the flusher, then each sink's
+// encoders, which the flusher starts as it finishes. Were each to run a
+// slice of its own, a reader would wait for one slice of each of them that
+// the scheduler runs before it. So Slicers share one slice: it begins at
+// the first Tick after a reader's turn (Turn) or after a yield, whichever
+// goroutine makes that Tick, and the first Tick of any of them that finds
+// it has run for Slice yields. A worker, whose work is what the readers
+// hand it and which must keep up with them, keeps a slice of its own
+// (Slicer.Own).
 package yield
 
 import (
 	"runtime"
+	"sync/atomic"
 	"time"
 )
 
@@ -20,10 +31,40 @@ import (
 // waits up to a millisecond for its next datagram).
 const Slice = time.Millisecond
 
-// Slicer yields the P once Slice has passed since it last did (or since
-// its first Tick). The zero value is ready; a Slicer serves one goroutine.
+// epoch is the origin of the clock readings kept in atomics.
+var epoch = time.Now()
+
+// since returns the monotonic time since epoch, in nanoseconds.
+func since() int64 { return int64(time.Since(epoch)) }
+
+var (
+	// turns counts the readers' turns (see Turn).
+	turns atomic.Uint64
+	// shared is the slice that Slicers share: the turn it began after
+	// and when it began, 0 when none has begun.
+	shared struct {
+		turn  atomic.Uint64
+		start atomic.Int64
+	}
+)
+
+// Turn notes that a goroutine that work yields to, such as a UDP reader
+// sharing the work's P, had its turn: the shared slice ends, and the next
+// begins at the next Tick of a Slicer. A reader calls it once per receive
+// round; it costs an atomic add.
+func Turn() { turns.Add(1) }
+
+// Turns is how many times Turn was called.
+func Turns() uint64 { return turns.Load() }
+
+// Slicer yields the P once Slice has passed since the slice began. The
+// zero value is ready and shares its slice with every other Slicer that is
+// not Own; a Slicer serves one goroutine.
 type Slicer struct {
-	start time.Time
+	// Own makes the Slicer keep a slice of its own, which begins at its
+	// first Tick and after each of its yields.
+	Own   bool
+	start int64 // Own: when the slice began (since), 0 before the first Tick
 	ticks uint64
 }
 
@@ -32,16 +73,31 @@ type Slicer struct {
 func (s *Slicer) Ticks() uint64 { return s.ticks }
 
 // Tick yields the P when the current slice has run for Slice. Between
-// yields it costs a clock read.
+// yields it costs a clock read (and, shared, two atomic loads).
 func (s *Slicer) Tick() {
 	s.ticks++
-	now := time.Now()
-	if s.start.IsZero() {
-		s.start = now
+	now := since()
+	if s.Own {
+		if s.start == 0 {
+			s.start = now
+			return
+		}
+		if now-s.start >= int64(Slice) {
+			runtime.Gosched()
+			s.start = since()
+		}
 		return
 	}
-	if now.Sub(s.start) >= Slice {
+	if t := turns.Load(); shared.start.Load() == 0 || shared.turn.Load() != t {
+		// A reader had its turn since the slice began: a new one
+		// begins.
+		shared.turn.Store(t)
+		shared.start.Store(now)
+		return
+	}
+	if now-shared.start.Load() >= int64(Slice) {
 		runtime.Gosched()
-		s.start = time.Now()
+		shared.turn.Store(turns.Load())
+		shared.start.Store(since())
 	}
 }

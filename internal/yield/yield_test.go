@@ -4,7 +4,6 @@ import (
 	"runtime"
 	"sync/atomic"
 	"testing"
-	"time"
 )
 
 // tickRuns reports whether a goroutine made runnable just before s.Tick
@@ -22,38 +21,99 @@ func tickRuns(s *Slicer) bool {
 	return got
 }
 
-// A Tick once a slice has run yields the P; a Tick within the slice, and
-// the first Tick, which starts the slice, do not.
-func TestSlicerYieldsAfterASlice(t *testing.T) {
+// resetShared forgets the shared slice, as if no Slicer had ticked.
+func resetShared() {
+	shared.start.Store(0)
+	shared.turn.Store(0)
+}
+
+// age makes the shared slice look as if it began a whole Slice ago.
+func age() { shared.start.Add(-int64(Slice)) }
+
+// An Own Slicer yields once its own slice has run; a Tick within the
+// slice, and the first Tick, which starts the slice, do not. Neither the
+// shared slice nor a reader's turn changes that.
+func TestOwnSlicerYieldsAfterASlice(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	var s Slicer
+	s := Slicer{Own: true}
 	if tickRuns(&s) {
 		t.Error("the first Tick yielded")
 	}
-	if s.start.IsZero() {
+	if s.start == 0 {
 		t.Fatal("the first Tick did not start a slice")
 	}
+	resetShared()
+	new(Slicer).Tick()
+	age()
 	if tickRuns(&s) {
-		t.Error("a Tick within the slice yielded")
+		t.Error("a Tick within its own slice yielded because the shared slice ran out")
 	}
-	s.start = time.Now().Add(-Slice)
+	s.start -= int64(Slice)
+	Turn()
 	if !tickRuns(&s) {
 		t.Error("a Tick after a whole slice did not yield")
 	}
-	if time.Since(s.start) >= Slice {
+	if since()-s.start >= int64(Slice) {
 		t.Error("the yield did not start a new slice")
+	}
+}
+
+// Slicers that are not Own share one slice: a Slicer's first Tick yields
+// when the slice that another began has run out, since the reader waits
+// for the work of both; a reader's turn begins a new slice.
+func TestSharedSlice(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	resetShared()
+	var a, b Slicer
+	if tickRuns(&a) {
+		t.Error("the first Tick of all yielded")
+	}
+	if tickRuns(&b) {
+		t.Error("a Tick of another Slicer within the shared slice yielded")
+	}
+	age()
+	if !tickRuns(&b) {
+		t.Error("the first Tick of a Slicer did not yield once the slice another began had run out")
+	}
+	if since()-shared.start.Load() >= int64(Slice) {
+		t.Error("the yield did not start a new slice")
+	}
+	age()
+	Turn()
+	if tickRuns(&a) {
+		t.Error("a Tick after a reader's turn yielded: the turn did not begin a new slice")
+	}
+	if tickRuns(&b) {
+		t.Error("a Tick in the slice the turn began yielded")
+	}
+	age()
+	if !tickRuns(&a) {
+		t.Error("a Tick did not yield once the slice the turn began had run out")
 	}
 }
 
 // Ticks counts every Tick, those that yield and those that do not.
 func TestSlicerTicks(t *testing.T) {
-	var s Slicer
-	for i := 0; i < 3; i++ {
+	for _, own := range []bool{false, true} {
+		s := Slicer{Own: own}
+		for i := 0; i < 3; i++ {
+			s.Tick()
+		}
+		s.start -= int64(Slice)
+		age()
 		s.Tick()
+		if got := s.Ticks(); got != 4 {
+			t.Errorf("Own %v: Ticks() = %d after 4 Ticks, want 4", own, got)
+		}
 	}
-	s.start = time.Now().Add(-Slice)
-	s.Tick()
-	if got := s.Ticks(); got != 4 {
-		t.Errorf("Ticks() = %d after 4 Ticks, want 4", got)
+}
+
+// Turns counts the turns.
+func TestTurns(t *testing.T) {
+	n := Turns()
+	Turn()
+	Turn()
+	if got := Turns() - n; got != 2 {
+		t.Errorf("Turns() grew by %d after 2 Turns, want 2", got)
 	}
 }
