@@ -14,7 +14,8 @@
 // the scheduler runs before it. So Slicers share one slice: it begins at
 // the first Tick after a reader's turn (Turn) or after a yield, whichever
 // goroutine makes that Tick, and the first Tick of any of them that finds
-// it has run for Slice yields. A worker, whose work is what the readers
+// it has run for Slice yields (so does one whose own slice has: see
+// Slicer). A worker, whose work is what the readers
 // hand it and which must keep up with them, keeps a slice of its own
 // (Slicer.Own).
 package yield
@@ -60,11 +61,16 @@ func Turns() uint64 { return turns.Load() }
 // Slicer yields the P once Slice has passed since the slice began. The
 // zero value is ready and shares its slice with every other Slicer that is
 // not Own; a Slicer serves one goroutine.
+//
+// A Slicer also keeps a slice of its own, which begins at its first Tick
+// and after each of its yields, and yields when either has run for Slice:
+// with several Ps, the flush's goroutines run side by side and each
+// yields at least that often (the shared slice, which another's yield
+// begins anew, would let it run on).
 type Slicer struct {
-	// Own makes the Slicer keep a slice of its own, which begins at its
-	// first Tick and after each of its yields.
+	// Own makes the Slicer keep only a slice of its own.
 	Own   bool
-	start int64 // Own: when the slice began (since), 0 before the first Tick
+	start int64 // when its own slice began (since), 0 before the first Tick
 	ticks uint64
 }
 
@@ -77,27 +83,27 @@ func (s *Slicer) Ticks() uint64 { return s.ticks }
 func (s *Slicer) Tick() {
 	s.ticks++
 	now := since()
-	if s.Own {
-		if s.start == 0 {
-			s.start = now
-			return
+	if s.start == 0 {
+		s.start = now
+	}
+	over := now-s.start >= int64(Slice)
+	if !s.Own {
+		if t := turns.Load(); shared.start.Load() == 0 || shared.turn.Load() != t {
+			// A reader had its turn since the shared slice began: a
+			// new one begins.
+			shared.turn.Store(t)
+			shared.start.Store(now)
+		} else if now-shared.start.Load() >= int64(Slice) {
+			over = true
 		}
-		if now-s.start >= int64(Slice) {
-			runtime.Gosched()
-			s.start = since()
-		}
+	}
+	if !over {
 		return
 	}
-	if t := turns.Load(); shared.start.Load() == 0 || shared.turn.Load() != t {
-		// A reader had its turn since the slice began: a new one
-		// begins.
-		shared.turn.Store(t)
-		shared.start.Store(now)
-		return
-	}
-	if now-shared.start.Load() >= int64(Slice) {
-		runtime.Gosched()
+	runtime.Gosched()
+	s.start = since()
+	if !s.Own {
 		shared.turn.Store(turns.Load())
-		shared.start.Store(since())
+		shared.start.Store(s.start)
 	}
 }

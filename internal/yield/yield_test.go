@@ -90,6 +90,12 @@ func TestSharedSlice(t *testing.T) {
 	if !tickRuns(&a) {
 		t.Error("a Tick did not yield once the slice the turn began had run out")
 	}
+	// Side by side on several Ps, another's yield begins the shared
+	// slice anew: each yields once its own slice has run all the same.
+	b.start -= int64(Slice)
+	if !tickRuns(&b) {
+		t.Error("a Tick did not yield once its own slice had run, the shared one being new")
+	}
 }
 
 // Ticks counts every Tick, those that yield and those that do not.
