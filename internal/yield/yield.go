@@ -15,9 +15,9 @@
 // the first Tick after a reader's turn (Turn) or after a yield, whichever
 // goroutine makes that Tick, and the first Tick of any of them that finds
 // it has run for Slice yields (so does one whose own slice has: see
-// Slicer). A worker, whose work is what the readers
-// hand it and which must keep up with them, keeps a slice of its own
-// (Slicer.Own).
+// Slicer), or for minSlice once the reader has waited Wait since its turn.
+// A worker, whose work is what the readers hand it and which must keep up
+// with them, keeps a slice of its own (Slicer.Own).
 package yield
 
 import (
@@ -32,6 +32,22 @@ import (
 // waits up to a millisecond for its next datagram).
 const Slice = time.Millisecond
 
+// Wait is how long a reader should wait for its next turn. The shared
+// slice also ends once Wait has passed since the reader's last turn, after
+// minSlice: the reader's own handling of its datagrams and the workers
+// that process them run first, and a flush slice of a whole Slice on top
+// of them would keep the reader away for longer than the sum of the
+// three, when the workers are busy. minSlice keeps the flush going
+// however long those take.
+const (
+	Wait     = 2 * time.Millisecond
+	minSlice = Slice / 4
+	// idleTurn is how long after its last turn a reader counts as idle
+	// (waiting for datagrams in the runtime's poller, not for the P):
+	// Wait then no longer shortens the slice.
+	idleTurn = 20 * time.Millisecond
+)
+
 // epoch is the origin of the clock readings kept in atomics.
 var epoch = time.Now()
 
@@ -39,8 +55,10 @@ var epoch = time.Now()
 func since() int64 { return int64(time.Since(epoch)) }
 
 var (
-	// turns counts the readers' turns (see Turn).
-	turns atomic.Uint64
+	// turns counts the readers' turns (see Turn), and lastTurn is when
+	// the last was (since), 0 before the first.
+	turns    atomic.Uint64
+	lastTurn atomic.Int64
 	// shared is the slice that Slicers share: the turn it began after
 	// and when it began, 0 when none has begun.
 	shared struct {
@@ -51,9 +69,13 @@ var (
 
 // Turn notes that a goroutine that work yields to, such as a UDP reader
 // sharing the work's P, had its turn: the shared slice ends, and the next
-// begins at the next Tick of a Slicer. A reader calls it once per receive
-// round; it costs an atomic add.
-func Turn() { turns.Add(1) }
+// begins at the next Tick of a Slicer, and ends early once Wait has
+// passed since this turn. A reader calls it after each receive call; it
+// costs a clock read and two atomic writes.
+func Turn() {
+	turns.Add(1)
+	lastTurn.Store(since())
+}
 
 // Turns is how many times Turn was called.
 func Turns() uint64 { return turns.Load() }
@@ -93,8 +115,12 @@ func (s *Slicer) Tick() {
 			// new one begins.
 			shared.turn.Store(t)
 			shared.start.Store(now)
-		} else if now-shared.start.Load() >= int64(Slice) {
+		} else if ran := now - shared.start.Load(); ran >= int64(Slice) {
 			over = true
+		} else if ran >= int64(minSlice) {
+			// The reader has waited long enough, unless it is idle.
+			wait := now - lastTurn.Load()
+			over = wait >= int64(Wait) && wait < int64(idleTurn)
 		}
 	}
 	if !over {

@@ -4,6 +4,7 @@ import (
 	"runtime"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // tickRuns reports whether a goroutine made runnable just before s.Tick
@@ -121,5 +122,39 @@ func TestTurns(t *testing.T) {
 	Turn()
 	if got := Turns() - n; got != 2 {
 		t.Errorf("Turns() grew by %d after 2 Turns, want 2", got)
+	}
+}
+
+// Once a reader has waited Wait since its turn, the shared slice ends as
+// soon as it has run minSlice; before minSlice it goes on (the flush must
+// progress however long the reader and the workers took), and a reader
+// that has not turned for idleTurn is idle, not waiting for the P.
+func TestSharedSliceEndsWhenTheReaderWaited(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	// ran is how long the shared slice has run, wait how long since the
+	// reader's turn; those that must stay under a bound are set a second
+	// under it, so that the test's own delays on a loaded host cannot
+	// carry them over.
+	for _, c := range []struct {
+		name      string
+		ran, wait time.Duration
+		yields    bool
+	}{
+		{"reader waited long, slice ran minSlice", minSlice, Wait, true},
+		{"reader waited long, slice just began", minSlice - time.Second, Wait, false},
+		{"reader waited little", minSlice, Wait - time.Second, false},
+		{"reader idle", minSlice, idleTurn, false},
+		{"slice ran out, reader just turned", Slice, -time.Second, true},
+	} {
+		resetShared()
+		var s Slicer
+		Turn()
+		s.Tick() // begins the shared slice after the turn
+		now := since()
+		shared.start.Store(now - int64(c.ran))
+		lastTurn.Store(now - int64(c.wait))
+		if got := tickRuns(&s); got != c.yields {
+			t.Errorf("%s: Tick yielded %v, want %v", c.name, got, c.yields)
+		}
 	}
 }
