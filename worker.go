@@ -459,6 +459,11 @@ func (w *Worker) find(hash uint64, key []byte) int32 {
 	se := &series{key: ks, next: head, meta: k.Series, Type: k.Type, Scope: k.Scope}
 	w.known[hash] = se
 	w.nknown++
+	// A new series costs microseconds (its key decoded, its strings,
+	// digest or sketch allocated, and the GC assists that allocation
+	// pays for), so that a batch of them, as at start-up, would run for
+	// milliseconds between the worker's ticks in run.
+	w.y.Tick()
 	return w.start(se)
 }
 

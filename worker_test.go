@@ -218,3 +218,34 @@ func TestWorkerReusesRecycledRecords(t *testing.T) {
 			h.LocalMin, h.LocalMax, h.LocalWeight, h.Digest().Count())
 	}
 }
+
+// A worker looks at the clock for every new series, whose key it decodes
+// and whose strings and digest it allocates (microseconds each, so that a
+// batch of new series at start-up would otherwise run for milliseconds
+// without a yield); a known series costs a map lookup and no look.
+func TestWorkerTicksPerNewSeries(t *testing.T) {
+	const n = 300
+	p, g := testIngest(t, 1, 4096)
+	w := p.workers[0]
+	in := g.newIngester()
+	send := func() {
+		for i := 0; i < n; i++ {
+			in.Packet([]byte(fmt.Sprintf("t%d:1|ms\n", i)), false)
+		}
+		in.Flush()
+		drain(w)
+	}
+	send()
+	if got := w.y.Ticks(); got < n {
+		t.Errorf("%d new series took %d looks at the clock, want at least %d", n, got, n)
+	}
+	w.swap()
+	before := w.y.Ticks()
+	send()
+	if got := w.y.Ticks() - before; got != 0 {
+		t.Errorf("%d known series took %d looks at the clock, want none", n, got)
+	}
+	if iv := w.swap(); len(iv.recs) != n {
+		t.Errorf("second interval holds %d series, want %d", len(iv.recs), n)
+	}
+}
