@@ -283,13 +283,7 @@ func (f *flusher) generate(intervals []interval, perType [8]int, now time.Time, 
 		for i := range iv.recs {
 			r := &iv.recs[i]
 			se := r.se
-			// A histogram's percentiles first merge the samples its
-			// digest buffered: tens of microseconds for a series with
-			// a thousand samples in the interval, so that flushStep
-			// of them would hold a reader sharing this P off its
-			// socket for milliseconds. Each one gets a look at the
-			// clock; other series are cheap.
-			if i%flushStep == 0 || se.Type == samplers.HistogramMetric || se.Type == samplers.TimerMetric {
+			if i%flushStep == 0 || heavyHisto(r.histo) {
 				y.Tick()
 			}
 			if perName != nil {
@@ -338,6 +332,23 @@ func (f *flusher) generate(intervals []interval, perType [8]int, now time.Time, 
 		}
 	}
 	return dropNonFinite(metrics, invalid, y), fwd
+}
+
+// heavyWeight is the local weight (samples over their rates) past which
+// a histogram's flush gets a look at the clock of its own (see
+// heavyHisto).
+const heavyWeight = 16
+
+// heavyHisto says whether flushing h (nil for a series of another type)
+// costs as much as many other series: its percentiles first merge the
+// samples its digest buffered, tens of microseconds for a thousand, so
+// that flushStep such histograms between two looks at the clock would
+// hold a reader sharing the P off its socket for milliseconds. Its local
+// weight tells; a histogram without local samples holds digests merged
+// from other instances. A few samples, as most series get in an
+// interval, cost little.
+func heavyHisto(h *samplers.Histo) bool {
+	return h != nil && (h.LocalWeight == 0 || h.LocalWeight > heavyWeight)
 }
 
 // sumDrops adds up the workers' drops under max_series_per_interval: per

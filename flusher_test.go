@@ -110,32 +110,38 @@ func TestDropNonFinite(t *testing.T) {
 	}
 }
 
-// generate looks at the clock before every histogram and timer, whose
-// percentiles cost tens of microseconds each with many samples, so that
-// it never runs more than one of them past the end of a slice; counters,
-// gauges and sets are cheap and share a look every flushStep series.
-func TestGenerateTicksPerHistogram(t *testing.T) {
+// generate looks at the clock before every histogram or timer with many
+// samples, whose percentiles cost tens of microseconds each, so that it
+// never runs more than one of them past the end of a slice; counters,
+// gauges, sets and histograms with a few samples are cheap and share a
+// look every flushStep series.
+func TestGenerateTicksPerHeavyHistogram(t *testing.T) {
 	const n = 300
 	f := &flusher{interval: time.Second, aggs: samplers.AggMax | samplers.AggCount,
 		pcts: samplers.NewPercentiles(DefaultPercentiles())}
 	for _, tc := range []struct {
 		name     string
 		line     string
+		samples  int
 		min, max uint64
 	}{
-		{"timers", "t%d:1|ms\n", n, n + 8},
-		{"histograms", "h%d:1|h\n", n, n + 8},
-		{"counters", "c%d:1|c\n", 1, 8},
-		{"gauges", "g%d:1|g\n", 1, 8},
+		{"timers", "t%d:1|ms\n", heavyWeight + 1, n, n + 8},
+		{"histograms", "h%d:1|h\n", heavyWeight + 1, n, n + 8},
+		{"sampled histograms", "h%d:1|h|@0.5\n", heavyWeight/2 + 1, n, n + 8},
+		{"histograms with few samples", "h%d:1|h\n", heavyWeight, 1, 8},
+		{"counters", "c%d:1|c\n", 1, 1, 8},
+		{"gauges", "g%d:1|g\n", 1, 1, 8},
 	} {
 		p, g := testIngest(t, 1, 4096)
 		w := p.workers[0]
 		in := g.newIngester()
-		for i := 0; i < n; i++ {
-			in.Packet([]byte(fmt.Sprintf(tc.line, i)), false)
+		for range tc.samples {
+			for i := 0; i < n; i++ {
+				in.Packet([]byte(fmt.Sprintf(tc.line, i)), false)
+			}
+			in.Flush()
+			drain(w)
 		}
-		in.Flush()
-		drain(w)
 		iv := w.swap()
 		if len(iv.recs) != n {
 			t.Fatalf("%s: interval holds %d series, want %d", tc.name, len(iv.recs), n)

@@ -1,6 +1,7 @@
 package yield
 
 import (
+	"fmt"
 	"runtime"
 	"sync/atomic"
 	"testing"
@@ -156,5 +157,27 @@ func TestSharedSliceEndsWhenTheReaderWaited(t *testing.T) {
 		if got := tickRuns(&s); got != c.yields {
 			t.Errorf("%s: Tick yielded %v, want %v", c.name, got, c.yields)
 		}
+	}
+}
+
+// BenchmarkTurn is what a single-P reader pays per receive call.
+func BenchmarkTurn(b *testing.B) {
+	for i := 0; i < b.N; i++ {
+		Turn()
+	}
+}
+
+// BenchmarkTick is one look at the clock that does not yield, for an Own
+// Slicer (a worker's) and a shared one (the flush's).
+func BenchmarkTick(b *testing.B) {
+	for _, own := range []bool{true, false} {
+		b.Run(fmt.Sprintf("own=%v", own), func(b *testing.B) {
+			s := Slicer{Own: own}
+			for i := 0; i < b.N; i++ {
+				s.Tick()
+				s.start = since() // keep the slices from running out
+				shared.start.Store(s.start)
+			}
+		})
 	}
 }
