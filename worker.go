@@ -355,6 +355,13 @@ func (w *Worker) send(b *batch, wait time.Duration) (ok, waited bool) {
 	}
 }
 
+// processStep is how many samples a worker applies between two looks at
+// the clock: a sample costs a few hundred nanoseconds, but one that makes
+// a digest or grows one costs more, and more again while the GC makes
+// allocations assist it, so that a whole batch ran for milliseconds at
+// start-up.
+const processStep = 64
+
 // process applies a batch's samples. It first finds the record of every
 // sample, then updates them: the lookups of different samples do not
 // depend on each other, so the CPU overlaps their cache misses (a map
@@ -368,6 +375,9 @@ func (w *Worker) process(b *batch) {
 	}
 	w.idx = idx
 	for i, ri := range idx {
+		if i%processStep == processStep-1 {
+			w.y.Tick()
+		}
 		if ri < 0 {
 			continue
 		}
