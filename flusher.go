@@ -285,11 +285,11 @@ func (f *flusher) generate(intervals []interval, perType [8]int, now time.Time, 
 	secs := f.interval.Seconds()
 	for _, iv := range intervals {
 		for i := range iv.recs {
-			if i%flushStep == 0 {
-				y.Tick()
-			}
 			r := &iv.recs[i]
 			se := r.se
+			if i%flushStep == 0 || heavyHisto(r.histo) {
+				y.Tick()
+			}
 			if perName != nil {
 				perName[se.meta.Name]++
 			}
@@ -336,6 +336,23 @@ func (f *flusher) generate(intervals []interval, perType [8]int, now time.Time, 
 		}
 	}
 	return dropNonFinite(metrics, invalid, y), fwd
+}
+
+// heavyWeight is the local weight (samples over their rates) past which
+// a histogram's flush gets a look at the clock of its own (see
+// heavyHisto).
+const heavyWeight = 16
+
+// heavyHisto says whether flushing h (nil for a series of another type)
+// costs as much as many other series: its percentiles first merge the
+// samples its digest buffered, tens of microseconds for a thousand, so
+// that flushStep such histograms between two looks at the clock would
+// hold a reader sharing the P off its socket for milliseconds. Its local
+// weight tells; a histogram without local samples holds digests merged
+// from other instances. A few samples, as most series get in an
+// interval, cost little.
+func heavyHisto(h *samplers.Histo) bool {
+	return h != nil && (h.LocalWeight == 0 || h.LocalWeight > heavyWeight)
 }
 
 // sumDrops adds up the workers' drops under max_series_per_interval: per

@@ -2,6 +2,7 @@ package veneur
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"slices"
 	"sync"
@@ -105,6 +106,50 @@ func TestDropNonFinite(t *testing.T) {
 		}
 		if len(out) > 0 && &out[0] != &tc.in[0] {
 			t.Error("the values moved to another array")
+		}
+	}
+}
+
+// generate looks at the clock before every histogram or timer with many
+// samples, whose percentiles cost tens of microseconds each, so that it
+// never runs more than one of them past the end of a slice; counters,
+// gauges, sets and histograms with a few samples are cheap and share a
+// look every flushStep series.
+func TestGenerateTicksPerHeavyHistogram(t *testing.T) {
+	const n = 300
+	f := &flusher{interval: time.Second, aggs: samplers.AggMax | samplers.AggCount,
+		pcts: samplers.NewPercentiles(DefaultPercentiles())}
+	for _, tc := range []struct {
+		name     string
+		line     string
+		samples  int
+		min, max uint64
+	}{
+		{"timers", "t%d:1|ms\n", heavyWeight + 1, n, n + 8},
+		{"histograms", "h%d:1|h\n", heavyWeight + 1, n, n + 8},
+		{"sampled histograms", "h%d:1|h|@0.5\n", heavyWeight/2 + 1, n, n + 8},
+		{"histograms with few samples", "h%d:1|h\n", heavyWeight, 1, 8},
+		{"counters", "c%d:1|c\n", 1, 1, 8},
+		{"gauges", "g%d:1|g\n", 1, 1, 8},
+	} {
+		p, g := testIngest(t, 1, 4096)
+		w := p.workers[0]
+		in := g.newIngester()
+		for range tc.samples {
+			for i := 0; i < n; i++ {
+				in.Packet([]byte(fmt.Sprintf(tc.line, i)), false)
+			}
+			in.Flush()
+			drain(w)
+		}
+		iv := w.swap()
+		if len(iv.recs) != n {
+			t.Fatalf("%s: interval holds %d series, want %d", tc.name, len(iv.recs), n)
+		}
+		y := new(yield.Slicer)
+		f.generate([]interval{iv}, iv.perType, time.Unix(1000, 0), &invalidCounts{}, nil, y)
+		if got := y.Ticks(); got < tc.min || got > tc.max {
+			t.Errorf("%s: generate looked at the clock %d times for %d series, want %d to %d", tc.name, got, n, tc.min, tc.max)
 		}
 	}
 }

@@ -178,6 +178,10 @@ func newWorker(pool *sync.Pool, limit *seriesCap) *Worker {
 		limit: limit,
 		known: make(map[uint64]*series),
 		epoch: 1,
+		// A worker's slice is its own: its work is what the readers
+		// hand it, which it must keep up with however long the
+		// flush's slice has run.
+		y: yield.Slicer{Own: true},
 	}
 }
 
@@ -351,6 +355,13 @@ func (w *Worker) send(b *batch, wait time.Duration) (ok, waited bool) {
 	}
 }
 
+// processStep is how many samples a worker applies between two looks at
+// the clock: a sample costs a few hundred nanoseconds, but one that makes
+// a digest or grows one costs more, and more again while the GC makes
+// allocations assist it, so that a whole batch ran for milliseconds at
+// start-up.
+const processStep = 64
+
 // process applies a batch's samples. It first finds the record of every
 // sample, then updates them: the lookups of different samples do not
 // depend on each other, so the CPU overlaps their cache misses (a map
@@ -364,6 +375,9 @@ func (w *Worker) process(b *batch) {
 	}
 	w.idx = idx
 	for i, ri := range idx {
+		if i%processStep == processStep-1 {
+			w.y.Tick()
+		}
 		if ri < 0 {
 			continue
 		}
@@ -455,6 +469,11 @@ func (w *Worker) find(hash uint64, key []byte) int32 {
 	se := &series{key: ks, next: head, meta: k.Series, Type: k.Type, Scope: k.Scope}
 	w.known[hash] = se
 	w.nknown++
+	// A new series costs microseconds (its key decoded, its strings,
+	// digest or sketch allocated, and the GC assists that allocation
+	// pays for), so that a batch of them, as at start-up, would run for
+	// milliseconds between the worker's ticks in run.
+	w.y.Tick()
 	return w.start(se)
 }
 

@@ -218,3 +218,34 @@ func TestWorkerReusesRecycledRecords(t *testing.T) {
 			h.LocalMin, h.LocalMax, h.LocalWeight, h.Digest().Count())
 	}
 }
+
+// A worker looks at the clock for every new series, whose key it decodes
+// and whose strings and digest it allocates (microseconds each, so that a
+// batch of new series at start-up would otherwise run for milliseconds
+// without a yield); samples of known series get one look per processStep.
+func TestWorkerTicksPerNewSeries(t *testing.T) {
+	const n = 300
+	p, g := testIngest(t, 1, 4096)
+	w := p.workers[0]
+	in := g.newIngester()
+	send := func() {
+		for i := 0; i < n; i++ {
+			in.Packet([]byte(fmt.Sprintf("t%d:1|ms\n", i)), false)
+		}
+		in.Flush()
+		drain(w)
+	}
+	send()
+	if got := w.y.Ticks(); got < n {
+		t.Errorf("%d new series took %d looks at the clock, want at least %d", n, got, n)
+	}
+	w.swap()
+	before := w.y.Ticks()
+	send()
+	if got, most := w.y.Ticks()-before, uint64(n/processStep+1); got < 1 || got > most {
+		t.Errorf("%d samples of known series took %d looks at the clock, want 1 to %d (one per %d samples)", n, got, most, processStep)
+	}
+	if iv := w.swap(); len(iv.recs) != n {
+		t.Errorf("second interval holds %d series, want %d", len(iv.recs), n)
+	}
+}

@@ -14,6 +14,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/veneur/veneur/internal/yield"
 )
 
 // udpSocket is one bound datagram socket: UDP, or unix datagram. Its
@@ -380,6 +382,14 @@ func readUDP(sock *udpSocket, in Ingester, size int, stopping func() bool, readE
 	// lastRecv is when the last receive call returned datagrams, zero
 	// after one that returned none.
 	var lastRecv time.Time
+	// A single-P reader shares its P with the flush: each return from a
+	// receive call is a turn, which ends the slice the flush's goroutines
+	// share (see package yield), so that the reader waits for one slice
+	// of the flush between two rounds, not one per flush goroutine, and
+	// a shorter one when its own handling and the workers took long. With
+	// several Ps the reader has a P of its own, and the flush's slices
+	// are for the workers that share the other.
+	singleP := sock.conn != nil
 	for {
 		if !lastRecv.IsZero() {
 			gaps.record(time.Since(lastRecv))
@@ -393,6 +403,9 @@ func readUDP(sock *udpSocket, in Ingester, size int, stopping func() bool, readE
 			n, errno = sock.pollWait(rb, stopping)
 		default:
 			n, errno = sock.idleWait(rb)
+		}
+		if singleP {
+			yield.Turn()
 		}
 		if stopping() {
 			sock.drain(in, rb, n, errno)

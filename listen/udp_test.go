@@ -12,6 +12,7 @@ import (
 	logtest "github.com/sirupsen/logrus/hooks/test"
 
 	"github.com/veneur/veneur/internal/statstest"
+	"github.com/veneur/veneur/internal/yield"
 )
 
 func newUDP(t *testing.T, cfg UDPConfig, snk *sink) *UDP {
@@ -268,6 +269,41 @@ func TestReserveReaderProcs(t *testing.T) {
 			}
 			if c.level == "warning" && entries[0].Data["wanted"] != c.readers+1 {
 				t.Errorf("warning says %v Ps are wanted, want %d", entries[0].Data["wanted"], c.readers+1)
+			}
+		})
+	}
+}
+
+// A single-P reader's receive rounds are turns (yield.Turn), which end the
+// slice that the flush's goroutines share; a reader with a P of its own
+// takes none, and the flush goes on yielding to the workers.
+func TestSinglePReaderTakesTurns(t *testing.T) {
+	for _, mode := range readModes {
+		t.Run(mode.name, func(t *testing.T) {
+			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+			if mode.singleP {
+				runtime.GOMAXPROCS(1)
+			} else if runtime.GOMAXPROCS(0) == 1 {
+				runtime.GOMAXPROCS(2)
+			}
+			snk := newSink(t)
+			u := newUDP(t, UDPConfig{Address: "127.0.0.1:0", Readers: 1, ReadBuffer: 1 << 20}, snk)
+			if u.singleP != mode.singleP {
+				t.Fatalf("single-P mode %v with GOMAXPROCS %d", u.singleP, runtime.GOMAXPROCS(0))
+			}
+			before := yield.Turns()
+			if err := u.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer stop(t, u)
+			sendUDP(t, u.Addr(), "a:1|c", "b:2|c")
+			waitFor(t, "both datagrams", func() bool { return len(snk.get().lines) == 2 })
+			turns := yield.Turns() - before
+			if mode.singleP && turns == 0 {
+				t.Error("the single-P reader took no turn while it read two datagrams")
+			}
+			if !mode.singleP && turns != 0 {
+				t.Errorf("a reader with a P of its own took %d turns, want none", turns)
 			}
 		})
 	}

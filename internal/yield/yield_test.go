@@ -1,6 +1,7 @@
 package yield
 
 import (
+	"fmt"
 	"runtime"
 	"sync/atomic"
 	"testing"
@@ -22,25 +23,161 @@ func tickRuns(s *Slicer) bool {
 	return got
 }
 
-// A Tick once a slice has run yields the P; a Tick within the slice, and
-// the first Tick, which starts the slice, do not.
-func TestSlicerYieldsAfterASlice(t *testing.T) {
+// resetShared forgets the shared slice, as if no Slicer had ticked.
+func resetShared() {
+	shared.start.Store(0)
+	shared.turn.Store(0)
+}
+
+// age makes the shared slice look as if it began a whole Slice ago.
+func age() { shared.start.Add(-int64(Slice)) }
+
+// An Own Slicer yields once its own slice has run; a Tick within the
+// slice, and the first Tick, which starts the slice, do not. Neither the
+// shared slice nor a reader's turn changes that.
+func TestOwnSlicerYieldsAfterASlice(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	var s Slicer
+	s := Slicer{Own: true}
 	if tickRuns(&s) {
 		t.Error("the first Tick yielded")
 	}
-	if s.start.IsZero() {
+	if s.start == 0 {
 		t.Fatal("the first Tick did not start a slice")
 	}
+	resetShared()
+	new(Slicer).Tick()
+	age()
 	if tickRuns(&s) {
-		t.Error("a Tick within the slice yielded")
+		t.Error("a Tick within its own slice yielded because the shared slice ran out")
 	}
-	s.start = time.Now().Add(-Slice)
+	s.start -= int64(Slice)
+	Turn()
 	if !tickRuns(&s) {
 		t.Error("a Tick after a whole slice did not yield")
 	}
-	if time.Since(s.start) >= Slice {
+	if since()-s.start >= int64(Slice) {
 		t.Error("the yield did not start a new slice")
+	}
+}
+
+// Slicers that are not Own share one slice: a Slicer's first Tick yields
+// when the slice that another began has run out, since the reader waits
+// for the work of both; a reader's turn begins a new slice.
+func TestSharedSlice(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	resetShared()
+	var a, b Slicer
+	if tickRuns(&a) {
+		t.Error("the first Tick of all yielded")
+	}
+	if tickRuns(&b) {
+		t.Error("a Tick of another Slicer within the shared slice yielded")
+	}
+	age()
+	if !tickRuns(&b) {
+		t.Error("the first Tick of a Slicer did not yield once the slice another began had run out")
+	}
+	if since()-shared.start.Load() >= int64(Slice) {
+		t.Error("the yield did not start a new slice")
+	}
+	age()
+	Turn()
+	if tickRuns(&a) {
+		t.Error("a Tick after a reader's turn yielded: the turn did not begin a new slice")
+	}
+	if tickRuns(&b) {
+		t.Error("a Tick in the slice the turn began yielded")
+	}
+	age()
+	if !tickRuns(&a) {
+		t.Error("a Tick did not yield once the slice the turn began had run out")
+	}
+	// Side by side on several Ps, another's yield begins the shared
+	// slice anew: each yields once its own slice has run all the same.
+	b.start -= int64(Slice)
+	if !tickRuns(&b) {
+		t.Error("a Tick did not yield once its own slice had run, the shared one being new")
+	}
+}
+
+// Ticks counts every Tick, those that yield and those that do not.
+func TestSlicerTicks(t *testing.T) {
+	for _, own := range []bool{false, true} {
+		s := Slicer{Own: own}
+		for i := 0; i < 3; i++ {
+			s.Tick()
+		}
+		s.start -= int64(Slice)
+		age()
+		s.Tick()
+		if got := s.Ticks(); got != 4 {
+			t.Errorf("Own %v: Ticks() = %d after 4 Ticks, want 4", own, got)
+		}
+	}
+}
+
+// Turns counts the turns.
+func TestTurns(t *testing.T) {
+	n := Turns()
+	Turn()
+	Turn()
+	if got := Turns() - n; got != 2 {
+		t.Errorf("Turns() grew by %d after 2 Turns, want 2", got)
+	}
+}
+
+// Once a reader has waited Wait since its turn, the shared slice ends as
+// soon as it has run minSlice; before minSlice it goes on (the flush must
+// progress however long the reader and the workers took), and a reader
+// that has not turned for idleTurn is idle, not waiting for the P.
+func TestSharedSliceEndsWhenTheReaderWaited(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	// ran is how long the shared slice has run, wait how long since the
+	// reader's turn; those that must stay under a bound are set a second
+	// under it, so that the test's own delays on a loaded host cannot
+	// carry them over.
+	for _, c := range []struct {
+		name      string
+		ran, wait time.Duration
+		yields    bool
+	}{
+		{"reader waited long, slice ran minSlice", minSlice, Wait, true},
+		{"reader waited long, slice just began", minSlice - time.Second, Wait, false},
+		{"reader waited little", minSlice, Wait - time.Second, false},
+		{"reader idle", minSlice, idleTurn, false},
+		{"slice ran out, reader just turned", Slice, -time.Second, true},
+	} {
+		resetShared()
+		var s Slicer
+		Turn()
+		s.Tick() // begins the shared slice after the turn
+		now := since()
+		shared.start.Store(now - int64(c.ran))
+		lastTurn.Store(now - int64(c.wait))
+		if got := tickRuns(&s); got != c.yields {
+			t.Errorf("%s: Tick yielded %v, want %v", c.name, got, c.yields)
+		}
+	}
+}
+
+// BenchmarkTurn is what a single-P reader pays per receive call.
+func BenchmarkTurn(b *testing.B) {
+	for i := 0; i < b.N; i++ {
+		Turn()
+	}
+}
+
+// BenchmarkTick is one look at the clock that does not yield, for an Own
+// Slicer (a worker's) and a shared one (the flush's).
+func BenchmarkTick(b *testing.B) {
+	for _, own := range []bool{true, false} {
+		b.Run(fmt.Sprintf("own=%v", own), func(b *testing.B) {
+			s := Slicer{Own: own}
+			for i := 0; i < b.N; i++ {
+				s.Tick()
+				s.start = since() // keep the slices from running out
+				shared.start.Store(s.start)
+			}
+		})
 	}
 }
