@@ -268,6 +268,9 @@ type flushCheck struct {
 	interior int           // flushes whose whole interval lay inside the sending window
 	complete int           // interior flushes that carried every series
 	maxGap   time.Duration // largest gap between consecutive judged flushes
+	// maxLate is the longest time from a judged flush's timestamp (the
+	// interval's end) to its first POST's arrival.
+	maxLate  time.Duration
 	problems []string
 }
 
@@ -292,6 +295,7 @@ func checkFlushes(posts []postRecord, start, end time.Time, interval time.Durati
 			break
 		}
 		c.flushes++
+		c.maxLate = max(c.maxLate, g.first.Sub(time.Unix(g.stamp, 0)))
 		if i == 0 {
 			continue
 		}

@@ -240,6 +240,10 @@ func TestCheckFlushes(t *testing.T) {
 			if c.ok() != tc.wantOK || c.interior != tc.wantInterior {
 				t.Fatalf("ok %v interior %d (problems %v), want ok %v interior %d", c.ok(), c.interior, c.problems, tc.wantOK, tc.wantInterior)
 			}
+			// Each flush of the fixtures posts 1.8 s after its stamp.
+			if tc.name == "steady" && c.maxLate != 1800*time.Millisecond {
+				t.Fatalf("first POST at most %v after the boundary, want 1.8s", c.maxLate)
+			}
 			if tc.wantOK && (c.complete != c.interior || c.maxGap != interval) {
 				t.Fatalf("complete %d of %d, max gap %v", c.complete, c.interior, c.maxGap)
 			}
