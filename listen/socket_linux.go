@@ -396,7 +396,15 @@ func readUDP(sock *udpSocket, in Ingester, size int, stopping func() bool, readE
 		}
 		var n int
 		var errno syscall.Errno
+		probe := false
 		switch {
+		case !idle && singleP && yield.Pending():
+			// A flush waits for the P: look without waiting, and give
+			// the P back at once when nothing came (below), rather
+			// than hold it idle in a blocking receive.
+			probe = true
+			probes.Add(1)
+			n, errno = rb.recvmmsg(fd, unix.MSG_DONTWAIT)
 		case !idle:
 			n, errno = rb.recvmmsg(fd, unix.MSG_WAITFORONE)
 		case sock.conn != nil:
@@ -431,11 +439,18 @@ func readUDP(sock *udpSocket, in Ingester, size int, stopping func() bool, readE
 				continue
 			}
 		case unix.EAGAIN:
+			if probe && held && time.Since(heldSince) < readerHold {
+				// Nothing yet, and a flush waits: let it run a slice,
+				// and keep what is held for the next datagrams, as a
+				// blocking receive would.
+				runtime.Gosched()
+				continue
+			}
 			// The receive timeout expired: hand over what is held. A
 			// reader that held nothing for readerQuiet waits in a row is
 			// idle: going idle and back costs a wake-up of the runtime's
 			// monitor, so a light but steady stream stays busy.
-			if !held && !idle {
+			if !held && !idle && !probe {
 				if quiet++; quiet >= readerQuiet {
 					idle, quiet = true, 0
 					sock.idle.Store(true)
@@ -457,6 +472,10 @@ func readUDP(sock *udpSocket, in Ingester, size int, stopping func() bool, readE
 		runtime.Gosched()
 	}
 }
+
+// probes counts the receive calls single-P readers made without waiting
+// because a flush was waiting for the P (yield.Pending).
+var probes atomic.Uint64
 
 // idleWait is an idle wait with several Ps: poll(2), an ordinary system
 // call, on the socket and the eventfd wake writes, for at most

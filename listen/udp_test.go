@@ -1,10 +1,12 @@
 package listen
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -306,5 +308,64 @@ func TestSinglePReaderTakesTurns(t *testing.T) {
 				t.Errorf("a reader with a P of its own took %d turns, want none", turns)
 			}
 		})
+	}
+}
+
+// While work that shares its slice with the readers waits for the P
+// (yield.Pending), a single-P reader receives without waiting, so that it
+// never holds the P idle in a blocking receive; otherwise it waits in
+// the receive call.
+func TestSinglePReaderProbesWhileWorkWaits(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	snk := newSink(t)
+	u := newUDP(t, UDPConfig{Address: "127.0.0.1:0", Readers: 1, ReadBuffer: 1 << 20}, snk)
+	if !u.singleP {
+		t.Fatal("not in single-P mode with GOMAXPROCS 1")
+	}
+	if err := u.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer stop(t, u)
+
+	// Work that yields in slices runs until the reader has every line.
+	const n = 200
+	var done atomic.Bool
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		var y yield.Slicer
+		x := 1.0
+		for !done.Load() {
+			for range 1000 {
+				x = x*1.0000001 + 1e-9
+			}
+			y.Tick()
+		}
+		_ = x
+	}()
+	waitFor(t, "the work to yield", yield.Pending)
+	before := probes.Load()
+	sent := 0
+	waitFor(t, "a receive without waiting while work waits", func() bool {
+		for range n {
+			sendUDP(t, u.Addr(), fmt.Sprintf("p%d:1|c", sent))
+			sent++
+		}
+		return probes.Load() != before
+	})
+	waitFor(t, "every line", func() bool { return len(snk.get().lines) == sent })
+	done.Store(true)
+	wg.Wait()
+
+	// Without such work the reader waits in its receive calls.
+	waitFor(t, "the work to be over", func() bool { return !yield.Pending() })
+	before = probes.Load()
+	for i := range n {
+		sendUDP(t, u.Addr(), fmt.Sprintf("q%d:1|c", i))
+	}
+	waitFor(t, "every line", func() bool { return len(snk.get().lines) == sent+n })
+	if d := probes.Load() - before; d != 0 {
+		t.Errorf("%d receives without waiting with no work waiting, want none", d)
 	}
 }

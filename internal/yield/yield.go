@@ -80,6 +80,18 @@ func Turn() {
 // Turns is how many times Turn was called.
 func Turns() uint64 { return turns.Load() }
 
+// lastYield is when a shared Slicer last yielded (since), 0 before.
+var lastYield atomic.Int64
+
+// Pending reports whether work that shares its slice with the readers
+// yielded within the last Wait: it is waiting for the P. A single-P reader
+// then does not wait for datagrams holding the P (a blocking receive call),
+// but looks and gives the P back at once when there are none.
+func Pending() bool {
+	t := lastYield.Load()
+	return t != 0 && since()-t < int64(Wait)
+}
+
 // Slicer yields the P once Slice has passed since the slice began. The
 // zero value is ready and shares its slice with every other Slicer that is
 // not Own; a Slicer serves one goroutine.
@@ -126,10 +138,14 @@ func (s *Slicer) Tick() {
 	if !over {
 		return
 	}
+	if !s.Own {
+		lastYield.Store(now)
+	}
 	runtime.Gosched()
 	s.start = since()
 	if !s.Own {
 		shared.turn.Store(turns.Load())
 		shared.start.Store(s.start)
+		lastYield.Store(s.start)
 	}
 }

@@ -181,3 +181,36 @@ func BenchmarkTick(b *testing.B) {
 		})
 	}
 }
+
+// A shared Slicer's yield makes Pending true until Wait has passed; an Own
+// Slicer's does not.
+func TestPending(t *testing.T) {
+	waitUntil := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	notPending := func() bool { return !Pending() }
+	waitUntil("no pending work", notPending)
+	own := Slicer{Own: true}
+	for start := time.Now(); time.Since(start) < 2*Slice; {
+		own.Tick()
+	}
+	if Pending() {
+		t.Fatal("an Own Slicer's yields made work pending")
+	}
+	var shared Slicer
+	before := shared.Ticks()
+	for !Pending() {
+		shared.Tick()
+		if shared.Ticks()-before > 1<<30 {
+			t.Fatal("a shared Slicer never yielded")
+		}
+	}
+	waitUntil("the pending work to be forgotten", notPending)
+}
