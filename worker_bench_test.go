@@ -43,13 +43,17 @@ func mixedDatagrams(nSeries, nDatagrams int) [][]byte {
 // BenchmarkIngestProcess measures a line from datagram to sampler: parse,
 // key, hash, batch, and the worker's map lookup and sample, all on one
 // goroutine so the figure is CPU per line without scheduling noise.
-func BenchmarkIngestProcess(b *testing.B) {
+func BenchmarkIngestProcess(b *testing.B) { benchIngest(b, mixedDatagrams) }
+
+// benchIngest runs the datagrams datagrams builds through an ingester and
+// a worker, at 1,000 and 100,000 series, and reports the time per line.
+func benchIngest(b *testing.B, datagrams func(nSeries, nDatagrams int) [][]byte) {
 	for _, nSeries := range []int{1000, 100000} {
 		b.Run(fmt.Sprintf("series=%d", nSeries), func(b *testing.B) {
 			p, g := testIngest(b, 1, 4096)
 			w := p.workers[0]
 			in := g.newIngester()
-			dgs := mixedDatagrams(nSeries, 4096)
+			dgs := datagrams(nSeries, 4096)
 			b.ReportAllocs()
 			b.ResetTimer()
 			lines := 0
@@ -144,26 +148,4 @@ func taggedDatagrams(nSeries, nDatagrams int) [][]byte {
 
 // BenchmarkIngestTagged is BenchmarkIngestProcess with the five tags of
 // taggedDatagrams on every line.
-func BenchmarkIngestTagged(b *testing.B) {
-	for _, nSeries := range []int{1000, 100000} {
-		b.Run(fmt.Sprintf("series=%d", nSeries), func(b *testing.B) {
-			p, g := testIngest(b, 1, 4096)
-			w := p.workers[0]
-			in := g.newIngester()
-			dgs := taggedDatagrams(nSeries, 4096)
-			b.ReportAllocs()
-			b.ResetTimer()
-			lines := 0
-			for i := 0; i < b.N; i++ {
-				in.Packet(dgs[i%len(dgs)], false)
-				lines += 25
-				drain(w)
-				if i%4096 == 4095 && nSeries <= 1000 {
-					w.swap()
-				}
-			}
-			b.StopTimer()
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(lines), "ns/line")
-		})
-	}
-}
+func BenchmarkIngestTagged(b *testing.B) { benchIngest(b, taggedDatagrams) }
