@@ -268,8 +268,10 @@ func (in *ingester) send(wi int) {
 	ok, waited := in.g.pool.workers[wi].send(b, in.sendWait)
 	if waited {
 		in.counts.queueFull++
+		in.counts.any = true
 	}
 	if !ok {
+		in.counts.any = true
 		in.counts.dropped += uint64(len(b.samples))
 		b.reset()
 		in.g.pool.batches.Put(b)
@@ -278,11 +280,23 @@ func (in *ingester) send(wi int) {
 
 // Flush hands over every pending batch and publishes the counters.
 func (in *ingester) Flush() {
+	// The counters go first: a flush reports them after it has collected
+	// the workers' intervals, so a flush whose interval holds these
+	// samples also counts the lines they came with (the malformed ones
+	// too). Then what handing the batches over counted (a full queue, a
+	// drop).
+	in.publish()
 	for i, b := range in.pending {
 		if b != nil && len(b.samples) > 0 {
 			in.send(i)
 		}
 	}
+	in.publish()
+}
+
+// publish adds the counters accumulated since the last publish to the
+// ingest's.
+func (in *ingester) publish() {
 	c := &in.counts
 	if !c.any {
 		return

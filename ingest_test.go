@@ -175,3 +175,30 @@ func TestKnownKeysDoNotAllocate(t *testing.T) {
 		t.Errorf("%v allocations per datagram of known keys, want 0", allocs)
 	}
 }
+
+// A reader publishes its counts before it hands its batches over: a flush
+// reports the counts after it has collected the workers' intervals, so a
+// flush that holds the samples of a datagram also counts its malformed
+// lines.
+func TestIngesterPublishesBeforeHandingOver(t *testing.T) {
+	p, g := testIngest(t, 1, 4096)
+	w := p.workers[0]
+	w.in = make(chan *batch) // a hand-over completes only when taken
+	in := g.newIngester()
+	bad := g.parse.IndexOf("no_colon")
+	for range 20 {
+		seen := make(chan uint64)
+		go func() {
+			b := <-w.in
+			seen <- g.parse.Load(bad)
+			b.reset()
+			p.batches.Put(b)
+		}()
+		before := g.parse.Load(bad)
+		in.Packet([]byte("nocolon\nok:1|c"), false)
+		in.Flush()
+		if got := <-seen; got != before+1 {
+			t.Fatalf("the batch was taken with %d malformed lines counted, want %d", got-before, 1)
+		}
+	}
+}
