@@ -179,7 +179,8 @@ func bucketName(i int) string {
 }
 
 // BenchmarkFlushReaderGap measures how long a flush keeps a UDP reader
-// from its socket with one P (GOMAXPROCS=1, as on one pinned core): a
+// from its socket, with one P (GOMAXPROCS=1, as on one pinned core) and
+// with two: a
 // sender process sends workload c (100,000 series) at a steady rate to
 // the real UDP listener of a server, whose ingester records the time
 // between the datagrams it receives; every 2 s the server flushes an
@@ -192,14 +193,20 @@ func bucketName(i int) string {
 // flush's wall time.
 //
 //	go test -run '^$' -bench FlushReaderGap -benchtime 5x .
+//
+// The procs=2 runs give the server two Ps (the reader then has one of its
+// own, and the flush and the workers share the other), as on a host with
+// more than one CPU for veneur; the sender process shares the machine.
 func BenchmarkFlushReaderGap(b *testing.B) {
-	for _, rate := range []int{50_000, 250_000} {
-		b.Run("lines/s="+strconv.Itoa(rate), func(b *testing.B) { benchReaderGap(b, rate) })
+	for _, procs := range []int{1, 2} {
+		for _, rate := range []int{50_000, 250_000} {
+			b.Run("procs="+strconv.Itoa(procs)+"/lines/s="+strconv.Itoa(rate), func(b *testing.B) { benchReaderGap(b, rate, procs) })
+		}
 	}
 }
 
-func benchReaderGap(b *testing.B, rate int) {
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+func benchReaderGap(b *testing.B, rate, procs int) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
 	defer debug.SetGCPercent(debug.SetGCPercent(25)) // as cmd/veneur sets
 	api := newDiscardAPI()
 	s := newWLCServer(b, api)
