@@ -723,10 +723,7 @@ func checkListenAddress(key, value, example string) error {
 		return nil
 	}
 	if listen.IsInherited(value) {
-		if err := listen.CheckInherited(value); err != nil {
-			return fmt.Errorf("%s %q: %w", key, value, err)
-		}
-		return nil
+		return checkInherited(key, value)
 	}
 	if reason := hostPortProblem(value); reason != "" {
 		return fmt.Errorf("%s %q: %s; use host:port such as %s, or %s", key, value, reason, example, inheritedForms)
@@ -744,10 +741,7 @@ func checkStreamAddress(key, value, example string) error {
 	case value == "":
 		return nil
 	case listen.IsInherited(value):
-		if err := listen.CheckInherited(value); err != nil {
-			return fmt.Errorf("%s %q: %w", key, value, err)
-		}
-		return nil
+		return checkInherited(key, value)
 	case strings.Contains(value, ":"):
 		if reason := hostPortProblem(value); reason != "" {
 			return fmt.Errorf("%s %q: %s; %s", key, value, reason, forms)
@@ -759,6 +753,14 @@ func checkStreamAddress(key, value, example string) error {
 	return fmt.Errorf("%s %q: not an address; %s", key, value, forms)
 }
 
+// checkInherited checks the inherited-socket form of key's value.
+func checkInherited(key, value string) error {
+	if err := listen.CheckInherited(value); err != nil {
+		return fmt.Errorf("%s %q: %w", key, value, err)
+	}
+	return nil
+}
+
 // checkUnixAddress accepts an empty value ("off"), a unix socket path
 // starting with / or ., or an inherited socket.
 func checkUnixAddress(key, value string) error {
@@ -766,10 +768,7 @@ func checkUnixAddress(key, value string) error {
 	case value == "":
 		return nil
 	case listen.IsInherited(value):
-		if err := listen.CheckInherited(value); err != nil {
-			return fmt.Errorf("%s %q: %w", key, value, err)
-		}
-		return nil
+		return checkInherited(key, value)
 	case strings.HasPrefix(value, "/"), strings.HasPrefix(value, "."):
 		return checkSocketPath(key, value)
 	}

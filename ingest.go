@@ -238,12 +238,7 @@ func (in *ingester) Line(line []byte) {
 func (in *ingester) series(l *samplers.Line, tags []byte) ([]byte, uint64, int, error) {
 	c := &in.keys
 	if !c.use() {
-		if err := in.parser.ParseTags(tags, l); err != nil {
-			return nil, 0, 0, err
-		}
-		in.key = samplers.AppendKey(in.key[:0], l)
-		h, wi := in.g.pool.route(in.key)
-		return in.key, h, wi, nil
+		return in.parseKey(l, tags)
 	}
 	c.shape = appendShape(c.shape[:0], l.Type, l.Name, tags)
 	sh := maphash.Bytes(c.seed, c.shape)
@@ -252,12 +247,21 @@ func (in *ingester) series(l *samplers.Line, tags []byte) ([]byte, uint64, int, 
 	if s != nil {
 		return s.key(), s.keyHash, int(s.worker), nil
 	}
+	key, h, wi, err := in.parseKey(l, tags)
+	if err == nil {
+		c.put(sh, key, h, wi)
+	}
+	return key, h, wi, err
+}
+
+// parseKey finishes a line from its tag section and returns its key (in
+// in.key), the key's hash and its worker.
+func (in *ingester) parseKey(l *samplers.Line, tags []byte) ([]byte, uint64, int, error) {
 	if err := in.parser.ParseTags(tags, l); err != nil {
 		return nil, 0, 0, err
 	}
 	in.key = samplers.AppendKey(in.key[:0], l)
 	h, wi := in.g.pool.route(in.key)
-	c.put(sh, in.key, h, wi)
 	return in.key, h, wi, nil
 }
 

@@ -407,7 +407,7 @@ func readUDP(sock *udpSocket, in Ingester, size int, stopping func() bool, readE
 			n, errno = rb.recvmmsg(fd, unix.MSG_DONTWAIT)
 		case !idle:
 			n, errno = rb.recvmmsg(fd, unix.MSG_WAITFORONE)
-		case sock.conn != nil:
+		case singleP:
 			n, errno = sock.pollWait(rb, stopping)
 		default:
 			n, errno = sock.idleWait(rb)

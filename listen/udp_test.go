@@ -41,12 +41,7 @@ func newUDP(t *testing.T, cfg UDPConfig, snk *sink) *UDP {
 func TestUDPLines(t *testing.T) {
 	for _, mode := range readModes {
 		t.Run(mode.name, func(t *testing.T) {
-			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
-			if mode.singleP {
-				runtime.GOMAXPROCS(1)
-			} else if runtime.GOMAXPROCS(0) == 1 {
-				runtime.GOMAXPROCS(2)
-			}
+			defer useReadMode(mode)()
 			snk := newSink(t)
 			u := newUDP(t, UDPConfig{MaxDatagram: 32}, snk)
 			if u.singleP != mode.singleP {
@@ -128,11 +123,14 @@ func TestUDPMultipleReaders(t *testing.T) {
 	}
 }
 
-// readModes are the UDP readers' modes: several Ps, and single P.
-var readModes = []struct {
+// readMode is a mode of the UDP readers: several Ps, or single P.
+type readMode struct {
 	name    string
 	singleP bool
-}{{"multiP", false}, {"singleP", true}}
+}
+
+// readModes are both.
+var readModes = []readMode{{"multiP", false}, {"singleP", true}}
 
 // A reader told to stop processes every datagram already queued in the
 // kernel, an empty one included, then returns.
@@ -282,12 +280,7 @@ func TestReserveReaderProcs(t *testing.T) {
 func TestSinglePReaderTakesTurns(t *testing.T) {
 	for _, mode := range readModes {
 		t.Run(mode.name, func(t *testing.T) {
-			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
-			if mode.singleP {
-				runtime.GOMAXPROCS(1)
-			} else if runtime.GOMAXPROCS(0) == 1 {
-				runtime.GOMAXPROCS(2)
-			}
+			defer useReadMode(mode)()
 			snk := newSink(t)
 			u := newUDP(t, UDPConfig{Address: "127.0.0.1:0", Readers: 1, ReadBuffer: 1 << 20}, snk)
 			if u.singleP != mode.singleP {
@@ -368,4 +361,16 @@ func TestSinglePReaderProbesWhileWorkWaits(t *testing.T) {
 	if d := probes.Load() - before; d != 0 {
 		t.Errorf("%d receives without waiting with no work waiting, want none", d)
 	}
+}
+
+// useReadMode sets GOMAXPROCS for mode (1 for the single-P readers, at
+// least 2 for the others) and returns what restores it.
+func useReadMode(mode readMode) (restore func()) {
+	was := runtime.GOMAXPROCS(0)
+	if mode.singleP {
+		runtime.GOMAXPROCS(1)
+	} else if was == 1 {
+		runtime.GOMAXPROCS(2)
+	}
+	return func() { runtime.GOMAXPROCS(was) }
 }

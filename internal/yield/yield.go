@@ -146,6 +146,5 @@ func (s *Slicer) Tick() {
 	if !s.Own {
 		shared.turn.Store(turns.Load())
 		shared.start.Store(s.start)
-		lastYield.Store(s.start)
 	}
 }
