@@ -525,6 +525,11 @@ func (m gatedMerger) Merge(metrics []samplers.Forwarded) error {
 	return m.pool.Merge(metrics)
 }
 
+func (m gatedMerger) MergeCompact(c *forward.Compact) error {
+	m.gate.wait()
+	return m.pool.MergeCompact(c)
+}
+
 // waitFlushed waits until the flush loop has flushed the boundary b, or
 // ctx ends.
 func (s *Server) waitFlushed(ctx context.Context, b time.Time) error {

@@ -10,6 +10,7 @@ import (
 	"github.com/veneur/veneur/forward"
 	"github.com/veneur/veneur/internal/yield"
 	"github.com/veneur/veneur/samplers"
+	"github.com/veneur/veneur/tdigest"
 )
 
 // sample is one value bound for a worker. Its key (and, for sets, its
@@ -40,11 +41,14 @@ type batch struct {
 }
 
 // importItem is one imported metric bound for a worker: its key, and the
-// metric in the slice handed to workerPool.Merge.
+// metric in the slice handed to workerPool.Merge, or (f nil) series i of
+// the Compact handed to workerPool.MergeCompact.
 type importItem struct {
 	hash uint64
 	key  []byte
 	f    *samplers.Forwarded
+	c    *forward.Compact
+	i    int
 }
 
 const (
@@ -150,9 +154,12 @@ type Worker struct {
 	// epoch numbers the interval being filled.
 	epoch uint32
 	// idx holds the records' indexes of the batch being processed.
-	idx     []int32
-	cur     interval
-	lastLen int
+	idx []int32
+	// importDigest is where mergeCompact builds each imported digest
+	// before merging it, reused from one to the next.
+	importDigest *tdigest.TDigest
+	cur          interval
+	lastLen      int
 	// lastHistos is how many histograms and timers the last interval
 	// held; free holds histograms of recycled records, for reuse, at
 	// most that many.
@@ -412,6 +419,14 @@ func (w *Worker) merge(items []importItem) {
 		if r == nil {
 			continue
 		}
+		if it.f == nil {
+			if !w.mergeCompact(r, it.c, it.i) {
+				w.cur.badKeys++
+				continue
+			}
+			w.cur.imported++
+			continue
+		}
 		switch r.se.Type {
 		case samplers.CounterMetric:
 			r.value += it.f.Counter
@@ -425,6 +440,30 @@ func (w *Worker) merge(items []importItem) {
 		}
 		w.cur.imported++
 	}
+}
+
+// mergeCompact merges series i of c into r, its record, as merge merges
+// the same series as a samplers.Forwarded: a digest's centroids go into
+// the worker's scratch digest (SetCentroids, as the decoder would have
+// built its digest), merged from there. It reports false for a value that
+// does not merge (a set's sketch of another precision).
+func (w *Worker) mergeCompact(r *record, c *forward.Compact, i int) bool {
+	switch r.se.Type {
+	case samplers.CounterMetric:
+		r.value += c.Counter(i)
+	case samplers.HistogramMetric, samplers.TimerMetric:
+		if w.importDigest == nil {
+			w.importDigest = tdigest.New()
+		}
+		cents, lo, hi := c.Digest(i)
+		if w.importDigest.SetCentroids(cents, lo, hi) != nil {
+			return false // the decoder checked them: not seen
+		}
+		r.histo.Merge(w.importDigest)
+	case samplers.SetMetric:
+		return r.set.Merge(c.Set(i)) == nil
+	}
+	return true
 }
 
 // lookup is find, returning the record itself, or nil.
@@ -665,6 +704,37 @@ func (p *workerPool) Merge(metrics []samplers.Forwarded) error {
 		next[wi]++
 		start = ends[i]
 	}
+	return p.hand(items, counts)
+}
+
+// MergeCompact is Merge for series in their compact form: the decoder
+// built their keys, so it only routes them.
+func (p *workerPool) MergeCompact(c *forward.Compact) error {
+	n := c.Len()
+	wis := make([]int32, n)
+	hashes := make([]uint64, n)
+	counts := make([]int, len(p.workers)+1)
+	for i := range n {
+		h, wi := p.route(c.Key(i))
+		wis[i], hashes[i] = int32(wi), h
+		counts[wi+1]++
+	}
+	for w := 1; w < len(counts); w++ {
+		counts[w] += counts[w-1]
+	}
+	items := make([]importItem, n)
+	next := slices.Clone(counts)
+	for i := range n {
+		wi := wis[i]
+		items[next[wi]] = importItem{hash: hashes[i], key: c.Key(i), c: c, i: i}
+		next[wi]++
+	}
+	return p.hand(items, counts)
+}
+
+// hand gives each worker w its items, items[counts[w]:counts[w+1]], or
+// returns forward.ErrClosed, giving none, once the pool is closed.
+func (p *workerPool) hand(items []importItem, counts []int) error {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	if p.closed {
@@ -678,7 +748,7 @@ func (p *workerPool) Merge(metrics []samplers.Forwarded) error {
 	return nil
 }
 
-var _ forward.Merger = (*workerPool)(nil)
+var _ forward.CompactMerger = (*workerPool)(nil)
 
 // errPoolStopped is what Flush reports after Shutdown stopped the workers.
 var errPoolStopped = errors.New("the server is shut down")

@@ -30,6 +30,7 @@ import (
 	"github.com/veneur/veneur/internal/grpcwire"
 	"github.com/veneur/veneur/listen"
 	"github.com/veneur/veneur/samplers"
+	"github.com/veneur/veneur/tdigest"
 )
 
 // BatchMetadataKey is the gRPC metadata key of a call's batch id: BatchHeader
@@ -159,8 +160,11 @@ type GRPCServer struct {
 
 	im  *Importer
 	cfg GRPCServerConfig
-	log *logrus.Logger
-	srv *grpc.Server
+	// compact is the Importer's Merger when it takes Compact series:
+	// calls then gather their series in one.
+	compact CompactMerger
+	log     *logrus.Logger
+	srv     *grpc.Server
 
 	mu      sync.Mutex
 	ln      net.Listener  // the first listener served, for Addr
@@ -178,6 +182,9 @@ type GRPCServer struct {
 	// slice of series starts at that size (up to grpcPresizeMax), since a
 	// local sends much the same series every interval.
 	lastCall atomic.Int64
+	// lastKeys and lastCents are the bytes of keys and the centroids of
+	// the last call merged in Compact form, to size the next one's.
+	lastKeys, lastCents atomic.Int64
 	// requestNanos and mergeNanos are the times of the merged calls:
 	// receiving and decoding, and merging.
 	requestNanos, mergeNanos atomic.Int64
@@ -265,6 +272,7 @@ func NewGRPCServer(im *Importer, cfg GRPCServerConfig) (*GRPCServer, error) {
 	if cfg.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
 	}
+	s.compact, _ = im.grpcMerger().(CompactMerger)
 	s.srv = grpc.NewServer(opts...)
 	forwardrpc.RegisterForwardServer(s.srv, s)
 	return s, nil
@@ -461,8 +469,11 @@ func (e *receiveError) Error() string { return e.err.Error() }
 type grpcCall struct {
 	s   *GRPCServer
 	fwd []samplers.Forwarded
-	dec wireDecoder
-	n   int // series received
+	// compact, when not nil, gathers the series instead of fwd: the
+	// server's Merger is a CompactMerger.
+	compact *Compact
+	dec     wireDecoder
+	n       int // series received
 	// bytes counts the bytes of the series received: each message's for
 	// SendMetricsV2, each series' encoded size for SendMetrics.
 	bytes              int64
@@ -488,6 +499,10 @@ func (c *grpcCall) addWire(b []byte) error {
 	if err := c.count(len(b)); err != nil {
 		return err
 	}
+	if c.compact != nil && c.dec.fastCompact(b, c.compact) {
+		c.accepted++
+		return nil
+	}
 	f, err := c.dec.decode(b)
 	c.keep(f, err)
 	return nil
@@ -509,6 +524,10 @@ func (c *grpcCall) count(size int) error {
 
 // keep keeps f, the last series counted, or its rejection err.
 func (c *grpcCall) keep(f samplers.Forwarded, err error) {
+	if err == nil && c.compact != nil && !c.compact.AddForwarded(&f) {
+		// DecodeMetricpb gives counters, digests and sketches only.
+		err = fmt.Errorf("%w: a series of type %v without a value", ErrValue, f.Type)
+	}
 	if err != nil {
 		c.rejected++
 		c.errs.AddErr(err)
@@ -517,7 +536,9 @@ func (c *grpcCall) keep(f samplers.Forwarded, err error) {
 		}
 		return
 	}
-	c.fwd = append(c.fwd, f)
+	if c.compact == nil {
+		c.fwd = append(c.fwd, f)
+	}
 	c.accepted++
 }
 
@@ -571,7 +592,15 @@ func (s *GRPCServer) importCall(ctx context.Context, trailer *metadata.MD, recei
 	defer s.im.grpcLeavePlace()
 
 	call := &grpcCall{s: s, errs: s.metricErrs.NewLocal()}
-	call.fwd = make([]samplers.Forwarded, 0, min(s.lastCall.Load(), grpcPresizeMax))
+	if presize := min(s.lastCall.Load(), grpcPresizeMax); s.compact != nil {
+		call.compact = &Compact{
+			series: make([]compactSeries, 0, presize),
+			keys:   make([]byte, 0, min(s.lastKeys.Load(), 64*grpcPresizeMax)),
+			cents:  make([]tdigest.Centroid, 0, min(s.lastCents.Load(), 16*grpcPresizeMax)),
+		}
+	} else {
+		call.fwd = make([]samplers.Forwarded, 0, presize)
+	}
 	if err := receive(call); err != nil {
 		cause := s.requestErrs.Len() - 1 // other: receive returns no other error
 		var re *receiveError
@@ -592,7 +621,12 @@ func (s *GRPCServer) importCall(ctx context.Context, trailer *metadata.MD, recei
 		*trailer = answerTrailer(0, call.rejected, call.answers)
 		return status.Errorf(codes.InvalidArgument, "none of the %d series was accepted; the first: %s", call.rejected, call.answers[0])
 	}
-	if err := s.im.grpcMerger().Merge(call.fwd); err != nil {
+	if call.compact != nil {
+		err = s.compact.MergeCompact(call.compact)
+	} else {
+		err = s.im.grpcMerger().Merge(call.fwd)
+	}
+	if err != nil {
 		if errors.Is(err, ErrClosed) {
 			s.requestErrs.Add(grpcCauseShutdown, 1)
 			return status.Error(codes.Unavailable, "shutting down; send to another instance")
@@ -605,6 +639,10 @@ func (s *GRPCServer) importCall(ctx context.Context, trailer *metadata.MD, recei
 	s.requests.Add(1)
 	s.metrics.Add(uint64(call.accepted))
 	s.lastCall.Store(int64(call.accepted))
+	if call.compact != nil {
+		s.lastKeys.Store(int64(len(call.compact.keys)))
+		s.lastCents.Store(int64(len(call.compact.cents)))
+	}
 	if id != "" {
 		batches.done(id, mergedBatch{at: s.im.grpcNow(), accepted: call.accepted, rejected: call.rejected})
 		id = ""

@@ -61,6 +61,30 @@ func (m *pbMerger) merged() [][]samplers.Forwarded {
 	return slices.Clone(m.calls)
 }
 
+// compactMerger is a pbMerger that takes Compact series, as the workers
+// do: it records each series as the samplers.Forwarded it stands for.
+type compactMerger struct{ *pbMerger }
+
+func (m compactMerger) MergeCompact(c *Compact) error {
+	fwd := make([]samplers.Forwarded, c.Len())
+	for i := range fwd {
+		f, err := compactForwarded(c, i)
+		if err != nil {
+			return err
+		}
+		fwd[i] = f
+	}
+	return m.Merge(fwd)
+}
+
+// mergerModes runs test with a Merger of each kind over m: one that takes
+// samplers.Forwarded series, and one that takes Compact ones, which the
+// server then gathers calls into.
+func mergerModes(t *testing.T, test func(t *testing.T, wrap func(*pbMerger) Merger)) {
+	t.Run("forwarded", func(t *testing.T) { test(t, func(m *pbMerger) Merger { return m }) })
+	t.Run("compact", func(t *testing.T) { test(t, func(m *pbMerger) Merger { return compactMerger{m} }) })
+}
+
 // grpcHarness is a GRPCServer on 127.0.0.1:0 and a client connection to it.
 type grpcHarness struct {
 	srv    *GRPCServer
@@ -149,135 +173,139 @@ func sketchBytes(t *testing.T, prefix string, n int) []byte {
 // streams every type and scope v14 forwards, and calls SendMetrics: each
 // call is merged once, whole, with exact values.
 func TestGRPCServerTakesV14(t *testing.T) {
-	m := &pbMerger{}
-	h := startGRPC(t, m, ImporterConfig{}, GRPCServerConfig{})
-	stats := &statstest.Recorder{}
+	mergerModes(t, func(t *testing.T, wrap func(*pbMerger) Merger) {
+		m := &pbMerger{}
+		h := startGRPC(t, wrap(m), ImporterConfig{}, GRPCServerConfig{})
+		stats := &statstest.Recorder{}
 
-	flush := []*metricpb.Metric{
-		pbCounter("requests", 42, "z:1", "a:2"),
-		pbHisto("latency", metricpb.Type_Histogram, metricpb.Scope_Mixed, 1, 9,
-			&metricpb.Centroid{Mean: 1, Weight: 1}, &metricpb.Centroid{Mean: 4, Weight: 3}, &metricpb.Centroid{Mean: 9, Weight: 1}),
-		pbHisto("db.time", metricpb.Type_Timer, metricpb.Scope_Global, 0.5, 2,
-			&metricpb.Centroid{Mean: 0.5, Weight: 1}, &metricpb.Centroid{Mean: 2, Weight: 2, Samples: []float64{2, 2}}),
-		pbSet(t, "users", metricpb.Scope_Mixed, &metricpb.SetValue{HyperLogLog: sketchBytes(t, "user", 30)}),
-		pbSet(t, "hosts", metricpb.Scope_Global, &metricpb.SetValue{HyperLogLog: sketchBytes(t, "host", 3)}),
-	}
-	trailer, err := streamV2(t, h.client, "", flush...)
-	if err != nil {
-		t.Fatalf("SendMetricsV2: %v", err)
-	}
-	if got := trailer.Get(trailerAccepted); !slices.Equal(got, []string{"5"}) {
-		t.Errorf("trailer accepted %v, want 5", got)
-	}
-	if _, err := h.client.SendMetrics(context.Background(), &forwardrpc.MetricList{Metrics: []*metricpb.Metric{pbCounter("requests", -2), pbCounter("errors", 1)}}); err != nil {
-		t.Fatalf("SendMetrics: %v", err)
-	}
+		flush := []*metricpb.Metric{
+			pbCounter("requests", 42, "z:1", "a:2"),
+			pbHisto("latency", metricpb.Type_Histogram, metricpb.Scope_Mixed, 1, 9,
+				&metricpb.Centroid{Mean: 1, Weight: 1}, &metricpb.Centroid{Mean: 4, Weight: 3}, &metricpb.Centroid{Mean: 9, Weight: 1}),
+			pbHisto("db.time", metricpb.Type_Timer, metricpb.Scope_Global, 0.5, 2,
+				&metricpb.Centroid{Mean: 0.5, Weight: 1}, &metricpb.Centroid{Mean: 2, Weight: 2, Samples: []float64{2, 2}}),
+			pbSet(t, "users", metricpb.Scope_Mixed, &metricpb.SetValue{HyperLogLog: sketchBytes(t, "user", 30)}),
+			pbSet(t, "hosts", metricpb.Scope_Global, &metricpb.SetValue{HyperLogLog: sketchBytes(t, "host", 3)}),
+		}
+		trailer, err := streamV2(t, h.client, "", flush...)
+		if err != nil {
+			t.Fatalf("SendMetricsV2: %v", err)
+		}
+		if got := trailer.Get(trailerAccepted); !slices.Equal(got, []string{"5"}) {
+			t.Errorf("trailer accepted %v, want 5", got)
+		}
+		if _, err := h.client.SendMetrics(context.Background(), &forwardrpc.MetricList{Metrics: []*metricpb.Metric{pbCounter("requests", -2), pbCounter("errors", 1)}}); err != nil {
+			t.Fatalf("SendMetrics: %v", err)
+		}
 
-	calls := m.merged()
-	if len(calls) != 2 || len(calls[0]) != 5 || len(calls[1]) != 2 {
-		t.Fatalf("merged %d calls (%v), want 2 of 5 and 2 series", len(calls), calls)
-	}
-	got := calls[0]
-	if c := got[0]; c.Type != samplers.CounterMetric || c.Scope != samplers.GlobalOnly || c.Name != "requests" || c.Counter != 42 || !slices.Equal(c.Tags, []string{"a:2", "z:1"}) {
-		t.Errorf("counter: %+v", c)
-	}
-	for i, want := range []struct {
-		typ        samplers.MetricType
-		cents      []tdigest.Centroid
-		lo, hi, n  float64
-		q50, q1, q float64
-	}{
-		{samplers.HistogramMetric, []tdigest.Centroid{{Mean: 1, Weight: 1, Single: true}, {Mean: 4, Weight: 3}, {Mean: 9, Weight: 1, Single: true}}, 1, 9, 5, 4, 9, 1},
-		{samplers.TimerMetric, []tdigest.Centroid{{Mean: 0.5, Weight: 1, Single: true}, {Mean: 2, Weight: 2, Single: true}}, 0.5, 2, 3, 2, 2, 0.5},
-	} {
-		f := got[1+i]
-		if f.Type != want.typ || f.Scope != samplers.MixedScope {
-			t.Errorf("%s: %v %v, want %v mixed", f.Name, f.Type, f.Scope, want.typ)
+		calls := m.merged()
+		if len(calls) != 2 || len(calls[0]) != 5 || len(calls[1]) != 2 {
+			t.Fatalf("merged %d calls (%v), want 2 of 5 and 2 series", len(calls), calls)
 		}
-		if c := f.Digest.AppendCentroids(nil); !slices.Equal(c, want.cents) {
-			t.Errorf("%s: centroids %+v, want %+v", f.Name, c, want.cents)
+		got := calls[0]
+		if c := got[0]; c.Type != samplers.CounterMetric || c.Scope != samplers.GlobalOnly || c.Name != "requests" || c.Counter != 42 || !slices.Equal(c.Tags, []string{"a:2", "z:1"}) {
+			t.Errorf("counter: %+v", c)
 		}
-		if f.Digest.Min() != want.lo || f.Digest.Max() != want.hi || f.Digest.Count() != want.n ||
-			f.Digest.Quantile(0.5) != want.q50 || f.Digest.Quantile(1) != want.q1 || f.Digest.Quantile(0) != want.q {
-			t.Errorf("%s: min %v max %v count %v p50 %v p100 %v p0 %v", f.Name, f.Digest.Min(), f.Digest.Max(), f.Digest.Count(),
-				f.Digest.Quantile(0.5), f.Digest.Quantile(1), f.Digest.Quantile(0))
+		for i, want := range []struct {
+			typ        samplers.MetricType
+			cents      []tdigest.Centroid
+			lo, hi, n  float64
+			q50, q1, q float64
+		}{
+			{samplers.HistogramMetric, []tdigest.Centroid{{Mean: 1, Weight: 1, Single: true}, {Mean: 4, Weight: 3}, {Mean: 9, Weight: 1, Single: true}}, 1, 9, 5, 4, 9, 1},
+			{samplers.TimerMetric, []tdigest.Centroid{{Mean: 0.5, Weight: 1, Single: true}, {Mean: 2, Weight: 2, Single: true}}, 0.5, 2, 3, 2, 2, 0.5},
+		} {
+			f := got[1+i]
+			if f.Type != want.typ || f.Scope != samplers.MixedScope {
+				t.Errorf("%s: %v %v, want %v mixed", f.Name, f.Type, f.Scope, want.typ)
+			}
+			if c := f.Digest.AppendCentroids(nil); !slices.Equal(c, want.cents) {
+				t.Errorf("%s: centroids %+v, want %+v", f.Name, c, want.cents)
+			}
+			if f.Digest.Min() != want.lo || f.Digest.Max() != want.hi || f.Digest.Count() != want.n ||
+				f.Digest.Quantile(0.5) != want.q50 || f.Digest.Quantile(1) != want.q1 || f.Digest.Quantile(0) != want.q {
+				t.Errorf("%s: min %v max %v count %v p50 %v p100 %v p0 %v", f.Name, f.Digest.Min(), f.Digest.Max(), f.Digest.Count(),
+					f.Digest.Quantile(0.5), f.Digest.Quantile(1), f.Digest.Quantile(0))
+			}
 		}
-	}
-	for i, want := range []uint64{pbSketch("user", 30).Estimate(), pbSketch("host", 3).Estimate()} {
-		f := got[3+i]
-		if f.Type != samplers.SetMetric || f.Scope != samplers.MixedScope || f.Set.Estimate() != want {
-			t.Errorf("%s: %v %v estimate %d, want set mixed %d", f.Name, f.Type, f.Scope, f.Set.Estimate(), want)
+		for i, want := range []uint64{pbSketch("user", 30).Estimate(), pbSketch("host", 3).Estimate()} {
+			f := got[3+i]
+			if f.Type != samplers.SetMetric || f.Scope != samplers.MixedScope || f.Set.Estimate() != want {
+				t.Errorf("%s: %v %v estimate %d, want set mixed %d", f.Name, f.Type, f.Scope, f.Set.Estimate(), want)
+			}
 		}
-	}
-	if c := calls[1]; c[0].Counter != -2 || c[1].Name != "errors" || c[1].Counter != 1 {
-		t.Errorf("SendMetrics merged %+v", c)
-	}
+		if c := calls[1]; c[0].Counter != -2 || c[1].Name != "errors" || c[1].Counter != 1 {
+			t.Errorf("SendMetrics merged %+v", c)
+		}
 
-	h.srv.Report(stats)
-	for name, want := range map[string]int64{"import.requests_total": 2, "import.metrics_total": 7} {
-		if n := stats.Sum(name, "transport:grpc"); n != want {
-			t.Errorf("%s{transport:grpc} = %d, want %d", name, n, want)
+		h.srv.Report(stats)
+		for name, want := range map[string]int64{"import.requests_total": 2, "import.metrics_total": 7} {
+			if n := stats.Sum(name, "transport:grpc"); n != want {
+				t.Errorf("%s{transport:grpc} = %d, want %d", name, n, want)
+			}
 		}
-	}
-	if n := stats.Timings("import.response_duration_ns", "transport:grpc", "part:merge"); n != 1 {
-		t.Errorf("%d merge timings, want 1", n)
-	}
-	if names := stats.Names(); slices.Contains(names, "import.request_error_total") || slices.Contains(names, "import.metric_error_total") {
-		t.Errorf("errors reported for good calls: %v", names)
-	}
+		if n := stats.Timings("import.response_duration_ns", "transport:grpc", "part:merge"); n != 1 {
+			t.Errorf("%d merge timings, want 1", n)
+		}
+		if names := stats.Names(); slices.Contains(names, "import.request_error_total") || slices.Contains(names, "import.metric_error_total") {
+			t.Errorf("errors reported for good calls: %v", names)
+		}
+	})
 }
 
 // Series that do not decode are skipped and counted by cause; a call of
 // nothing but those is refused, merging nothing.
 func TestGRPCServerRejects(t *testing.T) {
-	m := &pbMerger{}
-	h := startGRPC(t, m, ImporterConfig{}, GRPCServerConfig{})
-	stats := &statstest.Recorder{}
+	mergerModes(t, func(t *testing.T, wrap func(*pbMerger) Merger) {
+		m := &pbMerger{}
+		h := startGRPC(t, wrap(m), ImporterConfig{}, GRPCServerConfig{})
+		stats := &statstest.Recorder{}
 
-	local := pbCounter("local", 1)
-	local.Scope = metricpb.Scope_Local
-	p16, _ := pbSketch("x", 1).MarshalBinary()
-	p16[1] = 16
-	trailer, err := streamV2(t, h.client, "",
-		pbGauge("temperature", 21.5),
-		pbCounter("ok", 3),
-		local,
-		pbSet(t, "s", metricpb.Scope_Mixed, &metricpb.SetValue{HyperLogLog: p16}),
-		pbHisto("h", metricpb.Type_Histogram, metricpb.Scope_Mixed, 0, 1, &metricpb.Centroid{Mean: 1}),
-	)
-	if err != nil {
-		t.Fatalf("a call with one good series: %v", err)
-	}
-	if a, r := trailer.Get(trailerAccepted), trailer.Get(trailerRejected); !slices.Equal(a, []string{"1"}) || !slices.Equal(r, []string{"4"}) {
-		t.Errorf("trailer accepted %v rejected %v, want 1 and 4", a, r)
-	}
-	if errs := trailer.Get(trailerErrors); len(errs) != 4 || !strings.Contains(errs[0], `"temperature"`) || !strings.Contains(errs[0], "gauge") {
-		t.Errorf("trailer errors %q", errs)
-	}
-	if calls := m.merged(); len(calls) != 1 || len(calls[0]) != 1 || calls[0][0].Name != "ok" {
-		t.Fatalf("merged %v, want the one counter", calls)
-	}
-
-	_, err = streamV2(t, h.client, "", pbGauge("a", 1), pbGauge("b", 2))
-	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "gauge") {
-		t.Errorf("a call of gauges only: %v, want InvalidArgument naming the cause", err)
-	}
-	if n := len(m.merged()); n != 1 {
-		t.Errorf("%d merges, want the first only", n)
-	}
-
-	h.srv.Report(stats)
-	for cause, want := range map[string]int64{"gauge": 3, "scope": 1, "precision": 1, "value": 1} {
-		if n := stats.Sum("import.metric_error_total", "cause:"+cause, "transport:grpc"); n != want {
-			t.Errorf("import.metric_error_total{cause:%s} = %d, want %d", cause, n, want)
+		local := pbCounter("local", 1)
+		local.Scope = metricpb.Scope_Local
+		p16, _ := pbSketch("x", 1).MarshalBinary()
+		p16[1] = 16
+		trailer, err := streamV2(t, h.client, "",
+			pbGauge("temperature", 21.5),
+			pbCounter("ok", 3),
+			local,
+			pbSet(t, "s", metricpb.Scope_Mixed, &metricpb.SetValue{HyperLogLog: p16}),
+			pbHisto("h", metricpb.Type_Histogram, metricpb.Scope_Mixed, 0, 1, &metricpb.Centroid{Mean: 1}),
+		)
+		if err != nil {
+			t.Fatalf("a call with one good series: %v", err)
 		}
-	}
-	if n := stats.Sum("import.request_error_total", "cause:rejected", "transport:grpc"); n != 1 {
-		t.Errorf("request_error_total{cause:rejected} = %d, want 1", n)
-	}
-	if n := stats.Sum("import.requests_total", "transport:grpc"); n != 1 {
-		t.Errorf("requests_total = %d, want 1", n)
-	}
+		if a, r := trailer.Get(trailerAccepted), trailer.Get(trailerRejected); !slices.Equal(a, []string{"1"}) || !slices.Equal(r, []string{"4"}) {
+			t.Errorf("trailer accepted %v rejected %v, want 1 and 4", a, r)
+		}
+		if errs := trailer.Get(trailerErrors); len(errs) != 4 || !strings.Contains(errs[0], `"temperature"`) || !strings.Contains(errs[0], "gauge") {
+			t.Errorf("trailer errors %q", errs)
+		}
+		if calls := m.merged(); len(calls) != 1 || len(calls[0]) != 1 || calls[0][0].Name != "ok" {
+			t.Fatalf("merged %v, want the one counter", calls)
+		}
+
+		_, err = streamV2(t, h.client, "", pbGauge("a", 1), pbGauge("b", 2))
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "gauge") {
+			t.Errorf("a call of gauges only: %v, want InvalidArgument naming the cause", err)
+		}
+		if n := len(m.merged()); n != 1 {
+			t.Errorf("%d merges, want the first only", n)
+		}
+
+		h.srv.Report(stats)
+		for cause, want := range map[string]int64{"gauge": 3, "scope": 1, "precision": 1, "value": 1} {
+			if n := stats.Sum("import.metric_error_total", "cause:"+cause, "transport:grpc"); n != want {
+				t.Errorf("import.metric_error_total{cause:%s} = %d, want %d", cause, n, want)
+			}
+		}
+		if n := stats.Sum("import.request_error_total", "cause:rejected", "transport:grpc"); n != 1 {
+			t.Errorf("request_error_total{cause:rejected} = %d, want 1", n)
+		}
+		if n := stats.Sum("import.requests_total", "transport:grpc"); n != 1 {
+			t.Errorf("requests_total = %d, want 1", n)
+		}
+	})
 }
 
 // A message of SendMetricsV2 that is not a protobuf Metric costs that
@@ -286,53 +314,55 @@ func TestGRPCServerRejects(t *testing.T) {
 // out of order, unpacked samples) are taken as the generated code takes
 // them.
 func TestGRPCServerMalformedSeries(t *testing.T) {
-	m := &pbMerger{}
-	h := startGRPC(t, m, ImporterConfig{}, GRPCServerConfig{})
-	stats := &statstest.Recorder{}
-	good, err := proto.Marshal(pbCounter("ok", 3, "b", "a"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	unusual := wireVarint(nil, 9, 2)
-	unusual = wireMessage(unusual, 7, wireMessage(nil, 1, append(
-		wireMessage(nil, 1, wireDouble(wireDouble(wireDouble(wireDouble(nil, 3, 4), 3, 4), 2, 2), 1, 4)),
-		wireDouble(wireDouble(nil, 3, 4), 4, 4)...)))
-	unusual = wireVarint(unusual, 3, 4)
-	unusual = wireString(unusual, 1, "latency")
-	stream, err := h.client.SendMetricsV2(context.Background(), grpc.ForceCodecV2(grpcwire.Codec{}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, b := range [][]byte{good, good[:len(good)-2], {0xff, 0xff}, unusual} {
-		if err := stream.SendMsg(&grpcwire.Message{B: b}); err != nil {
+	mergerModes(t, func(t *testing.T, wrap func(*pbMerger) Merger) {
+		m := &pbMerger{}
+		h := startGRPC(t, wrap(m), ImporterConfig{}, GRPCServerConfig{})
+		stats := &statstest.Recorder{}
+		good, err := proto.Marshal(pbCounter("ok", 3, "b", "a"))
+		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	if _, err := stream.CloseAndRecv(); err != nil {
-		t.Fatalf("a call with two good series: %v", err)
-	}
-	trailer := stream.Trailer()
-	if a, r := trailer.Get(trailerAccepted), trailer.Get(trailerRejected); !slices.Equal(a, []string{"2"}) || !slices.Equal(r, []string{"2"}) {
-		t.Errorf("trailer accepted %v rejected %v, want 2 and 2", a, r)
-	}
-	if errs := trailer.Get(trailerErrors); len(errs) != 2 || !strings.Contains(errs[0], "metric 1") || !strings.Contains(errs[0], "malformed protobuf") {
-		t.Errorf("trailer errors %q, want metrics 1 and 2 named as malformed", errs)
-	}
-	calls := m.merged()
-	if len(calls) != 1 || len(calls[0]) != 2 {
-		t.Fatalf("merged %v, want one call of 2 series", calls)
-	}
-	c, d := calls[0][0], calls[0][1]
-	if c.Name != "ok" || c.Counter != 3 || !slices.Equal(c.Tags, []string{"a", "b"}) {
-		t.Errorf("counter %+v, want ok [a b] 3", c)
-	}
-	if d.Name != "latency" || d.Type != samplers.TimerMetric || d.Digest.Count() != 2 || d.Digest.Quantile(0.5) != 4 {
-		t.Errorf("timer %q %v: count %v, median %v; want latency, 2 samples of 4", d.Name, d.Type, d.Digest.Count(), d.Digest.Quantile(0.5))
-	}
-	h.srv.Report(stats)
-	if n := stats.Sum("import.metric_error_total", "cause:protobuf", "transport:grpc"); n != 2 {
-		t.Errorf("import.metric_error_total{cause:protobuf} = %d, want 2", n)
-	}
+		unusual := wireVarint(nil, 9, 2)
+		unusual = wireMessage(unusual, 7, wireMessage(nil, 1, append(
+			wireMessage(nil, 1, wireDouble(wireDouble(wireDouble(wireDouble(nil, 3, 4), 3, 4), 2, 2), 1, 4)),
+			wireDouble(wireDouble(nil, 3, 4), 4, 4)...)))
+		unusual = wireVarint(unusual, 3, 4)
+		unusual = wireString(unusual, 1, "latency")
+		stream, err := h.client.SendMetricsV2(context.Background(), grpc.ForceCodecV2(grpcwire.Codec{}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range [][]byte{good, good[:len(good)-2], {0xff, 0xff}, unusual} {
+			if err := stream.SendMsg(&grpcwire.Message{B: b}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := stream.CloseAndRecv(); err != nil {
+			t.Fatalf("a call with two good series: %v", err)
+		}
+		trailer := stream.Trailer()
+		if a, r := trailer.Get(trailerAccepted), trailer.Get(trailerRejected); !slices.Equal(a, []string{"2"}) || !slices.Equal(r, []string{"2"}) {
+			t.Errorf("trailer accepted %v rejected %v, want 2 and 2", a, r)
+		}
+		if errs := trailer.Get(trailerErrors); len(errs) != 2 || !strings.Contains(errs[0], "metric 1") || !strings.Contains(errs[0], "malformed protobuf") {
+			t.Errorf("trailer errors %q, want metrics 1 and 2 named as malformed", errs)
+		}
+		calls := m.merged()
+		if len(calls) != 1 || len(calls[0]) != 2 {
+			t.Fatalf("merged %v, want one call of 2 series", calls)
+		}
+		c, d := calls[0][0], calls[0][1]
+		if c.Name != "ok" || c.Counter != 3 || !slices.Equal(c.Tags, []string{"a", "b"}) {
+			t.Errorf("counter %+v, want ok [a b] 3", c)
+		}
+		if d.Name != "latency" || d.Type != samplers.TimerMetric || d.Digest.Count() != 2 || d.Digest.Quantile(0.5) != 4 {
+			t.Errorf("timer %q %v: count %v, median %v; want latency, 2 samples of 4", d.Name, d.Type, d.Digest.Count(), d.Digest.Quantile(0.5))
+		}
+		h.srv.Report(stats)
+		if n := stats.Sum("import.metric_error_total", "cause:protobuf", "transport:grpc"); n != 2 {
+			t.Errorf("import.metric_error_total{cause:protobuf} = %d, want 2", n)
+		}
+	})
 }
 
 // A batch id merged once is answered OK without merging again, over gRPC
@@ -485,65 +515,67 @@ func TestGRPCServerWaitsForPlace(t *testing.T) {
 // The limits refuse the whole call with ResourceExhausted, merging
 // nothing, and a call cut off midway merges nothing either.
 func TestGRPCServerLimits(t *testing.T) {
-	big := pbHisto("big", metricpb.Type_Histogram, metricpb.Scope_Mixed, 0, 100)
-	for i := range 100 {
-		big.GetHistogram().TDigest.MainCentroids = append(big.GetHistogram().TDigest.MainCentroids, &metricpb.Centroid{Mean: float64(i), Weight: 1})
-	}
-	for _, tc := range []struct {
-		name string
-		cfg  GRPCServerConfig
-		send []*metricpb.Metric
-		want codes.Code
-	}{
-		{"series per call", GRPCServerConfig{MaxStreamMetrics: 3}, []*metricpb.Metric{pbCounter("a", 1), pbCounter("b", 1), pbCounter("c", 1), pbCounter("d", 1)}, codes.ResourceExhausted},
-		{"bytes per call", GRPCServerConfig{MaxStreamBytes: 30}, []*metricpb.Metric{pbCounter("a", 1), pbCounter("b", 1), pbCounter("c", 1), pbCounter("d", 1)}, codes.ResourceExhausted},
-		{"bytes per message", GRPCServerConfig{MaxMessageBytes: 1000}, []*metricpb.Metric{pbCounter("a", 1), big}, codes.ResourceExhausted},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
+	mergerModes(t, func(t *testing.T, wrap func(*pbMerger) Merger) {
+		big := pbHisto("big", metricpb.Type_Histogram, metricpb.Scope_Mixed, 0, 100)
+		for i := range 100 {
+			big.GetHistogram().TDigest.MainCentroids = append(big.GetHistogram().TDigest.MainCentroids, &metricpb.Centroid{Mean: float64(i), Weight: 1})
+		}
+		for _, tc := range []struct {
+			name string
+			cfg  GRPCServerConfig
+			send []*metricpb.Metric
+			want codes.Code
+		}{
+			{"series per call", GRPCServerConfig{MaxStreamMetrics: 3}, []*metricpb.Metric{pbCounter("a", 1), pbCounter("b", 1), pbCounter("c", 1), pbCounter("d", 1)}, codes.ResourceExhausted},
+			{"bytes per call", GRPCServerConfig{MaxStreamBytes: 30}, []*metricpb.Metric{pbCounter("a", 1), pbCounter("b", 1), pbCounter("c", 1), pbCounter("d", 1)}, codes.ResourceExhausted},
+			{"bytes per message", GRPCServerConfig{MaxMessageBytes: 1000}, []*metricpb.Metric{pbCounter("a", 1), big}, codes.ResourceExhausted},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				m := &pbMerger{}
+				h := startGRPC(t, wrap(m), ImporterConfig{}, tc.cfg)
+				stats := &statstest.Recorder{}
+				if _, err := streamV2(t, h.client, "id", tc.send...); status.Code(err) != tc.want {
+					t.Errorf("error %v, want %v", err, tc.want)
+				}
+				if calls := m.merged(); len(calls) != 0 {
+					t.Errorf("merged %v, want nothing", calls)
+				}
+				// One under the limit passes, and the id was forgotten.
+				if _, err := streamV2(t, h.client, "id", tc.send[:len(tc.send)-1]...); err != nil {
+					t.Errorf("under the limit: %v", err)
+				}
+				h.srv.Report(stats)
+				if n := stats.Sum("import.request_error_total", "cause:too_large", "transport:grpc"); n != 1 {
+					t.Errorf("request_error_total{cause:too_large} = %d, want 1", n)
+				}
+			})
+		}
+
+		t.Run("call duration", func(t *testing.T) {
 			m := &pbMerger{}
-			h := startGRPC(t, m, ImporterConfig{}, tc.cfg)
+			h := startGRPC(t, wrap(m), ImporterConfig{}, GRPCServerConfig{MaxCallDuration: 50 * time.Millisecond})
 			stats := &statstest.Recorder{}
-			if _, err := streamV2(t, h.client, "id", tc.send...); status.Code(err) != tc.want {
-				t.Errorf("error %v, want %v", err, tc.want)
+			stream, err := h.client.SendMetricsV2(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := stream.Send(pbCounter("a", 1)); err != nil {
+				t.Fatal(err)
+			}
+			// Never closed: the server's deadline ends the call.
+			err = stream.RecvMsg(new(emptypb.Empty))
+			if status.Code(err) != codes.DeadlineExceeded {
+				t.Fatalf("an endless call ended with %v, want DeadlineExceeded", err)
 			}
 			if calls := m.merged(); len(calls) != 0 {
-				t.Errorf("merged %v, want nothing", calls)
+				t.Errorf("merged %v from a call cut off", calls)
 			}
-			// One under the limit passes, and the id was forgotten.
-			if _, err := streamV2(t, h.client, "id", tc.send[:len(tc.send)-1]...); err != nil {
-				t.Errorf("under the limit: %v", err)
-			}
+			h.srv.Stop(context.Background()) // waits for the handler
 			h.srv.Report(stats)
-			if n := stats.Sum("import.request_error_total", "cause:too_large", "transport:grpc"); n != 1 {
-				t.Errorf("request_error_total{cause:too_large} = %d, want 1", n)
+			if n := stats.Sum("import.request_error_total", "cause:receive", "transport:grpc"); n != 1 {
+				t.Errorf("request_error_total{cause:receive} = %d, want 1", n)
 			}
 		})
-	}
-
-	t.Run("call duration", func(t *testing.T) {
-		m := &pbMerger{}
-		h := startGRPC(t, m, ImporterConfig{}, GRPCServerConfig{MaxCallDuration: 50 * time.Millisecond})
-		stats := &statstest.Recorder{}
-		stream, err := h.client.SendMetricsV2(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := stream.Send(pbCounter("a", 1)); err != nil {
-			t.Fatal(err)
-		}
-		// Never closed: the server's deadline ends the call.
-		err = stream.RecvMsg(new(emptypb.Empty))
-		if status.Code(err) != codes.DeadlineExceeded {
-			t.Fatalf("an endless call ended with %v, want DeadlineExceeded", err)
-		}
-		if calls := m.merged(); len(calls) != 0 {
-			t.Errorf("merged %v from a call cut off", calls)
-		}
-		h.srv.Stop(context.Background()) // waits for the handler
-		h.srv.Report(stats)
-		if n := stats.Sum("import.request_error_total", "cause:receive", "transport:grpc"); n != 1 {
-			t.Errorf("request_error_total{cause:receive} = %d, want 1", n)
-		}
 	})
 }
 

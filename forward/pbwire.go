@@ -1,6 +1,7 @@
 package forward
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"math"
@@ -79,6 +80,12 @@ type wireDecoder struct {
 	cents    []tdigest.Centroid // the centroids of a digest
 	tagChunk []string           // tags slices are carved from its spare capacity
 	digests  tdigest.Builder
+	// tags, line and check are fastCompact's scratch space: the tags
+	// of a key, the line that lays it out, and the digest that checks
+	// centroids.
+	tags  [][]byte
+	line  samplers.Line
+	check tdigest.TDigest
 }
 
 // decode is DecodeMetricpbWire with d's scratch space.
@@ -93,36 +100,41 @@ func (d *wireDecoder) decode(b []byte) (samplers.Forwarded, error) {
 	return DecodeMetricpb(&m)
 }
 
-// fast decodes b when it is a Metric that DecodeMetricpb accepts and that
-// it can read exactly (see the top of this file); ok is false otherwise.
-func (d *wireDecoder) fast(b []byte) (f samplers.Forwarded, ok bool) {
-	var (
-		name       []byte
-		typ, scope int32
-		value      []byte // the member of the oneof value
-		valueField protowire.Number
-	)
+// wireSeries is a Metric's fields as parse reads them; its tags are in
+// the decoder's strs and tagEnds.
+type wireSeries struct {
+	name       []byte
+	typ, scope int32
+	value      []byte // the member of the oneof value
+	valueField protowire.Number
+}
+
+// parse reads the fields of b, the wire form of a Metric, when it is one
+// that the fast path reads exactly (see the top of this file) and its
+// name, scope and value field are those DecodeMetricpb accepts for its
+// type; ok is false otherwise. The value itself is left to the caller.
+func (d *wireDecoder) parse(b []byte) (w wireSeries, ok bool) {
 	d.strs, d.tagEnds = d.strs[:0], d.tagEnds[:0]
 	for len(b) > 0 {
 		num, wt, n := protowire.ConsumeTag(b)
 		if n < 0 {
-			return f, false
+			return w, false
 		}
 		b = b[n:]
 		switch {
 		case num == fieldMetricName && wt == protowire.BytesType:
 			v, n := protowire.ConsumeBytes(b)
 			if n < 0 {
-				return f, false
+				return w, false
 			}
-			name, b = v, b[n:]
+			w.name, b = v, b[n:]
 		case num == fieldMetricTags && wt == protowire.BytesType:
 			v, n := protowire.ConsumeBytes(b)
 			if n < 0 || len(d.tagEnds) == maxTags {
-				return f, false
+				return w, false
 			}
 			if len(v) == 0 || len(v) > maxName || !utf8.Valid(v) || slices.Contains(v, ',') {
-				return f, false
+				return w, false
 			}
 			d.strs = append(d.strs, v...)
 			d.tagEnds = append(d.tagEnds, len(d.strs))
@@ -130,70 +142,151 @@ func (d *wireDecoder) fast(b []byte) (f samplers.Forwarded, ok bool) {
 		case (num == fieldMetricType || num == fieldMetricScope) && wt == protowire.VarintType:
 			v, n := protowire.ConsumeVarint(b)
 			if n < 0 {
-				return f, false
+				return w, false
 			}
 			// An enum is an int32: the generated code keeps the low 32
 			// bits of the varint.
 			if num == fieldMetricType {
-				typ = int32(v)
+				w.typ = int32(v)
 			} else {
-				scope = int32(v)
+				w.scope = int32(v)
 			}
 			b = b[n:]
 		case num >= fieldMetricCounter && num <= fieldMetricSet && wt == protowire.BytesType:
 			v, n := protowire.ConsumeBytes(b)
-			if n < 0 || valueField != 0 {
+			if n < 0 || w.valueField != 0 {
 				// A second member: the generated code merges or
 				// replaces it.
-				return f, false
+				return w, false
 			}
-			value, valueField, b = v, num, b[n:]
+			w.value, w.valueField, b = v, num, b[n:]
 		default:
-			return f, false
+			return w, false
 		}
 	}
-	if len(name) == 0 || len(name) > maxName || !utf8.Valid(name) {
-		return f, false
+	if len(w.name) == 0 || len(w.name) > maxName || !utf8.Valid(w.name) {
+		return w, false
 	}
-	if s := metricpb.Scope(scope); s != metricpb.Scope_Mixed && s != metricpb.Scope_Global {
-		return f, false
+	if s := metricpb.Scope(w.scope); s != metricpb.Scope_Mixed && s != metricpb.Scope_Global {
+		return w, false
 	}
-	switch metricpb.Type(typ) {
+	switch metricpb.Type(w.typ) {
 	case metricpb.Type_Counter:
-		if valueField != fieldMetricCounter {
-			return f, false
-		}
-		v, ok := counterFromWire(value)
+		return w, w.valueField == fieldMetricCounter
+	case metricpb.Type_Histogram, metricpb.Type_Timer:
+		return w, w.valueField == fieldMetricHistogram
+	case metricpb.Type_Set:
+		return w, w.valueField == fieldMetricSet
+	}
+	return w, false // gauges, unknown types: refused
+}
+
+// fast decodes b when it is a Metric that DecodeMetricpb accepts and that
+// it can read exactly (see the top of this file); ok is false otherwise.
+func (d *wireDecoder) fast(b []byte) (f samplers.Forwarded, ok bool) {
+	w, ok := d.parse(b)
+	if !ok {
+		return f, false
+	}
+	switch metricpb.Type(w.typ) {
+	case metricpb.Type_Counter:
+		v, ok := counterFromWire(w.value)
 		if !ok {
 			return f, false
 		}
 		f.Type, f.Scope, f.Counter = samplers.CounterMetric, samplers.GlobalOnly, float64(v)
 	case metricpb.Type_Histogram, metricpb.Type_Timer:
-		if valueField != fieldMetricHistogram {
-			return f, false
-		}
-		dg, ok := d.digestFromWire(value)
+		dg, ok := d.digestFromWire(w.value)
 		if !ok {
 			return f, false
 		}
 		f.Type, f.Scope, f.Digest = samplers.HistogramMetric, samplers.MixedScope, dg
-		if metricpb.Type(typ) == metricpb.Type_Timer {
+		if metricpb.Type(w.typ) == metricpb.Type_Timer {
 			f.Type = samplers.TimerMetric
 		}
-	case metricpb.Type_Set:
-		if valueField != fieldMetricSet {
-			return f, false
-		}
-		sk, ok := sketchFromWire(value)
+	default: // parse passed sets only besides
+		sk, ok := sketchFromWire(w.value)
 		if !ok {
 			return f, false
 		}
 		f.Type, f.Scope, f.Set = samplers.SetMetric, samplers.MixedScope, sk
-	default: // gauges, unknown types: refused
-		return f, false
 	}
-	d.setStrings(&f, name)
+	d.setStrings(&f, w.name)
 	return f, true
+}
+
+// fastCompact is fast into c, for a Compact import: it appends the series
+// of b to c and returns true, or returns false having appended nothing
+// (decode then gives the series, or the error, as for any other import).
+// The series it appends is the one fast would return, in c's form.
+func (d *wireDecoder) fastCompact(b []byte, c *Compact) bool {
+	w, ok := d.parse(b)
+	if !ok {
+		return false
+	}
+	var (
+		typ      samplers.MetricType
+		scope    = samplers.MixedScope
+		counter  int64
+		cents    []tdigest.Centroid
+		lo, hi   float64
+		sk       *hyperloglog.Sketch
+		isDigest bool
+	)
+	switch metricpb.Type(w.typ) {
+	case metricpb.Type_Counter:
+		if counter, ok = counterFromWire(w.value); !ok {
+			return false
+		}
+		typ, scope = samplers.CounterMetric, samplers.GlobalOnly
+	case metricpb.Type_Histogram, metricpb.Type_Timer:
+		if cents, lo, hi, ok = d.centroidsFromWire(w.value); !ok {
+			return false
+		}
+		// The checks of SetCentroids, on scratch: the digest a
+		// worker builds from these centroids then builds without
+		// error, and a series the fast path refuses goes to the
+		// generated code as decode's does.
+		if d.check.SetCentroids(cents, lo, hi) != nil {
+			return false
+		}
+		typ, isDigest = samplers.HistogramMetric, true
+		if metricpb.Type(w.typ) == metricpb.Type_Timer {
+			typ = samplers.TimerMetric
+		}
+	default: // parse passed sets only besides
+		if sk, ok = sketchFromWire(w.value); !ok {
+			return false
+		}
+		typ = samplers.SetMetric
+	}
+	start := c.startKey()
+	c.keys = d.appendKey(c.keys, typ, scope, w.name)
+	switch {
+	case typ == samplers.CounterMetric:
+		c.addCounter(start, float64(counter))
+	case isDigest:
+		c.addDigest(start, cents, lo, hi)
+	default:
+		c.addSet(start, sk)
+	}
+	return true
+}
+
+// appendKey appends the key of a series of name and the tags parse left
+// in d.strs, as samplers.AppendForwardedKey lays it out (tags sorted).
+func (d *wireDecoder) appendKey(dst []byte, typ samplers.MetricType, scope samplers.MetricScope, name []byte) []byte {
+	d.tags = d.tags[:0]
+	start := 0
+	for _, end := range d.tagEnds {
+		d.tags = append(d.tags, d.strs[start:end])
+		start = end
+	}
+	if !slices.IsSortedFunc(d.tags, bytes.Compare) {
+		slices.SortFunc(d.tags, bytes.Compare)
+	}
+	d.line = samplers.Line{Type: typ, Scope: scope, Name: name, Tags: d.tags}
+	return samplers.AppendKey(dst, &d.line)
 }
 
 // setStrings sets f's name and its tags, sorted, from name and the tags in
@@ -262,46 +355,58 @@ func sketchFromWire(b []byte) (*hyperloglog.Sketch, bool) {
 // digestFromWire reads a HistogramValue and converts its digest as
 // digestFromPB does.
 func (d *wireDecoder) digestFromWire(b []byte) (*tdigest.TDigest, bool) {
+	cents, lo, hi, ok := d.centroidsFromWire(b)
+	if !ok {
+		return nil, false
+	}
+	// With no centroids, an empty digest (digestFromPB's tdigest.New()).
+	out, err := d.digests.Digest(cents, lo, hi)
+	return out, err == nil
+}
+
+// centroidsFromWire reads a HistogramValue: the centroids of its digest
+// (in d's scratch space, valid until the next call) and the extremes of
+// its samples, as digestFromPB reads them.
+func (d *wireDecoder) centroidsFromWire(b []byte) (cents []tdigest.Centroid, lo, hi float64, ok bool) {
 	var md []byte
 	seen := false
 	for len(b) > 0 {
 		num, wt, n := protowire.ConsumeTag(b)
 		if n < 0 || num != fieldValue || wt != protowire.BytesType || seen {
-			return nil, false
+			return nil, 0, 0, false
 		}
 		b = b[n:]
 		if md, n = protowire.ConsumeBytes(b); n < 0 {
-			return nil, false
+			return nil, 0, 0, false
 		}
 		b, seen = b[n:], true
 	}
 	if !seen {
-		return nil, false // a histogram without a t-digest
+		return nil, 0, 0, false // a histogram without a t-digest
 	}
-	var lo, hi float64
-	cents := d.cents[:0]
+	cents = d.cents[:0]
 	defer func() { d.cents = cents[:0] }()
 	for len(md) > 0 {
 		num, wt, n := protowire.ConsumeTag(md)
 		if n < 0 {
-			return nil, false
+			return nil, 0, 0, false
 		}
 		md = md[n:]
 		switch {
 		case num == fieldDigestCentroids && wt == protowire.BytesType:
 			v, n := protowire.ConsumeBytes(md)
 			if n < 0 || len(cents) == MaxMetricpbCentroids {
-				return nil, false
+				return nil, 0, 0, false
 			}
 			c, ok := centroidFromWire(v)
 			if !ok {
-				return nil, false
+				return nil, 0, 0, false
 			}
 			cents, md = append(cents, c), md[n:]
 		case num >= fieldDigestCompression && num <= fieldDigestRecipSum && wt == protowire.Fixed64Type:
 			v, n := protowire.ConsumeFixed64(md)
 			if n < 0 {
-				return nil, false
+				return nil, 0, 0, false
 			}
 			switch num {
 			case fieldDigestMin:
@@ -311,15 +416,13 @@ func (d *wireDecoder) digestFromWire(b []byte) (*tdigest.TDigest, bool) {
 			}
 			md = md[n:]
 		default:
-			return nil, false
+			return nil, 0, 0, false
 		}
 	}
 	if len(cents) > 0 && (!isFinite(lo) || !isFinite(hi)) {
-		return nil, false
+		return nil, 0, 0, false
 	}
-	// With no centroids, an empty digest (digestFromPB's tdigest.New()).
-	out, err := d.digests.Digest(cents, lo, hi)
-	return out, err == nil
+	return cents, lo, hi, true
 }
 
 // centroidFromWire reads a Centroid: finite, of positive weight, and

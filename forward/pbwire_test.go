@@ -14,6 +14,7 @@ import (
 
 	"github.com/veneur/veneur/forward/metricpb"
 	"github.com/veneur/veneur/samplers"
+	"github.com/veneur/veneur/tdigest"
 )
 
 // seriesDiff is how a and b differ, "" when they are the same series: the
@@ -77,7 +78,75 @@ func checkSameDecoding(t testing.TB, b []byte) (samplers.Forwarded, error) {
 			t.Fatalf("wire and generated decodings differ: %s", d)
 		}
 	}
+	checkSameCompact(t, b, want, wantErr)
 	return got, err
+}
+
+// checkSameCompact fails t unless a Compact import of b (the fast path,
+// or what grpcCall does when it is not taken: the decoding, then
+// AddForwarded) holds want, the series of the generated decoding, or
+// nothing when wantErr is not nil.
+func checkSameCompact(t testing.TB, b []byte, want samplers.Forwarded, wantErr error) {
+	t.Helper()
+	var (
+		c Compact
+		d wireDecoder
+	)
+	if !d.fastCompact(b, &c) {
+		if f, err := d.decode(b); err == nil {
+			c.AddForwarded(&f)
+		}
+	} else if wantErr != nil {
+		t.Fatalf("the compact fast path took a series the generated decoding refuses: %v", wantErr)
+	}
+	switch {
+	case wantErr != nil && c.Len() != 0:
+		t.Fatalf("the compact decoding kept %d series of a refused one", c.Len())
+	case wantErr != nil:
+	case c.Len() != 1:
+		t.Fatalf("the compact decoding kept %d series, want 1", c.Len())
+	default:
+		if diff := seriesDiff(compactSeriesOf(t, &c, 0), want); diff != "" {
+			t.Fatalf("compact and generated decodings differ: %s", diff)
+		}
+	}
+}
+
+// compactSeriesOf is series i of c as the series it stands for
+// (compactForwarded), failing t when it is malformed.
+func compactSeriesOf(t testing.TB, c *Compact, i int) samplers.Forwarded {
+	t.Helper()
+	f, err := compactForwarded(c, i)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// compactForwarded is series i of c as the series it stands for: its key
+// decoded, and a digest built from its centroids as a worker builds it.
+func compactForwarded(c *Compact, i int) (samplers.Forwarded, error) {
+	k, err := samplers.DecodeKey(string(c.Key(i)))
+	if err != nil {
+		return samplers.Forwarded{}, fmt.Errorf("compact key %q: %v", c.Key(i), err)
+	}
+	f := samplers.Forwarded{Type: k.Type, Scope: k.Scope, Name: k.Name, Tags: k.Tags}
+	switch k.Type {
+	case samplers.CounterMetric:
+		f.Counter = c.Counter(i)
+	case samplers.HistogramMetric, samplers.TimerMetric:
+		f.Digest = tdigest.New()
+		cents, lo, hi := c.Digest(i)
+		if err := f.Digest.SetCentroids(cents, lo, hi); err != nil {
+			return f, fmt.Errorf("compact digest: %v", err)
+		}
+	case samplers.SetMetric:
+		f.Set = c.Set(i)
+	}
+	if len(f.Tags) == 0 {
+		f.Tags = nil
+	}
+	return f, nil
 }
 
 // FuzzDecodeMetricpbWire checks the hand decoder of the gRPC import against
@@ -120,7 +189,11 @@ func TestDecodeMetricpbWireFast(t *testing.T) {
 	}
 	v14 := pbHisto("latency", metricpb.Type_Timer, metricpb.Scope_Global, 0.5, 9,
 		&metricpb.Centroid{Mean: 1, Weight: 1}, &metricpb.Centroid{Mean: 4, Weight: 3.5}, &metricpb.Centroid{Mean: 9, Weight: 2, Samples: []float64{9, 9}})
-	for i, m := range append(append(ms, ours...), v14, pbCounter("n", math.MinInt64, "t")) {
+	// Extremes beyond the centroids' means, as a digest with centroids of
+	// several samples has them.
+	wide := pbHisto("wide", metricpb.Type_Histogram, metricpb.Scope_Mixed, -3, 12,
+		&metricpb.Centroid{Mean: 1, Weight: 4}, &metricpb.Centroid{Mean: 9, Weight: 2.5})
+	for i, m := range append(append(ms, ours...), v14, wide, pbCounter("n", math.MinInt64, "t")) {
 		b, err := proto.Marshal(m)
 		if err != nil {
 			t.Fatal(err)
@@ -137,6 +210,14 @@ func TestDecodeMetricpbWireFast(t *testing.T) {
 		}
 		if diff := seriesDiff(fast, want); diff != "" {
 			t.Errorf("series %d: %s", i, diff)
+		}
+		var c Compact
+		if !d.fastCompact(b, &c) {
+			t.Errorf("series %d (%v %q) did not take the compact fast path", i, m.GetType(), m.GetName())
+			continue
+		}
+		if diff := seriesDiff(compactSeriesOf(t, &c, 0), want); diff != "" {
+			t.Errorf("series %d, compact: %s", i, diff)
 		}
 	}
 }
