@@ -14,20 +14,15 @@ import (
 
 	"github.com/DataDog/datadog-go/v5/statsd"
 	"github.com/sirupsen/logrus"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/tap"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/veneur/veneur/forward/forwardrpc"
 	"github.com/veneur/veneur/forward/metricpb"
 	"github.com/veneur/veneur/internal/counter"
-	"github.com/veneur/veneur/internal/grpcwire"
+	"github.com/veneur/veneur/internal/h2rpc"
 	"github.com/veneur/veneur/listen"
 	"github.com/veneur/veneur/samplers"
 	"github.com/veneur/veneur/tdigest"
@@ -91,9 +86,9 @@ type GRPCServerConfig struct {
 	// server sets NextProtos to h2 (gRPC runs over HTTP/2).
 	TLS *tls.Config
 	// MaxMessageBytes bounds one received message: a SendMetrics list, or
-	// one series of SendMetricsV2. gRPC refuses a larger one with
-	// ResourceExhausted before the server sees it (so it is not counted).
-	// Zero or less means DefaultGRPCMaxMessage.
+	// one series of SendMetricsV2. A larger one refuses its call with
+	// ResourceExhausted (cause too_large), merging nothing of it. Zero or
+	// less means DefaultGRPCMaxMessage.
 	MaxMessageBytes int
 	// MaxStreamMetrics bounds the series of one call; the series past it
 	// refuse the whole call with ResourceExhausted (cause too_large). Zero
@@ -153,18 +148,24 @@ type GRPCServerConfig struct {
 // and the first rejections in x-veneur-errors; a duplicate's, the counts
 // of its first merge and x-veneur-duplicate: true.
 //
+// It serves gRPC over HTTP/2 with internal/h2rpc, which hands a call its
+// messages as bytes, gathered per read of the socket rather than passed
+// one by one between goroutines as grpc-go's server does: a v14 local
+// sends a message per series, and that passing cost more than decoding
+// and merging a small digest. The service has no other methods; any other
+// is answered Unimplemented, as are compressed calls (v14 and our client
+// send none).
+//
 // NewGRPCServer starts nothing; Start (or ServeGRPC) serves, Stop stops.
 // Its self-metrics are import.*, tagged transport:grpc (see Report).
 type GRPCServer struct {
-	forwardrpc.UnimplementedForwardServer
-
 	im  *Importer
 	cfg GRPCServerConfig
 	// compact is the Importer's Merger when it takes Compact series:
 	// calls then gather their series in one.
 	compact CompactMerger
 	log     *logrus.Logger
-	srv     *grpc.Server
+	srv     *h2rpc.Server
 
 	mu      sync.Mutex
 	ln      net.Listener  // the first listener served, for Addr
@@ -190,9 +191,12 @@ type GRPCServer struct {
 	requestNanos, mergeNanos atomic.Int64
 }
 
-var (
-	_ forwardrpc.ForwardServer = (*GRPCServer)(nil)
-	_ listen.Listener          = (*GRPCServer)(nil)
+var _ listen.Listener = (*GRPCServer)(nil)
+
+// The paths of the methods of forwardrpc.Forward.
+const (
+	methodSendMetrics   = "/forwardrpc.Forward/SendMetrics"
+	methodSendMetricsV2 = "/forwardrpc.Forward/SendMetricsV2"
 )
 
 // Causes of import.request_error_total{transport:grpc}, in the order of
@@ -255,51 +259,28 @@ func NewGRPCServer(im *Importer, cfg GRPCServerConfig) (*GRPCServer, error) {
 			counter.Cause{Name: "value", Err: ErrValue},
 		),
 	}
-	opts := []grpc.ServerOption{
-		grpc.MaxRecvMsgSize(cfg.MaxMessageBytes),
-		// SendMetricsV2 receives each series as its bytes, and decodes
-		// them itself (DecodeMetricpbWire); the rest is protobuf as
-		// usual.
-		grpc.ForceServerCodecV2(grpcwire.Codec{}),
-		// Each call gets a deadline of its own, so that a sender that
-		// stops sending cannot hold a place for long: a blocked Recv
-		// returns DeadlineExceeded when it passes.
-		grpc.InTapHandle(s.tap),
-		// Ping a silent connection, so that a peer that vanished is
-		// noticed and its calls end.
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),
-	}
-	if cfg.TLS != nil {
-		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
-	}
 	s.compact, _ = im.grpcMerger().(CompactMerger)
-	s.srv = grpc.NewServer(opts...)
-	forwardrpc.RegisterForwardServer(s.srv, s)
+	// The server hands each call its messages as bytes: SendMetricsV2
+	// decodes each series from them (DecodeMetricpbWire), SendMetrics
+	// its MetricList with the generated code. Each call gets the
+	// deadline MaxCallDuration, so that a sender that stops sending
+	// cannot hold a place for long; a silent connection is pinged after
+	// a minute, and closed when the ping goes unanswered for 20 s.
+	s.srv = h2rpc.NewServer(h2rpc.Config{
+		TLS:              cfg.TLS,
+		MaxMessageBytes:  cfg.MaxMessageBytes,
+		MaxCallDuration:  cfg.MaxCallDuration,
+		KeepaliveTime:    time.Minute,
+		KeepaliveTimeout: 20 * time.Second,
+		Guard:            cfg.Guard,
+		OnError: func(err error) {
+			s.log.WithError(err).Info("closed a gRPC connection on a protocol error")
+		},
+	}, map[string]h2rpc.Handler{
+		methodSendMetrics:   s.sendMetrics,
+		methodSendMetricsV2: s.sendMetricsV2,
+	})
 	return s, nil
-}
-
-// callCancel carries the cancel function of the deadline tap gave a call,
-// for the handler to release it.
-type callCancel struct{}
-
-// tap gives every call the deadline MaxCallDuration.
-func (s *GRPCServer) tap(ctx context.Context, _ *tap.Info) (context.Context, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.MaxCallDuration)
-	return context.WithValue(ctx, callCancel{}, cancel), nil
-}
-
-// release ends the deadline of the call of ctx (see tap) early, when its
-// handler returns: its timer then stops rather than running out. gRPC
-// writes a unary call's answer, and every call's status, after the handler
-// returns; neither waits on the call's context (a write waits only when
-// the call's send quota is spent, and these answers are a few bytes), so
-// they still go out. A stats handler could release it after the status
-// instead, but gRPC then allocates and times every message for it, about
-// a tenth of what receiving a message costs.
-func release(ctx context.Context) {
-	if cancel, ok := ctx.Value(callCancel{}).(context.CancelFunc); ok {
-		cancel()
-	}
 }
 
 // Start binds Address and serves it in the background.
@@ -334,7 +315,7 @@ func (s *GRPCServer) ServeGRPC(ln net.Listener) error {
 		if s.cfg.Guard != nil {
 			defer s.cfg.Guard()
 		}
-		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, h2rpc.ErrServerStopped) {
 			s.log.WithError(err).Error("gRPC server stopped")
 		}
 	}()
@@ -367,22 +348,9 @@ func (s *GRPCServer) Stop(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 
-	graceful := make(chan struct{})
-	go func() {
-		defer close(graceful)
-		s.srv.GracefulStop()
-	}()
-	grace := time.NewTimer(s.cfg.StopGrace)
-	defer grace.Stop()
-	select {
-	case <-graceful:
-	case <-grace.C:
-		s.log.Info("gRPC calls still in progress after the grace; closing their connections")
-		s.srv.Stop()
-	case <-ctx.Done():
-		s.srv.Stop()
-	}
-	<-graceful
+	grace, cancel := context.WithTimeout(ctx, s.cfg.StopGrace)
+	defer cancel()
+	s.srv.Stop(grace)
 	<-s.served
 	return nil
 }
@@ -397,14 +365,27 @@ func (s *GRPCServer) Addr() net.Addr {
 	return s.ln.Addr()
 }
 
-// SendMetrics imports one MetricList.
-func (s *GRPCServer) SendMetrics(ctx context.Context, list *forwardrpc.MetricList) (*emptypb.Empty, error) {
-	if s.cfg.Guard != nil {
-		defer s.cfg.Guard()
-	}
-	defer release(ctx)
+// sendMetrics imports one MetricList (SendMetrics).
+func (s *GRPCServer) sendMetrics(call *h2rpc.Call) ([]byte, metadata.MD, error) {
 	var trailer metadata.MD
-	err := s.importCall(ctx, &trailer, func(c *grpcCall) error {
+	err := s.importCall(call.Context(), &trailer, func(c *grpcCall) error {
+		b, err := call.Recv()
+		if err == io.EOF {
+			return &receiveError{status.Error(codes.Internal, "a SendMetrics call without its MetricList")}
+		}
+		if err != nil {
+			return &receiveError{err}
+		}
+		var list forwardrpc.MetricList
+		if err := proto.Unmarshal(b, &list); err != nil {
+			return &receiveError{status.Errorf(codes.Internal, "the MetricList does not parse: %v", err)}
+		}
+		if _, err := call.Recv(); err != io.EOF {
+			if err == nil {
+				err = status.Error(codes.Internal, "a SendMetrics call of more than one MetricList")
+			}
+			return &receiveError{err}
+		}
 		for _, m := range list.GetMetrics() {
 			if err := c.add(m); err != nil {
 				return err
@@ -412,47 +393,28 @@ func (s *GRPCServer) SendMetrics(ctx context.Context, list *forwardrpc.MetricLis
 		}
 		return nil
 	})
-	if trailer != nil {
-		grpc.SetTrailer(ctx, trailer)
-	}
-	if err != nil {
-		return nil, err
-	}
-	return &emptypb.Empty{}, nil
+	return nil, trailer, err
 }
 
-// SendMetricsV2 imports the series of one stream, once it ends. Each
-// series is received as its bytes (grpcwire), into one buffer, and decoded
-// from them.
-func (s *GRPCServer) SendMetricsV2(stream forwardrpc.Forward_SendMetricsV2Server) error {
-	if s.cfg.Guard != nil {
-		defer s.cfg.Guard()
-	}
-	ctx := stream.Context()
-	defer release(ctx)
+// sendMetricsV2 imports the series of one stream (SendMetricsV2), once it
+// ends. Each series is decoded from the bytes of its message.
+func (s *GRPCServer) sendMetricsV2(call *h2rpc.Call) ([]byte, metadata.MD, error) {
 	var trailer metadata.MD
-	err := s.importCall(ctx, &trailer, func(c *grpcCall) error {
-		var msg grpcwire.Message
+	err := s.importCall(call.Context(), &trailer, func(c *grpcCall) error {
 		for {
-			err := stream.RecvMsg(&msg)
+			b, err := call.Recv()
 			if err == io.EOF {
 				return nil
 			}
 			if err != nil {
 				return &receiveError{err}
 			}
-			if err := c.addWire(msg.B); err != nil {
+			if err := c.addWire(b); err != nil {
 				return err
 			}
 		}
 	})
-	if trailer != nil {
-		stream.SetTrailer(trailer)
-	}
-	if err != nil {
-		return err
-	}
-	return stream.SendAndClose(&emptypb.Empty{})
+	return nil, trailer, err
 }
 
 // receiveError is a failure to receive a call's next message: the sender
