@@ -38,17 +38,20 @@ type batch struct {
 	// imports, when set, makes this a batch of metrics imported from other
 	// instances (not from the pool).
 	imports []importItem
+	// compact, when set, makes this a batch of imported series in their
+	// compact form: series idx[k] of compact, whose key hashes to
+	// hashes[k]. The arrays hold no pointers, for the GC to skip.
+	compact *forward.Compact
+	idx     []int32
+	hashes  []uint64
 }
 
 // importItem is one imported metric bound for a worker: its key, and the
-// metric in the slice handed to workerPool.Merge, or (f nil) series i of
-// the Compact handed to workerPool.MergeCompact.
+// metric in the slice handed to workerPool.Merge.
 type importItem struct {
 	hash uint64
 	key  []byte
 	f    *samplers.Forwarded
-	c    *forward.Compact
-	i    int
 }
 
 const (
@@ -208,6 +211,11 @@ func (w *Worker) run() {
 		}
 		if b.imports != nil {
 			w.merge(b.imports)
+			continue
+		}
+		if b.compact != nil {
+			w.mergeCompact(b.compact, b.idx, b.hashes)
+			b.compact.Release()
 			continue
 		}
 		w.process(b)
@@ -419,14 +427,6 @@ func (w *Worker) merge(items []importItem) {
 		if r == nil {
 			continue
 		}
-		if it.f == nil {
-			if !w.mergeCompact(r, it.c, it.i) {
-				w.cur.badKeys++
-				continue
-			}
-			w.cur.imported++
-			continue
-		}
 		switch r.se.Type {
 		case samplers.CounterMetric:
 			r.value += it.f.Counter
@@ -442,28 +442,37 @@ func (w *Worker) merge(items []importItem) {
 	}
 }
 
-// mergeCompact merges series i of c into r, its record, as merge merges
-// the same series as a samplers.Forwarded: a digest's centroids go into
-// the worker's scratch digest (SetCentroids, as the decoder would have
-// built its digest), merged from there. It reports false for a value that
-// does not merge (a set's sketch of another precision).
-func (w *Worker) mergeCompact(r *record, c *forward.Compact, i int) bool {
-	switch r.se.Type {
-	case samplers.CounterMetric:
-		r.value += c.Counter(i)
-	case samplers.HistogramMetric, samplers.TimerMetric:
-		if w.importDigest == nil {
-			w.importDigest = tdigest.New()
+// mergeCompact merges the series idx of c, whose keys hash to hashes, as
+// merge merges the same series as samplers.Forwarded: a digest's
+// centroids as tdigest's MergeCentroids takes them (the digest
+// SetCentroids would build from them, merged).
+func (w *Worker) mergeCompact(c *forward.Compact, idx []int32, hashes []uint64) {
+	for k, i := range idx {
+		r := w.lookup(hashes[k], c.Key(int(i)))
+		if r == nil {
+			continue
 		}
-		cents, lo, hi := c.Digest(i)
-		if w.importDigest.SetCentroids(cents, lo, hi) != nil {
-			return false // the decoder checked them: not seen
+		switch r.se.Type {
+		case samplers.CounterMetric:
+			r.value += c.Counter(int(i))
+		case samplers.HistogramMetric, samplers.TimerMetric:
+			if w.importDigest == nil {
+				w.importDigest = tdigest.New()
+			}
+			cents, lo, hi := c.Digest(int(i))
+			if r.histo.Digest().MergeCentroids(cents, lo, hi, w.importDigest) != nil {
+				// The decoder checked them: not seen.
+				w.cur.badKeys++
+				continue
+			}
+		case samplers.SetMetric:
+			if r.set.Merge(c.Set(int(i))) != nil {
+				w.cur.badKeys++
+				continue
+			}
 		}
-		r.histo.Merge(w.importDigest)
-	case samplers.SetMetric:
-		return r.set.Merge(c.Set(i)) == nil
+		w.cur.imported++
 	}
-	return true
 }
 
 // lookup is find, returning the record itself, or nil.
@@ -708,7 +717,8 @@ func (p *workerPool) Merge(metrics []samplers.Forwarded) error {
 }
 
 // MergeCompact is Merge for series in their compact form: the decoder
-// built their keys, so it only routes them.
+// built their keys, so it only routes them. Each worker gets the indexes
+// of its series and their hashes, in two arrays shared by the workers.
 func (p *workerPool) MergeCompact(c *forward.Compact) error {
 	n := c.Len()
 	wis := make([]int32, n)
@@ -722,14 +732,31 @@ func (p *workerPool) MergeCompact(c *forward.Compact) error {
 	for w := 1; w < len(counts); w++ {
 		counts[w] += counts[w-1]
 	}
-	items := make([]importItem, n)
+	idx := make([]int32, n)
+	byWorker := make([]uint64, n)
 	next := slices.Clone(counts)
 	for i := range n {
 		wi := wis[i]
-		items[next[wi]] = importItem{hash: hashes[i], key: c.Key(i), c: c, i: i}
+		idx[next[wi]], byWorker[next[wi]] = int32(i), hashes[i]
 		next[wi]++
 	}
-	return p.hand(items, counts)
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		return forward.ErrClosed
+	}
+	// Each worker releases c once it merged its part.
+	for wi := range p.workers {
+		if counts[wi+1] > counts[wi] {
+			c.Hold(1)
+		}
+	}
+	for wi := range p.workers {
+		if lo, hi := counts[wi], counts[wi+1]; hi > lo {
+			p.workers[wi].in <- &batch{compact: c, idx: idx[lo:hi:hi], hashes: byWorker[lo:hi:hi]}
+		}
+	}
+	return nil
 }
 
 // hand gives each worker w its items, items[counts[w]:counts[w+1]], or

@@ -555,14 +555,23 @@ func (s *GRPCServer) importCall(ctx context.Context, trailer *metadata.MD, recei
 
 	call := &grpcCall{s: s, errs: s.metricErrs.NewLocal()}
 	if presize := min(s.lastCall.Load(), grpcPresizeMax); s.compact != nil {
-		call.compact = &Compact{
-			series: make([]compactSeries, 0, presize),
-			keys:   make([]byte, 0, min(s.lastKeys.Load(), 64*grpcPresizeMax)),
-			cents:  make([]tdigest.Centroid, 0, min(s.lastCents.Load(), 16*grpcPresizeMax)),
+		call.compact = newCompact()
+		if cap(call.compact.series) == 0 {
+			call.compact.series = make([]compactSeries, 0, presize)
+			call.compact.keys = make([]byte, 0, min(s.lastKeys.Load(), 64*grpcPresizeMax))
+			call.compact.cents = make([]tdigest.Centroid, 0, min(s.lastCents.Load(), 16*grpcPresizeMax))
 		}
 	} else {
 		call.fwd = make([]samplers.Forwarded, 0, presize)
 	}
+	merged := false
+	defer func() {
+		if call.compact != nil && !merged {
+			// Nothing holds it: kept for the next call.
+			call.compact.Hold(1)
+			call.compact.Release()
+		}
+	}()
 	if err := receive(call); err != nil {
 		cause := s.requestErrs.Len() - 1 // other: receive returns no other error
 		var re *receiveError
@@ -584,7 +593,12 @@ func (s *GRPCServer) importCall(ctx context.Context, trailer *metadata.MD, recei
 		return status.Errorf(codes.InvalidArgument, "none of the %d series was accepted; the first: %s", call.rejected, call.answers[0])
 	}
 	if call.compact != nil {
+		// Sizes for the next call, read before the workers may release
+		// the Compact to another.
+		s.lastKeys.Store(int64(len(call.compact.keys)))
+		s.lastCents.Store(int64(len(call.compact.cents)))
 		err = s.compact.MergeCompact(call.compact)
+		merged = err == nil
 	} else {
 		err = s.im.grpcMerger().Merge(call.fwd)
 	}
@@ -601,10 +615,6 @@ func (s *GRPCServer) importCall(ctx context.Context, trailer *metadata.MD, recei
 	s.requests.Add(1)
 	s.metrics.Add(uint64(call.accepted))
 	s.lastCall.Store(int64(call.accepted))
-	if call.compact != nil {
-		s.lastKeys.Store(int64(len(call.compact.keys)))
-		s.lastCents.Store(int64(len(call.compact.cents)))
-	}
 	if id != "" {
 		batches.done(id, mergedBatch{at: s.im.grpcNow(), accepted: call.accepted, rejected: call.rejected})
 		id = ""

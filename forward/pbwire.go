@@ -133,7 +133,7 @@ func (d *wireDecoder) parse(b []byte) (w wireSeries, ok bool) {
 			if n < 0 || len(d.tagEnds) == maxTags {
 				return w, false
 			}
-			if len(v) == 0 || len(v) > maxName || !utf8.Valid(v) || slices.Contains(v, ',') {
+			if len(v) == 0 || len(v) > maxName || !validTag(v) {
 				return w, false
 			}
 			d.strs = append(d.strs, v...)
@@ -164,7 +164,7 @@ func (d *wireDecoder) parse(b []byte) (w wireSeries, ok bool) {
 			return w, false
 		}
 	}
-	if len(w.name) == 0 || len(w.name) > maxName || !utf8.Valid(w.name) {
+	if len(w.name) == 0 || len(w.name) > maxName || !validUTF8(w.name) {
 		return w, false
 	}
 	if s := metricpb.Scope(w.scope); s != metricpb.Scope_Mixed && s != metricpb.Scope_Global {
@@ -179,6 +179,30 @@ func (d *wireDecoder) parse(b []byte) (w wireSeries, ok bool) {
 		return w, w.valueField == fieldMetricSet
 	}
 	return w, false // gauges, unknown types: refused
+}
+
+// validTag reports whether v is valid UTF-8 without a comma, in one pass
+// over ASCII (the usual case).
+func validTag(v []byte) bool {
+	for i, ch := range v {
+		if ch >= utf8.RuneSelf {
+			return utf8.Valid(v[i:]) && !slices.Contains(v[i:], ',')
+		}
+		if ch == ',' {
+			return false
+		}
+	}
+	return true
+}
+
+// validUTF8 is utf8.Valid, in one pass over ASCII.
+func validUTF8(v []byte) bool {
+	for i, ch := range v {
+		if ch >= utf8.RuneSelf {
+			return utf8.Valid(v[i:])
+		}
+	}
+	return true
 }
 
 // fast decodes b when it is a Metric that DecodeMetricpb accepts and that
@@ -243,11 +267,11 @@ func (d *wireDecoder) fastCompact(b []byte, c *Compact) bool {
 		if cents, lo, hi, ok = d.centroidsFromWire(w.value); !ok {
 			return false
 		}
-		// The checks of SetCentroids, on scratch: the digest a
-		// worker builds from these centroids then builds without
-		// error, and a series the fast path refuses goes to the
-		// generated code as decode's does.
-		if d.check.SetCentroids(cents, lo, hi) != nil {
+		// What SetCentroids checks, so that the digest a worker builds
+		// from these centroids builds without error, and a series the
+		// fast path refuses goes to the generated code as decode's
+		// does.
+		if !centroidsTake(cents) && d.check.SetCentroids(cents, lo, hi) != nil {
 			return false
 		}
 		typ, isDigest = samplers.HistogramMetric, true
@@ -425,10 +449,38 @@ func (d *wireDecoder) centroidsFromWire(b []byte) (cents []tdigest.Centroid, lo,
 	return cents, lo, hi, true
 }
 
+// centroidsTake reports whether SetCentroids surely takes cents, whose
+// means and weights centroidFromWire checked (finite, weights positive),
+// and whose extremes centroidsFromWire did: when the total weight is at
+// most 2^200 and the magnitudes of mean×weight add up to a finite number
+// (no partial sum of the digest's, in any order, then overflows). It is
+// false when it cannot tell, and SetCentroids decides.
+func centroidsTake(cents []tdigest.Centroid) bool {
+	total, abs := 0.0, 0.0
+	for _, c := range cents {
+		total += c.Weight
+		abs += math.Abs(c.Mean * c.Weight)
+	}
+	return total <= 0x1p200 && isFinite(abs)
+}
+
 // centroidFromWire reads a Centroid: finite, of positive weight, and
 // single-valued as digestFromPB judges it (weight at most 1, or samples
 // that all equal its mean).
 func centroidFromWire(b []byte) (tdigest.Centroid, bool) {
+	// The canonical encoding of a centroid without samples: mean (field
+	// 1) and weight (field 2), fixed64 each.
+	if len(b) == 18 && b[0] == fieldCentroidMean<<3|byte(protowire.Fixed64Type) && b[9] == fieldCentroidWeight<<3|byte(protowire.Fixed64Type) {
+		c := tdigest.Centroid{
+			Mean:   math.Float64frombits(binary.LittleEndian.Uint64(b[1:])),
+			Weight: math.Float64frombits(binary.LittleEndian.Uint64(b[10:])),
+		}
+		if !isFinite(c.Mean) || !isFinite(c.Weight) || !(c.Weight > 0) {
+			return c, false
+		}
+		c.Single = c.Weight <= 1
+		return c, true
+	}
 	var (
 		c       tdigest.Centroid
 		samples int

@@ -65,6 +65,61 @@ func (t *TDigest) SetCentroids(cents []Centroid, lo, hi float64) error {
 	})
 }
 
+// MergeCentroids merges into t the digest that SetCentroids(cents, lo, hi)
+// would build, with the same checks and errors, leaving t unchanged on
+// error: the result is that of t.Merge on that digest. Centroids in order
+// of mean, each single-valued (as a local forwards the few samples of a
+// small digest), are added as the weighted samples they are, without
+// building the digest; others are built in scratch (which MergeCentroids
+// resets and fills) and merged from there. scratch may be nil when the
+// caller knows every centroid is single-valued and in order.
+func (t *TDigest) MergeCentroids(cents []Centroid, lo, hi float64, scratch *TDigest) error {
+	if len(cents) == 0 {
+		return nil
+	}
+	simple := true
+	total, sum := 0.0, 0.0
+	for i, c := range cents {
+		if !c.Single || (i > 0 && c.Mean < cents[i-1].Mean) {
+			simple = false
+			break
+		}
+		total += c.Weight
+		sum += c.Mean * c.Weight
+	}
+	if !simple || !finite(lo) || !finite(hi) || !(total <= maxTotalWeight) || sum != sum {
+		if scratch == nil {
+			scratch = New()
+		}
+		if err := scratch.SetCentroids(cents, lo, hi); err != nil {
+			return err
+		}
+		t.Merge(scratch)
+		return nil
+	}
+	for i, c := range cents {
+		if !finite(c.Mean) || !(c.Weight > 0) || !finite(c.Weight) {
+			// SetCentroids gives the error.
+			if scratch == nil {
+				scratch = New()
+			}
+			return scratch.SetCentroids(cents[:i+1], lo, hi)
+		}
+	}
+	for _, c := range cents {
+		t.add(c.Mean, c.Weight)
+	}
+	t.addSum(sum)
+	// As Merge takes the extremes of the digest SetCentroids builds.
+	if lo := min(lo, cents[0].Mean); lo < t.min {
+		t.min = lo
+	}
+	if hi := max(hi, cents[len(cents)-1].Mean); hi > t.max {
+		t.max = hi
+	}
+	return nil
+}
+
 // setCentroids is SetCentroids on an empty digest, taking the space for n
 // centroids and their words of purity bits from space once cents are
 // checked. On error the digest is left empty.

@@ -27,6 +27,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -534,6 +535,18 @@ func (c *conn) readLoop() error {
 	}
 	settled := false // the client's first SETTINGS arrived
 	for {
+		if settled {
+			took, err := c.fastData()
+			if err != nil {
+				return err
+			}
+			if took {
+				c.frames.Add(1)
+				controlRun = 0
+				c.flushDirty()
+				continue
+			}
+		}
 		f, err := c.fr.ReadFrame()
 		if err != nil {
 			var se http2.StreamError
@@ -595,20 +608,86 @@ func (c *conn) readLoop() error {
 			// PRIORITY and unknown frame types: ignored.
 			controlRun++
 		}
-		if len(c.dirty) > 0 && c.br.Buffered() == 0 {
-			// The next read may wait: hand over what was gathered.
-			for i, st := range c.dirty {
-				st.handOver(false)
-				c.dirty[i] = nil
-			}
-			c.dirty = c.dirty[:0]
-		}
+		c.flushDirty()
 		if controlRun > maxControlRun {
 			return c.protocol(http2.ErrCodeEnhanceYourCalm, "too many control frames")
 		}
 		if resetRun > maxResetRun {
 			return c.protocol(http2.ErrCodeEnhanceYourCalm, "too many streams reset or refused")
 		}
+	}
+}
+
+// flushDirty hands over the chunks gathered when the next read may wait:
+// nothing is left buffered.
+func (c *conn) flushDirty() {
+	if len(c.dirty) == 0 || c.br.Buffered() > 0 {
+		return
+	}
+	for i, st := range c.dirty {
+		st.handOver(false)
+		c.dirty[i] = nil
+	}
+	c.dirty = c.dirty[:0]
+}
+
+// maxFrameSize is SETTINGS_MAX_FRAME_SIZE, which the server leaves at its
+// initial value.
+const maxFrameSize = 16384
+
+// fastData reads the next frame when it is what a call's messages
+// usually come in: a DATA frame without padding, within the frame size,
+// on an open stream and within the windows. Its payload goes from the
+// read buffer straight to the stream's pending chunk. It reports false,
+// having read nothing, for any other frame, which the framer then reads
+// and checks (ReadFrame reads a header block whole, so that between two
+// of its frames no frame can be in the middle of one).
+func (c *conn) fastData() (bool, error) {
+	h, err := c.br.Peek(9)
+	if err != nil {
+		return false, nil // the framer meets the error
+	}
+	n := int(h[0])<<16 | int(h[1])<<8 | int(h[2])
+	flags := http2.Flags(h[4])
+	id := binary.BigEndian.Uint32(h[5:]) & (1<<31 - 1)
+	if http2.FrameType(h[3]) != http2.FrameData || flags&^http2.FlagDataEndStream != 0 || n > maxFrameSize || id == 0 {
+		return false, nil
+	}
+	c.mu.Lock()
+	st := c.streams[id]
+	c.mu.Unlock()
+	// Only the reader takes from the windows.
+	if st == nil || c.recvWindow.Load() < int64(n) || st.recvWindow.Load() < int64(n) {
+		return false, nil
+	}
+	c.br.Discard(9)
+	c.recvWindow.Add(-int64(n))
+	st.recvWindow.Add(-int64(n))
+	if n > 0 {
+		c.room(st, n)
+		at := len(st.pending)
+		st.pending = st.pending[:at+n]
+		if _, err := io.ReadFull(c.br, st.pending[at:]); err != nil {
+			st.pending = st.pending[:at]
+			return false, err
+		}
+	}
+	if end := flags&http2.FlagDataEndStream != 0; end || len(st.pending) >= chunkBytes {
+		st.handOver(end)
+	}
+	return true, nil
+}
+
+// room makes room for n more bytes in st's pending chunk: it hands the
+// chunk over when they would not fit, and takes a new one when there is
+// none.
+func (c *conn) room(st *stream, n int) {
+	if st.pending != nil && len(st.pending)+n > cap(st.pending) {
+		st.handOver(false)
+	}
+	if st.pending == nil {
+		st.pending = (*chunkPool.Get().(*[]byte))[:0]
+		c.dirty = append(c.dirty, st)
 	}
 }
 
@@ -677,10 +756,7 @@ func (c *conn) data(f *http2.DataFrame) error {
 		c.credit(st, pad)
 	}
 	if data := f.Data(); len(data) > 0 {
-		if st.pending == nil {
-			st.pending = (*chunkPool.Get().(*[]byte))[:0]
-			c.dirty = append(c.dirty, st)
-		}
+		c.room(st, len(data))
 		st.pending = append(st.pending, data...)
 	}
 	if end := f.StreamEnded(); end || len(st.pending) >= chunkBytes {
