@@ -86,7 +86,7 @@ func TestMergeCentroidsAsMerge(t *testing.T) {
 	for _, cents := range [][]Centroid{
 		{{Mean: 1, Weight: 1, Single: true}, {Mean: inf, Weight: 1, Single: true}},
 		{{Mean: 1, Weight: 1, Single: true}, {Mean: 2, Weight: -1, Single: true}},
-		{{Mean: -0.0, Weight: 1, Single: true}},
+		{{Mean: math.Copysign(0, -1), Weight: 1, Single: true}},
 		{{Mean: 1e300, Weight: 1e10, Single: true}},
 		nil,
 	} {
