@@ -80,12 +80,11 @@ type wireDecoder struct {
 	cents    []tdigest.Centroid // the centroids of a digest
 	tagChunk []string           // tags slices are carved from its spare capacity
 	digests  tdigest.Builder
-	// tags, line and check are fastCompact's scratch space: the tags
-	// of a key, the line that lays it out, and the digest that checks
-	// centroids.
-	tags  [][]byte
-	line  samplers.Line
-	check tdigest.TDigest
+	// tags, joined and check are fastCompact's scratch space: the tags
+	// of a key, the same joined, and the digest that checks centroids.
+	tags   [][]byte
+	joined []byte
+	check  tdigest.TDigest
 }
 
 // decode is DecodeMetricpbWire with d's scratch space.
@@ -116,20 +115,20 @@ type wireSeries struct {
 func (d *wireDecoder) parse(b []byte) (w wireSeries, ok bool) {
 	d.strs, d.tagEnds = d.strs[:0], d.tagEnds[:0]
 	for len(b) > 0 {
-		num, wt, n := protowire.ConsumeTag(b)
+		num, wt, n := consumeTag(b)
 		if n < 0 {
 			return w, false
 		}
 		b = b[n:]
 		switch {
 		case num == fieldMetricName && wt == protowire.BytesType:
-			v, n := protowire.ConsumeBytes(b)
+			v, n := consumeBytes(b)
 			if n < 0 {
 				return w, false
 			}
 			w.name, b = v, b[n:]
 		case num == fieldMetricTags && wt == protowire.BytesType:
-			v, n := protowire.ConsumeBytes(b)
+			v, n := consumeBytes(b)
 			if n < 0 || len(d.tagEnds) == maxTags {
 				return w, false
 			}
@@ -153,7 +152,7 @@ func (d *wireDecoder) parse(b []byte) (w wireSeries, ok bool) {
 			}
 			b = b[n:]
 		case num >= fieldMetricCounter && num <= fieldMetricSet && wt == protowire.BytesType:
-			v, n := protowire.ConsumeBytes(b)
+			v, n := consumeBytes(b)
 			if n < 0 || w.valueField != 0 {
 				// A second member: the generated code merges or
 				// replaces it.
@@ -302,15 +301,26 @@ func (d *wireDecoder) fastCompact(b []byte, c *Compact) bool {
 func (d *wireDecoder) appendKey(dst []byte, typ samplers.MetricType, scope samplers.MetricScope, name []byte) []byte {
 	d.tags = d.tags[:0]
 	start := 0
+	sorted := true
 	for _, end := range d.tagEnds {
-		d.tags = append(d.tags, d.strs[start:end])
+		tag := d.strs[start:end]
+		if n := len(d.tags); n > 0 && bytes.Compare(d.tags[n-1], tag) > 0 {
+			sorted = false
+		}
+		d.tags = append(d.tags, tag)
 		start = end
 	}
-	if !slices.IsSortedFunc(d.tags, bytes.Compare) {
+	if !sorted {
 		slices.SortFunc(d.tags, bytes.Compare)
 	}
-	d.line = samplers.Line{Type: typ, Scope: scope, Name: name, Tags: d.tags}
-	return samplers.AppendKey(dst, &d.line)
+	d.joined = d.joined[:0]
+	for i, t := range d.tags {
+		if i > 0 {
+			d.joined = append(d.joined, ',')
+		}
+		d.joined = append(d.joined, t...)
+	}
+	return samplers.AppendKeyJoined(dst, typ, scope, name, d.joined)
 }
 
 // setStrings sets f's name and its tags, sorted, from name and the tags in
@@ -411,14 +421,28 @@ func (d *wireDecoder) centroidsFromWire(b []byte) (cents []tdigest.Centroid, lo,
 	cents = d.cents[:0]
 	defer func() { d.cents = cents[:0] }()
 	for len(md) > 0 {
-		num, wt, n := protowire.ConsumeTag(md)
+		// The canonical encoding of a centroid without samples: field
+		// 1 of 18 bytes, its mean and weight (fixed64).
+		if len(md) >= 20 && md[0] == centroidTag && md[1] == 18 && md[2] == meanTag && md[11] == weightTag {
+			c := tdigest.Centroid{
+				Mean:   math.Float64frombits(binary.LittleEndian.Uint64(md[3:])),
+				Weight: math.Float64frombits(binary.LittleEndian.Uint64(md[12:])),
+			}
+			if len(cents) == MaxMetricpbCentroids || !isFinite(c.Mean) || !isFinite(c.Weight) || !(c.Weight > 0) {
+				return nil, 0, 0, false
+			}
+			c.Single = c.Weight <= 1
+			cents, md = append(cents, c), md[20:]
+			continue
+		}
+		num, wt, n := consumeTag(md)
 		if n < 0 {
 			return nil, 0, 0, false
 		}
 		md = md[n:]
 		switch {
 		case num == fieldDigestCentroids && wt == protowire.BytesType:
-			v, n := protowire.ConsumeBytes(md)
+			v, n := consumeBytes(md)
 			if n < 0 || len(cents) == MaxMetricpbCentroids {
 				return nil, 0, 0, false
 			}
@@ -449,6 +473,35 @@ func (d *wireDecoder) centroidsFromWire(b []byte) (cents []tdigest.Centroid, lo,
 	return cents, lo, hi, true
 }
 
+// The one-byte tags of a centroid in a MergingDigestData and of its mean
+// and weight.
+const (
+	centroidTag = fieldDigestCentroids<<3 | byte(protowire.BytesType)
+	meanTag     = fieldCentroidMean<<3 | byte(protowire.Fixed64Type)
+	weightTag   = fieldCentroidWeight<<3 | byte(protowire.Fixed64Type)
+)
+
+// consumeTag is protowire.ConsumeTag, reading a tag of one byte (fields 1
+// to 15) itself.
+func consumeTag(b []byte) (protowire.Number, protowire.Type, int) {
+	if len(b) > 0 && b[0] < 0x80 && b[0]>>3 != 0 {
+		return protowire.Number(b[0] >> 3), protowire.Type(b[0] & 7), 1
+	}
+	return protowire.ConsumeTag(b)
+}
+
+// consumeBytes is protowire.ConsumeBytes, reading a length of one byte
+// (under 128) itself.
+func consumeBytes(b []byte) ([]byte, int) {
+	if len(b) > 0 && b[0] < 0x80 {
+		if n := int(b[0]); n < len(b) {
+			return b[1 : 1+n], 1 + n
+		}
+		return nil, -1
+	}
+	return protowire.ConsumeBytes(b)
+}
+
 // centroidsTake reports whether SetCentroids surely takes cents, whose
 // means and weights centroidFromWire checked (finite, weights positive),
 // and whose extremes centroidsFromWire did: when the total weight is at
@@ -470,7 +523,7 @@ func centroidsTake(cents []tdigest.Centroid) bool {
 func centroidFromWire(b []byte) (tdigest.Centroid, bool) {
 	// The canonical encoding of a centroid without samples: mean (field
 	// 1) and weight (field 2), fixed64 each.
-	if len(b) == 18 && b[0] == fieldCentroidMean<<3|byte(protowire.Fixed64Type) && b[9] == fieldCentroidWeight<<3|byte(protowire.Fixed64Type) {
+	if len(b) == 18 && b[0] == meanTag && b[9] == weightTag {
 		c := tdigest.Centroid{
 			Mean:   math.Float64frombits(binary.LittleEndian.Uint64(b[1:])),
 			Weight: math.Float64frombits(binary.LittleEndian.Uint64(b[10:])),

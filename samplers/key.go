@@ -26,6 +26,14 @@ func AppendForwardedKey(dst []byte, f *Forwarded) []byte {
 	return appendKey(dst, f.Type, f.Scope, f.Name, "", "", f.Tags)
 }
 
+// AppendKeyJoined appends the key of a series without host or device
+// overrides whose tags, sorted, are joined by ',' in joined: the key of a
+// forwarded series built from bytes.
+func AppendKeyJoined(dst []byte, typ MetricType, scope MetricScope, name, joined []byte) []byte {
+	dst = appendKey[[]byte](dst, typ, scope, name, nil, nil, nil)
+	return append(dst, joined...)
+}
+
 // appendKey is the one key layout, for lines (bytes) and decoded series
 // (strings) alike.
 func appendKey[S ~string | ~[]byte](dst []byte, typ MetricType, scope MetricScope, name, host, device S, tags []S) []byte {
