@@ -189,7 +189,7 @@ func BenchmarkGRPCImportSmallDigests(b *testing.B) {
 // BenchmarkDecodeSmallDigests is the decoding of one small digest
 // (smallDigests) from its bytes: by the generated code then
 // DecodeMetricpb (generated), as the import did before it decoded the
-// bytes itself (wire).
+// bytes itself (wire), and into a Compact (compact).
 func BenchmarkDecodeSmallDigests(b *testing.B) {
 	_, raw := smallDigests(b, 1000)
 	b.Run("generated", func(b *testing.B) {
@@ -202,6 +202,21 @@ func BenchmarkDecodeSmallDigests(b *testing.B) {
 			}
 			if _, err := DecodeMetricpb(&m); err != nil {
 				b.Fatal(err)
+			}
+			i++
+		}
+	})
+	b.Run("compact", func(b *testing.B) {
+		var d wireDecoder
+		c := newCompact()
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			if i%len(raw) == 0 {
+				c.keys, c.series, c.cents = c.keys[:0], c.series[:0], c.cents[:0]
+			}
+			if !d.fastCompact(raw[i%len(raw)].B, c) {
+				b.Fatal("not the fast path")
 			}
 			i++
 		}

@@ -180,22 +180,19 @@ func (d *wireDecoder) parse(b []byte) (w wireSeries, ok bool) {
 	return w, false // gauges, unknown types: refused
 }
 
-// validTag reports whether v is valid UTF-8 without a comma, in one pass
-// over ASCII (the usual case).
+// validTag reports whether v is valid UTF-8 without a comma.
 func validTag(v []byte) bool {
-	for i, ch := range v {
-		if ch >= utf8.RuneSelf {
-			return utf8.Valid(v[i:]) && !slices.Contains(v[i:], ',')
-		}
-		if ch == ',' {
-			return false
-		}
-	}
-	return true
+	return validUTF8(v) && bytes.IndexByte(v, ',') < 0
 }
 
-// validUTF8 is utf8.Valid, in one pass over ASCII.
+// validUTF8 is utf8.Valid, looking at ASCII (the usual case) eight bytes
+// at a time.
 func validUTF8(v []byte) bool {
+	for ; len(v) >= 8; v = v[8:] {
+		if binary.LittleEndian.Uint64(v)&0x8080808080808080 != 0 {
+			return utf8.Valid(v)
+		}
+	}
 	for i, ch := range v {
 		if ch >= utf8.RuneSelf {
 			return utf8.Valid(v[i:])
@@ -490,16 +487,24 @@ func consumeTag(b []byte) (protowire.Number, protowire.Type, int) {
 	return protowire.ConsumeTag(b)
 }
 
-// consumeBytes is protowire.ConsumeBytes, reading a length of one byte
-// (under 128) itself.
+// consumeBytes is protowire.ConsumeBytes, reading a length of one or two
+// bytes (under 16,384) itself.
 func consumeBytes(b []byte) ([]byte, int) {
-	if len(b) > 0 && b[0] < 0x80 {
-		if n := int(b[0]); n < len(b) {
-			return b[1 : 1+n], 1 + n
-		}
+	var n, k int
+	switch {
+	case len(b) > 0 && b[0] < 0x80:
+		n, k = int(b[0]), 1
+	case len(b) > 1 && b[1] < 0x80 && b[1] != 0:
+		// A second byte of 0 would make a non-minimal varint, which
+		// protowire reads too; it is left to it.
+		n, k = int(b[0]&0x7f)|int(b[1])<<7, 2
+	default:
+		return protowire.ConsumeBytes(b)
+	}
+	if n > len(b)-k {
 		return nil, -1
 	}
-	return protowire.ConsumeBytes(b)
+	return b[k : k+n], k + n
 }
 
 // centroidsTake reports whether SetCentroids surely takes cents, whose
