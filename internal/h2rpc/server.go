@@ -551,6 +551,14 @@ func (c *conn) readLoop() error {
 		if err != nil {
 			var se http2.StreamError
 			if errors.As(err, &se) {
+				// A stream the client opened with a malformed header
+				// block counts as opened (and is closed): its DATA is
+				// then dropped, not a connection error.
+				c.mu.Lock()
+				if se.StreamID%2 == 1 && se.StreamID > c.lastID {
+					c.lastID = se.StreamID
+				}
+				c.mu.Unlock()
 				c.resetStream(se.StreamID, se.Code)
 				continue
 			}

@@ -3,6 +3,8 @@ package h2rpc
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -16,12 +18,14 @@ import (
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	_ "google.golang.org/grpc/encoding/gzip"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/veneur/veneur/internal/grpcwire"
+	"github.com/veneur/veneur/internal/testpki"
 )
 
 // recorder is a method that keeps every message of its calls and answers
@@ -563,5 +567,75 @@ func TestParseTimeout(t *testing.T) {
 		if _, ok := parseTimeout(in); ok {
 			t.Errorf("parseTimeout(%q) accepted", in)
 		}
+	}
+}
+
+// Over TLS the server negotiates h2 and checks client certificates as its
+// config says: a client with one is served, one without is refused, and a
+// client that does not offer h2 is closed.
+func TestTLS(t *testing.T) {
+	pki := testpki.New(t)
+	serverCert, err := tls.X509KeyPair([]byte(pki.Server.Cert), []byte(pki.Server.Key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientCert, err := tls.X509KeyPair([]byte(pki.Client.Cert), []byte(pki.Client.Key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cas := x509.NewCertPool()
+	cas.AppendCertsFromPEM([]byte(pki.CA))
+	r := &recorder{}
+	_, addr := serve(t, Config{TLS: &tls.Config{
+		Certificates: []tls.Certificate{serverCert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: cas,
+	}}, r.handle)
+	ctx := context.Background()
+	with := dial(t, addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: cas, Certificates: []tls.Certificate{clientCert}})))
+	if _, trailer, err := send(ctx, with, testMethod, [][]byte{{1}, {2}}); err != nil || fmt.Sprint(trailer.Get("x-count")) != "[2]" {
+		t.Errorf("a client with a certificate: %v, trailer %v", err, trailer)
+	}
+	without := dial(t, addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: cas})))
+	if _, _, err := send(ctx, without, testMethod, [][]byte{{1}}); status.Code(err) != codes.Unavailable {
+		t.Errorf("a client without a certificate: %v, want Unavailable", err)
+	}
+	// HTTP/1.1 over TLS: no h2, closed after the handshake.
+	tc, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: cas, Certificates: []tls.Certificate{clientCert}, NextProtos: []string{"http/1.1"}})
+	if err == nil {
+		tc.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(tc, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		if n, _ := io.Copy(io.Discard, tc); n != 0 {
+			t.Errorf("an HTTP/1.1 client got %d bytes", n)
+		}
+		tc.Close()
+	}
+}
+
+// A request with a malformed header block is reset (PROTOCOL_ERROR) and
+// what follows on its stream is dropped; the connection serves on.
+func TestMalformedHeadersResetTheStream(t *testing.T) {
+	_, addr := serve(t, Config{}, (&recorder{}).handle)
+	c := rawDial(t, addr)
+	c.buf.Reset()
+	for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":path", testMethod}, {"Content-Type", "application/grpc"}} {
+		c.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	if err := c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: c.buf.Bytes(), EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	c.fr.WriteData(1, true, grpcFrame([]byte("x")))
+	f, err := c.until(func(f http2.Frame) bool { _, ok := f.(*http2.RSTStreamFrame); return ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rst := f.(*http2.RSTStreamFrame); rst.StreamID != 1 || rst.ErrCode != http2.ErrCodeProtocol {
+		t.Errorf("RST_STREAM %d %v, want 1 PROTOCOL_ERROR", rst.StreamID, rst.ErrCode)
+	}
+	c.open(3, testMethod, false)
+	c.fr.WriteData(3, true, grpcFrame([]byte("y")))
+	if _, err := c.until(func(f http2.Frame) bool {
+		h, ok := f.(*http2.MetaHeadersFrame)
+		return ok && h.StreamID == 3 && fieldOf(h, "grpc-status") == "0"
+	}); err != nil {
+		t.Fatalf("the next call: %v", err)
 	}
 }
