@@ -106,8 +106,17 @@ func (t *TDigest) MergeCentroids(cents []Centroid, lo, hi float64, scratch *TDig
 			return scratch.SetCentroids(cents[:i+1], lo, hi)
 		}
 	}
-	for _, c := range cents {
-		t.add(c.Mean, c.Weight)
+	if n := len(t.vals); !t.mixed && n > 0 && n+len(cents) <= cap(t.vals) && uniform(cents, t.bufW) {
+		// What add does for each, when they all fit the buffer and
+		// weigh what its samples weigh.
+		for _, c := range cents {
+			t.vals = append(t.vals, c.Mean)
+			t.buffered += c.Weight
+		}
+	} else {
+		for _, c := range cents {
+			t.add(c.Mean, c.Weight)
+		}
 	}
 	t.addSum(sum)
 	// As Merge takes the extremes of the digest SetCentroids builds.
@@ -118,6 +127,16 @@ func (t *TDigest) MergeCentroids(cents []Centroid, lo, hi float64, scratch *TDig
 		t.max = hi
 	}
 	return nil
+}
+
+// uniform reports whether every centroid weighs w.
+func uniform(cents []Centroid, w float64) bool {
+	for _, c := range cents {
+		if c.Weight != w {
+			return false
+		}
+	}
+	return true
 }
 
 // setCentroids is SetCentroids on an empty digest, taking the space for n

@@ -82,6 +82,16 @@ func TestMergeCentroidsAsMerge(t *testing.T) {
 			t.Errorf("%s: error %v and count %v, want %v and 1", tc.name, err, base.Count(), tc.want)
 		}
 	}
+	// Samples of a weight whose sums round: buffered one by one, as add
+	// buffers them, into a buffer of such samples.
+	for n := range 40 {
+		base := New()
+		for i := range n * 7 {
+			mustAdd(t, base, float64(i%13), 0.1)
+		}
+		cents := []Centroid{{Mean: 1, Weight: 0.1, Single: true}, {Mean: 2.5, Weight: 0.1, Single: true}, {Mean: 7, Weight: 0.1, Single: true}}
+		checkMergeCentroids(t, base, cents, 0, 9)
+	}
 	inf := math.Inf(1)
 	for _, cents := range [][]Centroid{
 		{{Mean: 1, Weight: 1, Single: true}, {Mean: inf, Weight: 1, Single: true}},

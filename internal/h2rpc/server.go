@@ -298,8 +298,10 @@ type conn struct {
 	idle      chan struct{}
 	owedConn  int64 // bytes consumed, not yet given back to the window
 
-	// dirty holds the streams with a pending chunk (reader only).
+	// dirty holds the streams with a pending chunk, and last the stream
+	// of the last DATA frame fastData took (reader only).
 	dirty []*stream
+	last  *stream
 }
 
 // stream is one call on a connection.
@@ -661,9 +663,15 @@ func (c *conn) fastData() (bool, error) {
 	if http2.FrameType(h[3]) != http2.FrameData || flags&^http2.FlagDataEndStream != 0 || n > maxFrameSize || id == 0 {
 		return false, nil
 	}
-	c.mu.Lock()
-	st := c.streams[id]
-	c.mu.Unlock()
+	st := c.last
+	if st == nil || st.id != id {
+		c.mu.Lock()
+		st = c.streams[id]
+		c.mu.Unlock()
+		// Kept while its call runs and after: a call that ended gives
+		// back the windows of what still comes (handOver).
+		c.last = st
+	}
 	// Only the reader takes from the windows.
 	if st == nil || c.recvWindow.Load() < int64(n) || st.recvWindow.Load() < int64(n) {
 		return false, nil
