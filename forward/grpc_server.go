@@ -122,8 +122,12 @@ type GRPCServerConfig struct {
 //   - SendMetricsV2 (what v14 sends, one stream per flush; each series is
 //     decoded from its bytes by DecodeMetricpbWire) and SendMetrics (one
 //     MetricList, decoded by DecodeMetricpb) are decoded as the series
-//     come, and merged once the call has ended well, all at once: a call
-//     that fails midway merges nothing. Series that do not decode
+//     come. A call with a batch id (our grpc:// client's) is merged once
+//     it has ended well, all at once: a call that fails midway merges
+//     nothing, and its sender sends it again. A SendMetricsV2 call without
+//     one (v14's: a local's stream per flush, or the stream a v14 proxy
+//     keeps open to each global for as long as it runs) is merged as it
+//     comes, in parts (streamV2). Series that do not decode
 //     (including a message of SendMetricsV2 that is not a protobuf Metric)
 //     are skipped and counted (import.metric_error_total); a call none of
 //     whose series decoded is refused with InvalidArgument, merging
@@ -139,8 +143,9 @@ type GRPCServerConfig struct {
 //     one as /import requests do; a call that gets none is refused with
 //     Unavailable (retry-after: 1).
 //   - Limits (GRPCServerConfig): the bytes of a message, the series and
-//     bytes of a call (ResourceExhausted), and its duration
-//     (DeadlineExceeded).
+//     bytes of a call merged whole (ResourceExhausted), and its duration
+//     (DeadlineExceeded); a streamed call ends when no series came for
+//     MaxCallDuration.
 //   - Merge failing with ErrClosed answers Unavailable (send to another
 //     instance); any other failure, Internal.
 //
@@ -269,7 +274,6 @@ func NewGRPCServer(im *Importer, cfg GRPCServerConfig) (*GRPCServer, error) {
 	s.srv = h2rpc.NewServer(h2rpc.Config{
 		TLS:              cfg.TLS,
 		MaxMessageBytes:  cfg.MaxMessageBytes,
-		MaxCallDuration:  cfg.MaxCallDuration,
 		KeepaliveTime:    time.Minute,
 		KeepaliveTimeout: 20 * time.Second,
 		Guard:            cfg.Guard,
@@ -367,8 +371,11 @@ func (s *GRPCServer) Addr() net.Addr {
 
 // sendMetrics imports one MetricList (SendMetrics).
 func (s *GRPCServer) sendMetrics(call *h2rpc.Call) ([]byte, metadata.MD, error) {
+	ctx, cancel := context.WithTimeout(call.Context(), s.cfg.MaxCallDuration)
+	defer cancel()
+	call.SetContext(ctx)
 	var trailer metadata.MD
-	err := s.importCall(call.Context(), &trailer, func(c *grpcCall) error {
+	err := s.importCall(ctx, &trailer, func(c *grpcCall) error {
 		b, err := call.Recv()
 		if err == io.EOF {
 			return &receiveError{status.Error(codes.Internal, "a SendMetrics call without its MetricList")}
@@ -396,11 +403,18 @@ func (s *GRPCServer) sendMetrics(call *h2rpc.Call) ([]byte, metadata.MD, error) 
 	return nil, trailer, err
 }
 
-// sendMetricsV2 imports the series of one stream (SendMetricsV2), once it
-// ends. Each series is decoded from the bytes of its message.
+// sendMetricsV2 imports the series of one stream (SendMetricsV2). Each
+// series is decoded from the bytes of its message. A call with a batch id
+// is merged once it ends, whole; one without is streamed (streamV2).
 func (s *GRPCServer) sendMetricsV2(call *h2rpc.Call) ([]byte, metadata.MD, error) {
+	if id, err := incomingBatchID(call.Context()); err == nil && id == "" {
+		return s.streamV2(call)
+	}
+	ctx, cancel := context.WithTimeout(call.Context(), s.cfg.MaxCallDuration)
+	defer cancel()
+	call.SetContext(ctx)
 	var trailer metadata.MD
-	err := s.importCall(call.Context(), &trailer, func(c *grpcCall) error {
+	err := s.importCall(ctx, &trailer, func(c *grpcCall) error {
 		for {
 			b, err := call.Recv()
 			if err == io.EOF {
@@ -415,6 +429,114 @@ func (s *GRPCServer) sendMetricsV2(call *h2rpc.Call) ([]byte, metadata.MD, error
 		}
 	})
 	return nil, trailer, err
+}
+
+// Bounds of a part of a streamed call: its series are merged once it
+// holds this many, or this many bytes of them, or when the sender pauses.
+const (
+	streamPartSeries = 4096
+	streamPartBytes  = 8 << 20
+)
+
+// errStreamIdle ends a streamed call that sent nothing for
+// MaxCallDuration.
+var errStreamIdle = errors.New("no series for the longest a call may take")
+
+// streamV2 imports a SendMetricsV2 call without a batch id as it comes, in
+// parts: veneur v14's proxy keeps one such stream open to each global for
+// as long as it runs, sending each series as it gets it, and a v14 local
+// sends one per flush and does not send it again. A part is merged when it
+// holds streamPartSeries series or streamPartBytes bytes of them (or the
+// call's limits, when lower), or when nothing more has arrived (the
+// sender paused), taking a place among the imports in progress for the
+// time of its merge only. What was merged stays merged when the call
+// fails later; the call ends with DeadlineExceeded when no series came
+// for MaxCallDuration. Its answer counts every part's series.
+func (s *GRPCServer) streamV2(call *h2rpc.Call) ([]byte, metadata.MD, error) {
+	start := time.Now()
+	ctx, cancel := context.WithCancelCause(call.Context())
+	defer cancel(nil)
+	idle := time.AfterFunc(s.cfg.MaxCallDuration, func() { cancel(errStreamIdle) })
+	defer idle.Stop()
+	call.SetContext(ctx)
+	maxSeries := min(streamPartSeries, s.cfg.MaxStreamMetrics)
+	maxBytes := min(streamPartBytes, s.cfg.MaxStreamBytes)
+	var (
+		accepted, rejected int
+		answers            []string
+		part               = s.newCall()
+	)
+	defer func() { part.recycle() }()
+	// flush merges the part, and starts the next.
+	flush := func() error {
+		if part.n == 0 {
+			return nil
+		}
+		part.errs.Publish()
+		accepted, rejected = accepted+part.accepted, rejected+part.rejected
+		answers = append(answers, part.answers[:min(len(part.answers), grpcMaxAnswerErrors-len(answers))]...)
+		if part.accepted > 0 {
+			waited, ok := s.im.grpcTakePlace(ctx)
+			if waited {
+				s.waited.Add(1)
+			}
+			if !ok {
+				s.requestErrs.Add(grpcCauseBusy, 1)
+				return status.Error(codes.Unavailable, s.im.grpcBusyMessage())
+			}
+			err := s.mergeCall(part)
+			s.im.grpcLeavePlace()
+			if err != nil {
+				return err
+			}
+			s.metrics.Add(uint64(part.accepted))
+			s.lastCall.Store(int64(part.accepted))
+		}
+		part.recycle()
+		part = s.newCall()
+		idle.Reset(s.cfg.MaxCallDuration)
+		return nil
+	}
+	n := 0 // calls of Recv
+	for {
+		b, err := call.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			// What came is merged: the sender does not send it again.
+			if ferr := flush(); ferr != nil {
+				err = ferr
+			} else {
+				if context.Cause(ctx) == errStreamIdle {
+					err = status.Errorf(codes.DeadlineExceeded, "no series for %v", s.cfg.MaxCallDuration)
+				}
+				s.requestErrs.Add(grpcCauseReceive, 1)
+			}
+			return nil, answerTrailer(accepted, rejected, answers), err
+		}
+		if err := part.addWire(b); err != nil {
+			return nil, answerTrailer(accepted, rejected, answers), err // not reached: parts are within the limits
+		}
+		if n++; part.n >= maxSeries || part.bytes >= maxBytes || !call.Pending() {
+			if err := flush(); err != nil {
+				return nil, answerTrailer(accepted, rejected, answers), err
+			}
+		} else if n%1024 == 0 {
+			idle.Reset(s.cfg.MaxCallDuration)
+		}
+	}
+	if err := flush(); err != nil {
+		return nil, answerTrailer(accepted, rejected, answers), err
+	}
+	trailer := answerTrailer(accepted, rejected, answers)
+	if accepted == 0 && rejected > 0 {
+		s.requestErrs.Add(grpcCauseRejected, 1)
+		return nil, trailer, status.Errorf(codes.InvalidArgument, "none of the %d series was accepted; the first: %s", rejected, answers[0])
+	}
+	s.requests.Add(1)
+	s.requestNanos.Add(int64(time.Since(start)))
+	return nil, trailer, nil
 }
 
 // receiveError is a failure to receive a call's next message: the sender
@@ -434,6 +556,7 @@ type grpcCall struct {
 	// compact, when not nil, gathers the series instead of fwd: the
 	// server's Merger is a CompactMerger.
 	compact *Compact
+	merged  bool // compact was handed to the Merger
 	dec     wireDecoder
 	n       int // series received
 	// bytes counts the bytes of the series received: each message's for
@@ -553,25 +676,8 @@ func (s *GRPCServer) importCall(ctx context.Context, trailer *metadata.MD, recei
 	}
 	defer s.im.grpcLeavePlace()
 
-	call := &grpcCall{s: s, errs: s.metricErrs.NewLocal()}
-	if presize := min(s.lastCall.Load(), grpcPresizeMax); s.compact != nil {
-		call.compact = newCompact()
-		if cap(call.compact.series) == 0 {
-			call.compact.series = make([]compactSeries, 0, presize)
-			call.compact.keys = make([]byte, 0, min(s.lastKeys.Load(), 64*grpcPresizeMax))
-			call.compact.cents = make([]tdigest.Centroid, 0, min(s.lastCents.Load(), 16*grpcPresizeMax))
-		}
-	} else {
-		call.fwd = make([]samplers.Forwarded, 0, presize)
-	}
-	merged := false
-	defer func() {
-		if call.compact != nil && !merged {
-			// Nothing holds it: kept for the next call.
-			call.compact.Hold(1)
-			call.compact.Release()
-		}
-	}()
+	call := s.newCall()
+	defer call.recycle()
 	if err := receive(call); err != nil {
 		cause := s.requestErrs.Len() - 1 // other: receive returns no other error
 		var re *receiveError
@@ -592,23 +698,8 @@ func (s *GRPCServer) importCall(ctx context.Context, trailer *metadata.MD, recei
 		*trailer = answerTrailer(0, call.rejected, call.answers)
 		return status.Errorf(codes.InvalidArgument, "none of the %d series was accepted; the first: %s", call.rejected, call.answers[0])
 	}
-	if call.compact != nil {
-		// Sizes for the next call, read before the workers may release
-		// the Compact to another.
-		s.lastKeys.Store(int64(len(call.compact.keys)))
-		s.lastCents.Store(int64(len(call.compact.cents)))
-		err = s.compact.MergeCompact(call.compact)
-		merged = err == nil
-	} else {
-		err = s.im.grpcMerger().Merge(call.fwd)
-	}
-	if err != nil {
-		if errors.Is(err, ErrClosed) {
-			s.requestErrs.Add(grpcCauseShutdown, 1)
-			return status.Error(codes.Unavailable, "shutting down; send to another instance")
-		}
-		s.requestErrs.Add(s.requestErrs.Len()-1, 1) // other
-		return status.Errorf(codes.Internal, "merging the series: %v", err)
+	if err := s.mergeCall(call); err != nil {
+		return err
 	}
 	s.requestNanos.Add(int64(read.Sub(start)))
 	s.mergeNanos.Add(int64(time.Since(read)))
@@ -620,6 +711,57 @@ func (s *GRPCServer) importCall(ctx context.Context, trailer *metadata.MD, recei
 		id = ""
 	}
 	*trailer = answerTrailer(call.accepted, call.rejected, call.answers)
+	return nil
+}
+
+// newCall starts gathering the series of a call, or of a part of a
+// streamed one: in a Compact when the Merger takes them, its arrays the
+// size of the last call's.
+func (s *GRPCServer) newCall() *grpcCall {
+	call := &grpcCall{s: s, errs: s.metricErrs.NewLocal()}
+	if presize := min(s.lastCall.Load(), grpcPresizeMax); s.compact != nil {
+		call.compact = newCompact()
+		if cap(call.compact.series) == 0 {
+			call.compact.series = make([]compactSeries, 0, presize)
+			call.compact.keys = make([]byte, 0, min(s.lastKeys.Load(), 64*grpcPresizeMax))
+			call.compact.cents = make([]tdigest.Centroid, 0, min(s.lastCents.Load(), 16*grpcPresizeMax))
+		}
+	} else {
+		call.fwd = make([]samplers.Forwarded, 0, presize)
+	}
+	return call
+}
+
+// recycle gives back a call's Compact when nothing merged it.
+func (c *grpcCall) recycle() {
+	if c.compact != nil && !c.merged {
+		c.compact.Hold(1)
+		c.compact.Release()
+	}
+}
+
+// mergeCall hands a call's series to the Merger; it counts a failure and
+// returns the status to answer with.
+func (s *GRPCServer) mergeCall(call *grpcCall) error {
+	var err error
+	if call.compact != nil {
+		// Sizes for the next call, read before the workers may release
+		// the Compact to another.
+		s.lastKeys.Store(int64(len(call.compact.keys)))
+		s.lastCents.Store(int64(len(call.compact.cents)))
+		err = s.compact.MergeCompact(call.compact)
+		call.merged = err == nil
+	} else {
+		err = s.im.grpcMerger().Merge(call.fwd)
+	}
+	if err != nil {
+		if errors.Is(err, ErrClosed) {
+			s.requestErrs.Add(grpcCauseShutdown, 1)
+			return status.Error(codes.Unavailable, "shutting down; send to another instance")
+		}
+		s.requestErrs.Add(s.requestErrs.Len()-1, 1) // other
+		return status.Errorf(codes.Internal, "merging the series: %v", err)
+	}
 	return nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -512,8 +513,9 @@ func TestGRPCServerWaitsForPlace(t *testing.T) {
 	}
 }
 
-// The limits refuse the whole call with ResourceExhausted, merging
-// nothing, and a call cut off midway merges nothing either.
+// The limits refuse the whole call (with a batch id) with
+// ResourceExhausted, merging nothing, and a call cut off midway merges
+// nothing either.
 func TestGRPCServerLimits(t *testing.T) {
 	mergerModes(t, func(t *testing.T, wrap func(*pbMerger) Merger) {
 		big := pbHisto("big", metricpb.Type_Histogram, metricpb.Scope_Mixed, 0, 100)
@@ -555,7 +557,8 @@ func TestGRPCServerLimits(t *testing.T) {
 			m := &pbMerger{}
 			h := startGRPC(t, wrap(m), ImporterConfig{}, GRPCServerConfig{MaxCallDuration: 50 * time.Millisecond})
 			stats := &statstest.Recorder{}
-			stream, err := h.client.SendMetricsV2(context.Background())
+			ctx := metadata.AppendToOutgoingContext(context.Background(), BatchMetadataKey, "b1")
+			stream, err := h.client.SendMetricsV2(ctx)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -709,4 +712,103 @@ func testCert(t *testing.T, name string, parent *x509.Certificate, parentKey *ec
 		t.Fatal(err)
 	}
 	return cert, key, tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: cert}
+}
+
+// A SendMetricsV2 call without a batch id, as veneur v14's proxy holds one
+// open to each global for as long as it runs, is merged as it comes: each
+// burst of series is merged while the stream stays open, beyond the
+// limits of a whole call, and the answer counts them all.
+func TestGRPCServerStreamsWithoutBatchID(t *testing.T) {
+	mergerModes(t, func(t *testing.T, wrap func(*pbMerger) Merger) {
+		m := &pbMerger{}
+		h := startGRPC(t, wrap(m), ImporterConfig{}, GRPCServerConfig{MaxStreamMetrics: 3})
+		stats := &statstest.Recorder{}
+		stream, err := h.client.SendMetricsV2(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		merged := func() int {
+			n := 0
+			for _, c := range m.merged() {
+				n += len(c)
+			}
+			return n
+		}
+		waitMerged := func(want int) {
+			t.Helper()
+			deadline := time.Now().Add(10 * time.Second)
+			for merged() < want {
+				if time.Now().After(deadline) {
+					t.Fatalf("%d series merged while the stream is open, want %d", merged(), want)
+				}
+				time.Sleep(2 * time.Millisecond)
+			}
+		}
+		for i := range 5 {
+			if err := stream.Send(pbCounter("burst1", 1, "i:"+strconv.Itoa(i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitMerged(5)
+		stream.Send(pbGauge("refused", 1))
+		for i := range 4 {
+			if err := stream.Send(pbCounter("burst2", 2, "i:"+strconv.Itoa(i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitMerged(9)
+		if _, err := stream.CloseAndRecv(); err != nil {
+			t.Fatalf("the stream's end: %v", err)
+		}
+		trailer := stream.Trailer()
+		if a, r := trailer.Get(trailerAccepted), trailer.Get(trailerRejected); !slices.Equal(a, []string{"9"}) || !slices.Equal(r, []string{"1"}) {
+			t.Errorf("trailer accepted %v rejected %v, want 9 and 1", a, r)
+		}
+		if n := merged(); n != 9 {
+			t.Errorf("%d series merged, want 9", n)
+		}
+		h.srv.Report(stats)
+		if n := stats.Sum("import.metrics_total", "transport:grpc"); n != 9 {
+			t.Errorf("metrics_total = %d, want 9", n)
+		}
+		if n := stats.Sum("import.metric_error_total", "cause:gauge", "transport:grpc"); n != 1 {
+			t.Errorf("metric_error_total{cause:gauge} = %d, want 1", n)
+		}
+		if names := stats.Names(); slices.Contains(names, "import.request_error_total") {
+			t.Errorf("request errors for a good stream")
+		}
+	})
+}
+
+// A stream without a batch id that sends nothing for MaxCallDuration ends
+// with DeadlineExceeded; what it sent before was merged, and one that
+// keeps sending is not cut off.
+func TestGRPCServerStreamIdle(t *testing.T) {
+	m := &pbMerger{}
+	h := startGRPC(t, compactMerger{m}, ImporterConfig{}, GRPCServerConfig{MaxCallDuration: 200 * time.Millisecond})
+	stream, err := h.client.SendMetricsV2(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Sending for longer than MaxCallDuration, never idle for long.
+	end := time.Now().Add(600 * time.Millisecond)
+	sent := 0
+	for time.Now().Before(end) {
+		if err := stream.Send(pbCounter("live", 1)); err != nil {
+			t.Fatalf("the stream was cut off while sending, after %d series: %v", sent, err)
+		}
+		sent++
+		time.Sleep(20 * time.Millisecond)
+	}
+	err = stream.RecvMsg(new(emptypb.Empty))
+	if status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("an idle stream ended with %v, want DeadlineExceeded", err)
+	}
+	n := 0
+	for _, c := range m.merged() {
+		n += len(c)
+	}
+	if n != sent {
+		t.Errorf("%d series merged, want the %d sent", n, sent)
+	}
 }

@@ -1113,6 +1113,8 @@ type Call struct {
 	st     *stream
 	ctx    context.Context
 	method string
+	// wait is the context Recv waits under: ctx, or one SetContext gave.
+	wait context.Context
 
 	chunk []byte // the chunk being split; its start is buf's
 	buf   []byte // what is left of chunk
@@ -1127,6 +1129,24 @@ func (c *Call) Context() context.Context { return c.ctx }
 
 // Method is the path of the method called.
 func (c *Call) Method() string { return c.method }
+
+// SetContext makes Recv wait under ctx, which should be derived from
+// Context: a handler's own deadline for the call, or a cancel of its own.
+func (c *Call) SetContext(ctx context.Context) { c.wait = ctx }
+
+// Pending reports whether the next Recv returns without waiting for the
+// client: the call holds bytes not yet returned, or the client ended its
+// side. A handler that works in parts finishes one when nothing is
+// pending.
+func (c *Call) Pending() bool {
+	if len(c.buf) > 0 {
+		return true
+	}
+	st := c.st
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return len(st.chunks) > 0 || st.eof || st.err != nil
+}
 
 // Recv returns the bytes of the next message, valid until the next Recv.
 // It returns io.EOF once the client ended its side after whole messages;
@@ -1236,10 +1256,14 @@ func (c *Call) refill() error {
 		case eof:
 			return io.EOF
 		}
+		wait := c.wait
+		if wait == nil {
+			wait = c.ctx
+		}
 		select {
 		case <-st.signal:
-		case <-c.ctx.Done():
-			return status.FromContextError(c.ctx.Err()).Err()
+		case <-wait.Done():
+			return status.FromContextError(wait.Err()).Err()
 		}
 	}
 }
