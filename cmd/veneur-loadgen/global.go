@@ -48,6 +48,9 @@ import (
 const (
 	transportHTTP = "http"
 	transportGRPC = "grpc"
+	// transportGRPCv14 is gRPC as veneur v14 sends it: calls without a
+	// batch id, which a global merges as they come.
+	transportGRPCv14 = "grpc-v14"
 )
 
 // globalWorkload is one shape of local flush.
@@ -308,8 +311,17 @@ func (s *httpSender) close() { s.client.CloseIdleConnections() }
 // dialer makes the senders of transport to 127.0.0.1:port.
 func dialer(transport string, port int) func() (flushSender, error) {
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	if transport == transportGRPC {
+	switch transport {
+	case transportGRPC:
 		return func() (flushSender, error) { return newGRPCSender(addr) }
+	case transportGRPCv14:
+		return func() (flushSender, error) {
+			s, err := newGRPCSender(addr)
+			if s != nil {
+				s.noBatchIDs = true
+			}
+			return s, err
+		}
 	}
 	return func() (flushSender, error) { return newHTTPSender(addr), nil }
 }
@@ -319,6 +331,8 @@ func dialer(transport string, port int) func() (flushSender, error) {
 type grpcSender struct {
 	conn   *grpc.ClientConn
 	client forwardrpc.ForwardClient
+	// noBatchIDs sends calls without a batch id, as v14 does.
+	noBatchIDs bool
 }
 
 func newGRPCSender(addr string) (*grpcSender, error) {
@@ -330,7 +344,9 @@ func newGRPCSender(addr string) (*grpcSender, error) {
 }
 
 func (s *grpcSender) send(ctx context.Context, f *localFlush, id string) (int, error) {
-	ctx = metadata.AppendToOutgoingContext(ctx, forward.BatchMetadataKey, id)
+	if !s.noBatchIDs {
+		ctx = metadata.AppendToOutgoingContext(ctx, forward.BatchMetadataKey, id)
+	}
 	stream, err := s.client.SendMetricsV2(ctx, grpc.ForceCodecV2(grpcwire.Codec{}))
 	if err != nil {
 		return 0, err
@@ -585,4 +601,9 @@ func (r globalResult) globalNotes() []string {
 		notes = append(notes, fmt.Sprintf("%d %s failed, the first: %v", r.sent.errors, what, r.sent.firstError))
 	}
 	return notes
+}
+
+// isGRPC reports whether transport is one of the gRPC ones.
+func isGRPC(transport string) bool {
+	return transport == transportGRPC || transport == transportGRPCv14
 }

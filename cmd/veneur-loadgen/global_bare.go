@@ -66,7 +66,7 @@ func serveBare(ctx context.Context, transport string, ready io.Writer) error {
 	}
 	fmt.Fprintf(ready, "ready %d\n", ln.Addr().(*net.TCPAddr).Port)
 	switch transport {
-	case transportGRPC:
+	case transportGRPC, transportGRPCv14:
 		srv := grpc.NewServer(grpc.ForceServerCodecV2(grpcwire.Codec{}))
 		forwardrpc.RegisterForwardServer(srv, bareGRPC{})
 		go func() {

@@ -83,7 +83,7 @@ func (d *driver) startGlobal(ctx context.Context, index int) (*globalProc, error
 // forwardURL is the address a local that forwards to g over transport
 // has in forward_addresses, the member string of the ring.
 func (g *globalProc) forwardURL(transport string) string {
-	if transport == transportGRPC {
+	if isGRPC(transport) {
 		return fmt.Sprintf("grpc://127.0.0.1:%d", g.grpcPort)
 	}
 	return fmt.Sprintf("http://127.0.0.1:%d", g.httpPort)
@@ -91,7 +91,7 @@ func (g *globalProc) forwardURL(transport string) string {
 
 // port is g's port for transport.
 func (g *globalProc) port(transport string) int {
-	if transport == transportGRPC {
+	if isGRPC(transport) {
 		return g.grpcPort
 	}
 	return g.httpPort

@@ -394,26 +394,28 @@ func TestRunLocals(t *testing.T) {
 		}
 		check(t, st, m.series, m.counters)
 	})
-	t.Run("importer/grpc", func(t *testing.T) {
-		m := &countingMerger{}
-		srv, err := forward.NewGRPCServer(forward.NewImporter(m, forward.ImporterConfig{}), forward.GRPCServerConfig{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := srv.ServeGRPC(ln); err != nil {
-			t.Fatal(err)
-		}
-		defer srv.Stop(context.Background())
-		st, err := runLocals(context.Background(), locals, singleFlushes(flushes), []func() (flushSender, error){func() (flushSender, error) { return newGRPCSender(ln.Addr().String()) }}, d)
-		if err != nil {
-			t.Fatal(err)
-		}
-		check(t, st, m.series, m.counters)
-	})
+	for _, transport := range []string{transportGRPC, transportGRPCv14} {
+		t.Run("importer/"+transport, func(t *testing.T) {
+			m := &countingMerger{}
+			srv, err := forward.NewGRPCServer(forward.NewImporter(m, forward.ImporterConfig{}), forward.GRPCServerConfig{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := srv.ServeGRPC(ln); err != nil {
+				t.Fatal(err)
+			}
+			defer srv.Stop(context.Background())
+			st, err := runLocals(context.Background(), locals, singleFlushes(flushes), []func() (flushSender, error){dialer(transport, ln.Addr().(*net.TCPAddr).Port)}, d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			check(t, st, m.series, m.counters)
+		})
+	}
 	t.Run("tier/http", func(t *testing.T) {
 		const n = 3
 		mergers := make([]*countingMerger, n)

@@ -80,7 +80,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	quick := fs.Bool("quick", false, "short run: 1.5s trials (c: 8s, g and d: 5s), 3 search trials per server")
 	locals := fs.Int("locals", 16, "workloads g and d: simulated local instances, each with its own connection")
 	trialGlobal := fs.Duration("trial-g", 10*time.Second, "sending time of one trial of workloads g and d")
-	transports := fs.String("transports", "http,grpc", "workloads g and d: comma-separated transports: http (/import), grpc")
+	transports := fs.String("transports", "http,grpc", "workloads g and d: comma-separated transports: http (/import), grpc (SendMetricsV2 with a batch id, as our locals send), grpc-v14 (without one, as veneur v14 sends)")
 	globals := fs.String("globals", "1", "workloads g and d: comma-separated numbers of globals veneur runs as a tier (1 to 8 each), the locals sharding every flush over them; e.g. 1,2,3")
 	transport := fs.String("transport", "", "-mode global-bare: the transport to serve, http or grpc")
 	if err := fs.Parse(args); err != nil {
@@ -146,7 +146,7 @@ func (o options) validate() error {
 		return fmt.Errorf("-transports is empty; use http, grpc or both")
 	}
 	for _, t := range o.transports {
-		if t != transportHTTP && t != transportGRPC {
+		if t != transportHTTP && !isGRPC(t) {
 			return fmt.Errorf("-transports: unknown transport %q; use http and/or grpc", t)
 		}
 	}
