@@ -966,11 +966,17 @@ func (c *conn) run(call *Call, handler Handler, early error, cancels []context.C
 		defer g()
 	}
 	st := call.st
+	closed := false
 	defer func() {
 		for _, cancel := range cancels {
 			cancel()
 		}
-		c.endCall(st)
+		if !closed {
+			// The handler panicked: the call gets no answer.
+			c.closeStream(st)
+			c.resetStream(st.id, http2.ErrCodeInternal)
+		}
+		c.endCall()
 	}()
 	var (
 		resp    []byte
@@ -981,12 +987,23 @@ func (c *conn) run(call *Call, handler Handler, early error, cancels []context.C
 		resp, trailer, err = handler(call)
 	}
 	call.release()
+	// Closed before the answer goes out: a client that reads it may open
+	// its next stream at once, and this one no longer counts against
+	// MaxConcurrentStreams.
+	clientDone := c.closeStream(st)
+	closed = true
 	c.answer(st, resp, trailer, err)
+	if !clientDone {
+		// The client may still be sending: tell it to stop.
+		c.resetStream(st.id, http2.ErrCodeNo)
+	}
 }
 
-// endCall forgets a call whose answer was written, giving back the
-// connection's window for what it left unread.
-func (c *conn) endCall(st *stream) {
+// closeStream forgets the stream of a call whose handler returned, giving
+// back the connection's window for what it left unread (and, through
+// handOver, for what still comes), and reports whether the client had
+// ended its side.
+func (c *conn) closeStream(st *stream) (clientDone bool) {
 	st.mu.Lock()
 	if st.err == nil {
 		st.err = errFinished // handOver gives back what comes later
@@ -997,7 +1014,7 @@ func (c *conn) endCall(st *stream) {
 		putChunk(ch)
 	}
 	st.chunks = nil
-	clientDone := st.eof
+	clientDone = st.eof
 	if clientDone && st.err == errFinished {
 		c.completed.Add(1)
 	}
@@ -1006,14 +1023,18 @@ func (c *conn) endCall(st *stream) {
 	c.mu.Lock()
 	st.finished = true
 	delete(c.streams, st.id)
+	c.mu.Unlock()
+	return clientDone
+}
+
+// endCall counts a call's end once its answer was written; the last one
+// after a GOAWAY lets the connection close.
+func (c *conn) endCall() {
+	c.mu.Lock()
 	c.running--
 	idle := c.idle
 	done := c.running == 0 && idle != nil
 	c.mu.Unlock()
-	if !clientDone {
-		// The client may still be sending: tell it to stop.
-		c.resetStream(st.id, http2.ErrCodeNo)
-	}
 	if done {
 		select {
 		case <-idle:
@@ -1079,10 +1100,12 @@ func (c *conn) encode(add func(e func(name, value string))) []byte {
 	return []byte(c.hbuf.String())
 }
 
-// resetStream resets a stream (RST_STREAM with code) and ends its call.
+// resetStream resets a stream (RST_STREAM with code) and ends its call;
+// the stream is closed at once, as for clientReset.
 func (c *conn) resetStream(id uint32, code http2.ErrCode) {
 	c.mu.Lock()
 	st := c.streams[id]
+	delete(c.streams, id)
 	c.mu.Unlock()
 	if st != nil && code != http2.ErrCodeNo {
 		st.fail(status.Errorf(codes.Internal, "stream reset: %v", code))
@@ -1090,10 +1113,13 @@ func (c *conn) resetStream(id uint32, code http2.ErrCode) {
 	c.write(func() error { return c.fr.WriteRSTStream(id, code) })
 }
 
-// clientReset ends the call of a stream the client reset.
+// clientReset ends the call of a stream the client reset. The stream is
+// closed at once, counting no more against MaxConcurrentStreams (the
+// client may open the next one now), while its handler finishes.
 func (c *conn) clientReset(id uint32) {
 	c.mu.Lock()
 	st := c.streams[id]
+	delete(c.streams, id)
 	c.mu.Unlock()
 	if st != nil {
 		st.fail(errReset)

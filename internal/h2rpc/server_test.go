@@ -639,3 +639,103 @@ func TestMalformedHeadersResetTheStream(t *testing.T) {
 		t.Fatalf("the next call: %v", err)
 	}
 }
+
+// Many clients at once, each with calls in parallel on its connection,
+// some cancelled midway: every call that ends well got exactly its
+// messages, in order, and the server ends with nothing running.
+func TestConcurrentCalls(t *testing.T) {
+	var mu sync.Mutex
+	got := map[string][][]byte{}
+	s, addr := serve(t, Config{Window: 65535, MaxConcurrentStreams: 8}, func(call *Call) ([]byte, metadata.MD, error) {
+		md, _ := metadata.FromIncomingContext(call.Context())
+		var msgs [][]byte
+		for {
+			b, err := call.Recv()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return nil, nil, err
+			}
+			msgs = append(msgs, bytes.Clone(b))
+		}
+		mu.Lock()
+		got[md.Get("x-call")[0]] = msgs
+		mu.Unlock()
+		return nil, nil, nil
+	})
+	const clients, calls = 4, 12
+	var wg sync.WaitGroup
+	errs := make(chan error, clients*calls)
+	for cl := range clients {
+		cc := dial(t, addr)
+		for k := range calls {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				name := fmt.Sprintf("c%d-%d", cl, k)
+				var msgs [][]byte
+				for i := range 50 + 37*k {
+					msgs = append(msgs, bytes.Repeat([]byte{byte(i), byte(k)}, (i*131+k*7)%3000))
+				}
+				ctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(context.Background(), "x-call", name))
+				defer cancel()
+				if k%4 == 3 {
+					// Cancelled midway: whatever it got, it must not
+					// disturb the others.
+					stream, err := cc.NewStream(ctx, &grpc.StreamDesc{ClientStreams: true}, testMethod, grpc.ForceCodecV2(grpcwire.Codec{}))
+					if err != nil {
+						errs <- err
+						return
+					}
+					for _, m := range msgs[:len(msgs)/2] {
+						stream.SendMsg(&grpcwire.Message{B: m})
+					}
+					cancel()
+					return
+				}
+				if _, _, err := send(ctx, cc, testMethod, msgs); err != nil {
+					errs <- fmt.Errorf("%s: %v", name, err)
+					return
+				}
+				mu.Lock()
+				g := got[name]
+				mu.Unlock()
+				if len(g) != len(msgs) {
+					errs <- fmt.Errorf("%s: %d messages, want %d", name, len(g), len(msgs))
+					return
+				}
+				for i := range msgs {
+					if !bytes.Equal(g[i], msgs[i]) {
+						errs <- fmt.Errorf("%s: message %d differs", name, i)
+						return
+					}
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	// Every connection's calls have ended.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s.mu.Lock()
+		running := 0
+		for c := range s.conns {
+			c.mu.Lock()
+			running += c.running
+			c.mu.Unlock()
+		}
+		s.mu.Unlock()
+		if running == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d calls still running", running)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
