@@ -807,8 +807,10 @@ var grpcTags = []string{"transport:grpc"}
 // last Report, named as the Importer's (which are those of /import) and
 // tagged transport:grpc:
 //
-//   - import.requests_total: calls merged;
-//   - import.metrics_total: series they merged;
+//   - import.requests_total: calls merged (a call merged as it comes,
+//     without a batch id, counts when it ends well);
+//   - import.metrics_total: series merged (those of such a call as its
+//     parts are merged);
 //   - import.duplicate_total: calls answered without merging, their batch
 //     id merged already;
 //   - import.waited_total: calls that waited for a place, whether they
