@@ -492,8 +492,10 @@ func (s *GRPCServer) streamV2(call *h2rpc.Call) ([]byte, metadata.MD, error) {
 			s.metrics.Add(uint64(part.accepted))
 			s.lastCall.Store(int64(part.accepted))
 		}
+		first := part.first + part.n
 		part.recycle()
 		part = s.newCall()
+		part.first = first
 		idle.Reset(s.cfg.MaxCallDuration)
 		return nil
 	}
@@ -559,6 +561,9 @@ type grpcCall struct {
 	merged  bool // compact was handed to the Merger
 	dec     wireDecoder
 	n       int // series received
+	// first is the index in its call of the first series: that of a
+	// streamed call's part, 0 otherwise.
+	first int
 	// bytes counts the bytes of the series received: each message's for
 	// SendMetricsV2, each series' encoded size for SendMetrics.
 	bytes              int64
@@ -617,7 +622,7 @@ func (c *grpcCall) keep(f samplers.Forwarded, err error) {
 		c.rejected++
 		c.errs.AddErr(err)
 		if len(c.answers) < grpcMaxAnswerErrors {
-			c.answers = append(c.answers, asciiOnly(fmt.Sprintf("metric %d (%s): %v", c.n-1, strconv.QuoteToASCII(f.Name), err)))
+			c.answers = append(c.answers, asciiOnly(fmt.Sprintf("metric %d (%s): %v", c.first+c.n-1, strconv.QuoteToASCII(f.Name), err)))
 		}
 		return
 	}

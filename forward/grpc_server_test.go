@@ -56,6 +56,16 @@ func (m *pbMerger) Merge(metrics []samplers.Forwarded) error {
 	return m.err
 }
 
+// series is every series merged, in order, whatever the merges: a call
+// without a batch id is merged in parts as it comes.
+func (m *pbMerger) series() []samplers.Forwarded {
+	var out []samplers.Forwarded
+	for _, c := range m.merged() {
+		out = append(out, c...)
+	}
+	return out
+}
+
 func (m *pbMerger) merged() [][]samplers.Forwarded {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -199,10 +209,11 @@ func TestGRPCServerTakesV14(t *testing.T) {
 			t.Fatalf("SendMetrics: %v", err)
 		}
 
-		calls := m.merged()
-		if len(calls) != 2 || len(calls[0]) != 5 || len(calls[1]) != 2 {
-			t.Fatalf("merged %d calls (%v), want 2 of 5 and 2 series", len(calls), calls)
+		all := m.series()
+		if len(all) != 7 {
+			t.Fatalf("merged %d series (%v), want 5 and 2", len(all), all)
 		}
+		calls := [][]samplers.Forwarded{all[:5], all[5:]}
 		got := calls[0]
 		if c := got[0]; c.Type != samplers.CounterMetric || c.Scope != samplers.GlobalOnly || c.Name != "requests" || c.Counter != 42 || !slices.Equal(c.Tags, []string{"a:2", "z:1"}) {
 			t.Errorf("counter: %+v", c)
@@ -348,11 +359,11 @@ func TestGRPCServerMalformedSeries(t *testing.T) {
 		if errs := trailer.Get(trailerErrors); len(errs) != 2 || !strings.Contains(errs[0], "metric 1") || !strings.Contains(errs[0], "malformed protobuf") {
 			t.Errorf("trailer errors %q, want metrics 1 and 2 named as malformed", errs)
 		}
-		calls := m.merged()
-		if len(calls) != 1 || len(calls[0]) != 2 {
-			t.Fatalf("merged %v, want one call of 2 series", calls)
+		all := m.series()
+		if len(all) != 2 {
+			t.Fatalf("merged %v, want 2 series", all)
 		}
-		c, d := calls[0][0], calls[0][1]
+		c, d := all[0], all[1]
 		if c.Name != "ok" || c.Counter != 3 || !slices.Equal(c.Tags, []string{"a", "b"}) {
 			t.Errorf("counter %+v, want ok [a b] 3", c)
 		}
@@ -763,6 +774,11 @@ func TestGRPCServerStreamsWithoutBatchID(t *testing.T) {
 		trailer := stream.Trailer()
 		if a, r := trailer.Get(trailerAccepted), trailer.Get(trailerRejected); !slices.Equal(a, []string{"9"}) || !slices.Equal(r, []string{"1"}) {
 			t.Errorf("trailer accepted %v rejected %v, want 9 and 1", a, r)
+		}
+		// The refused series is named by its place in the whole call,
+		// not in its part.
+		if errs := trailer.Get(trailerErrors); len(errs) != 1 || !strings.Contains(errs[0], "metric 5 ") {
+			t.Errorf("trailer errors %q, want metric 5 named", errs)
 		}
 		if n := merged(); n != 9 {
 			t.Errorf("%d series merged, want 9", n)
