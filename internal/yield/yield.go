@@ -106,6 +106,8 @@ type Slicer struct {
 	Own   bool
 	start int64 // when its own slice began (since), 0 before the first Tick
 	ticks uint64
+	// yields counts the Ticks that yielded.
+	yields uint64
 }
 
 // Ticks is how many times Tick was called: how often the work looked at
@@ -132,7 +134,7 @@ func (s *Slicer) Tick() {
 		} else if ran >= int64(minSlice) {
 			// The reader has waited long enough, unless it is idle.
 			wait := now - lastTurn.Load()
-			over = wait >= int64(Wait) && wait < int64(idleTurn)
+			over = over || wait >= int64(Wait) && wait < int64(idleTurn)
 		}
 	}
 	if !over {
@@ -142,6 +144,7 @@ func (s *Slicer) Tick() {
 		lastYield.Store(now)
 	}
 	runtime.Gosched()
+	s.yields++
 	s.start = since()
 	if !s.Own {
 		shared.turn.Store(turns.Load())
