@@ -23,8 +23,12 @@ import (
 // register in it, real locals (or a veneur-proxy) that shard over what
 // they see, and one stand-in API every global publishes to.
 
+// tierInterval is the tier's interval: the test sends each interval's
+// data in its middle, so that half an interval separates it from both
+// boundaries; a second left too little on a loaded 2-CPU machine (a local
+// took lines sent 0.5-0.8 s into an interval after its boundary).
 const (
-	tierInterval = time.Second
+	tierInterval = 2 * time.Second
 	tierSeries   = 12 // series of each kind (histogram, set, global counter)
 	tierLocals   = 4
 )
