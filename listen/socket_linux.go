@@ -531,21 +531,43 @@ func (s *udpSocket) drain(in Ingester, rb *recvBatch, n int, errno syscall.Errno
 			}
 		}
 	}
-	for round := 0; round < drainRounds; round++ {
-		n, errno := rb.recvmmsg(uintptr(s.fd), unix.MSG_DONTWAIT)
-		if errno == unix.EINTR {
-			continue
+	rounds := 0
+	for settle := 0; ; settle++ {
+		for ; rounds < drainRounds; rounds++ {
+			n, errno := rb.recvmmsg(uintptr(s.fd), unix.MSG_DONTWAIT)
+			if errno == unix.EINTR {
+				continue
+			}
+			if errno != 0 || n <= 0 {
+				break
+			}
+			rb.handle(in, n)
+			if n < len(rb.hdrs) {
+				// A short round: the queue was empty at its end.
+				break
+			}
 		}
-		if errno != 0 || n <= 0 {
+		// A datagram the kernel routed to this socket just before its
+		// door closed may still be on its way into the queue (on a
+		// busy host, for milliseconds): the queue must stay empty for
+		// drainSettle before the socket closes. A shared socket's door
+		// stays open, so there is nothing to wait for.
+		if s.shared || rounds >= drainRounds || settle >= drainSettles {
 			return
 		}
-		rb.handle(in, n)
-		if n < len(rb.hdrs) {
-			// A short round: the queue was empty at its end.
+		fds := []unix.PollFd{{Fd: int32(s.fd), Events: unix.POLLIN}}
+		if k, err := unix.Poll(fds, int(drainSettle/time.Millisecond)); err != nil && err != unix.EINTR || k == 0 {
 			return
 		}
 	}
 }
+
+// The wait of drain for datagrams still on their way: at most
+// drainSettles waits of drainSettle, each after the queue emptied.
+const (
+	drainSettle  = 5 * time.Millisecond
+	drainSettles = 20
+)
 
 // reusePortSupported says host:port sockets are bound with SO_REUSEPORT.
 const reusePortSupported = true
