@@ -689,87 +689,83 @@ func (p *workerPool) Merge(metrics []samplers.Forwarded) error {
 		}
 	}
 	keys := make([]byte, 0, size)
-	ends := make([]int, len(metrics))
-	wis := make([]int32, len(metrics))
-	hashes := make([]uint64, len(metrics))
-	counts := make([]int, len(p.workers)+1)
+	ends := make([]int, len(metrics)+1) // key i is keys[ends[i]:ends[i+1]]
 	for i := range metrics {
-		start := len(keys)
 		keys = samplers.AppendForwardedKey(keys, &metrics[i])
-		h, wi := p.route(keys[start:])
-		ends[i], wis[i], hashes[i] = len(keys), int32(wi), h
-		counts[wi+1]++
+		ends[i+1] = len(keys)
 	}
-	// counts[w] becomes where worker w's items start.
-	for w := 1; w < len(counts); w++ {
-		counts[w] += counts[w-1]
-	}
+	key := func(i int) []byte { return keys[ends[i]:ends[i+1]:ends[i+1]] }
+	order, hashes, counts := p.group(len(metrics), key)
 	items := make([]importItem, len(metrics))
-	next := slices.Clone(counts)
-	start := 0
-	for i := range metrics {
-		wi := wis[i]
-		items[next[wi]] = importItem{hash: hashes[i], key: keys[start:ends[i]:ends[i]], f: &metrics[i]}
-		next[wi]++
-		start = ends[i]
+	for k, i := range order {
+		items[k] = importItem{hash: hashes[k], key: key(int(i)), f: &metrics[i]}
 	}
-	return p.hand(items, counts)
+	return p.hand(counts, func(lo, hi int) *batch { return &batch{imports: items[lo:hi:hi]} })
 }
 
 // MergeCompact is Merge for series in their compact form: the decoder
 // built their keys, so it only routes them. Each worker gets the indexes
-// of its series and their hashes, in two arrays shared by the workers.
+// of its series and their hashes, in two arrays shared by the workers,
+// and releases c once it merged them.
 func (p *workerPool) MergeCompact(c *forward.Compact) error {
-	n := c.Len()
+	order, hashes, counts := p.group(c.Len(), c.Key)
+	parts := 0
+	for w := range p.workers {
+		if counts[w+1] > counts[w] {
+			parts++
+		}
+	}
+	// Held before any worker may release it.
+	c.Hold(parts)
+	err := p.hand(counts, func(lo, hi int) *batch {
+		return &batch{compact: c, idx: order[lo:hi:hi], hashes: hashes[lo:hi:hi]}
+	})
+	if err != nil {
+		c.Hold(-parts)
+	}
+	return err
+}
+
+// group routes n keys to the workers: order lists the indexes of the
+// keys grouped by worker, hashes their hashes in the same order, and
+// worker w's are order[counts[w]:counts[w+1]]. An import of many series
+// costs a few arrays, not an allocation per series.
+func (p *workerPool) group(n int, key func(i int) []byte) (order []int32, hashes []uint64, counts []int) {
 	wis := make([]int32, n)
-	hashes := make([]uint64, n)
-	counts := make([]int, len(p.workers)+1)
+	hs := make([]uint64, n)
+	counts = make([]int, len(p.workers)+1)
 	for i := range n {
-		h, wi := p.route(c.Key(i))
-		wis[i], hashes[i] = int32(wi), h
+		h, wi := p.route(key(i))
+		wis[i], hs[i] = int32(wi), h
 		counts[wi+1]++
 	}
+	// counts[w] becomes where worker w's keys start.
 	for w := 1; w < len(counts); w++ {
 		counts[w] += counts[w-1]
 	}
-	idx := make([]int32, n)
-	byWorker := make([]uint64, n)
+	order = make([]int32, n)
+	hashes = make([]uint64, n)
 	next := slices.Clone(counts)
 	for i := range n {
 		wi := wis[i]
-		idx[next[wi]], byWorker[next[wi]] = int32(i), hashes[i]
+		order[next[wi]], hashes[next[wi]] = int32(i), hs[i]
 		next[wi]++
 	}
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	if p.closed {
-		return forward.ErrClosed
-	}
-	// Each worker releases c once it merged its part.
-	for wi := range p.workers {
-		if counts[wi+1] > counts[wi] {
-			c.Hold(1)
-		}
-	}
-	for wi := range p.workers {
-		if lo, hi := counts[wi], counts[wi+1]; hi > lo {
-			p.workers[wi].in <- &batch{compact: c, idx: idx[lo:hi:hi], hashes: byWorker[lo:hi:hi]}
-		}
-	}
-	return nil
+	return order, hashes, counts
 }
 
-// hand gives each worker w its items, items[counts[w]:counts[w+1]], or
-// returns forward.ErrClosed, giving none, once the pool is closed.
-func (p *workerPool) hand(items []importItem, counts []int) error {
+// hand gives each worker w the batch part makes of its share,
+// counts[w]:counts[w+1] (when not empty), or returns forward.ErrClosed,
+// giving none, once the pool is closed.
+func (p *workerPool) hand(counts []int, part func(lo, hi int) *batch) error {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	if p.closed {
 		return forward.ErrClosed
 	}
-	for wi := range p.workers {
-		if part := items[counts[wi]:counts[wi+1]]; len(part) > 0 {
-			p.workers[wi].in <- &batch{imports: part}
+	for w := range p.workers {
+		if lo, hi := counts[w], counts[w+1]; hi > lo {
+			p.workers[w].in <- part(lo, hi)
 		}
 	}
 	return nil

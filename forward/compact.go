@@ -143,30 +143,33 @@ func (c *Compact) addSet(keyStart int, sk *hyperloglog.Sketch) {
 // appends nothing for a series of another type, or a histogram without a
 // digest or set without a sketch, and reports whether it appended.
 func (c *Compact) AddForwarded(f *samplers.Forwarded) bool {
-	start := c.startKey()
 	switch f.Type {
 	case samplers.CounterMetric:
-		c.keys = samplers.AppendForwardedKey(c.keys, f)
-		c.addCounter(start, f.Counter)
 	case samplers.HistogramMetric, samplers.TimerMetric:
 		if f.Digest == nil {
 			return false
 		}
-		c.keys = samplers.AppendForwardedKey(c.keys, f)
+	case samplers.SetMetric:
+		if f.Set == nil {
+			return false
+		}
+	default:
+		return false
+	}
+	start := c.startKey()
+	c.keys = samplers.AppendForwardedKey(c.keys, f)
+	switch f.Type {
+	case samplers.CounterMetric:
+		c.addCounter(start, f.Counter)
+	case samplers.SetMetric:
+		c.addSet(start, f.Set)
+	default:
 		first := len(c.cents)
 		c.cents = f.Digest.AppendCentroids(c.cents)
 		c.series = append(c.series, compactSeries{
 			keyStart: start, keyEnd: len(c.keys), first: first, end: len(c.cents),
 			lo: f.Digest.Min(), hi: f.Digest.Max(),
 		})
-	case samplers.SetMetric:
-		if f.Set == nil {
-			return false
-		}
-		c.keys = samplers.AppendForwardedKey(c.keys, f)
-		c.addSet(start, f.Set)
-	default:
-		return false
 	}
 	return true
 }

@@ -476,13 +476,8 @@ func (s *GRPCServer) streamV2(call *h2rpc.Call) ([]byte, metadata.MD, error) {
 		accepted, rejected = accepted+part.accepted, rejected+part.rejected
 		answers = append(answers, part.answers[:min(len(part.answers), grpcMaxAnswerErrors-len(answers))]...)
 		if part.accepted > 0 {
-			waited, ok := s.im.grpcTakePlace(ctx)
-			if waited {
-				s.waited.Add(1)
-			}
-			if !ok {
-				s.requestErrs.Add(grpcCauseBusy, 1)
-				return status.Error(codes.Unavailable, s.im.grpcBusyMessage())
+			if err := s.takePlace(ctx); err != nil {
+				return err
 			}
 			err := s.mergeCall(part)
 			s.im.grpcLeavePlace()
@@ -670,14 +665,9 @@ func (s *GRPCServer) importCall(ctx context.Context, trailer *metadata.MD, recei
 			}
 		}()
 	}
-	waited, ok := s.im.grpcTakePlace(ctx)
-	if waited {
-		s.waited.Add(1)
-	}
-	if !ok {
-		s.requestErrs.Add(grpcCauseBusy, 1)
+	if err := s.takePlace(ctx); err != nil {
 		*trailer = metadata.Pairs(trailerRetryAfter, "1")
-		return status.Error(codes.Unavailable, s.im.grpcBusyMessage())
+		return err
 	}
 	defer s.im.grpcLeavePlace()
 
@@ -716,6 +706,21 @@ func (s *GRPCServer) importCall(ctx context.Context, trailer *metadata.MD, recei
 		id = ""
 	}
 	*trailer = answerTrailer(call.accepted, call.rejected, call.answers)
+	return nil
+}
+
+// takePlace takes a place among the imports in progress (the caller
+// leaves it), counting a wait, or counts and returns the Unavailable
+// status of a call that got none.
+func (s *GRPCServer) takePlace(ctx context.Context) error {
+	waited, ok := s.im.grpcTakePlace(ctx)
+	if waited {
+		s.waited.Add(1)
+	}
+	if !ok {
+		s.requestErrs.Add(grpcCauseBusy, 1)
+		return status.Error(codes.Unavailable, s.im.grpcBusyMessage())
+	}
 	return nil
 }
 

@@ -323,6 +323,25 @@ func (m *countingMerger) Merge(fwd []samplers.Forwarded) error {
 	return nil
 }
 
+// grpcImporter serves the gRPC import into m on 127.0.0.1:0 until the test
+// ends, and returns its address.
+func grpcImporter(t *testing.T, m forward.Merger) *net.TCPAddr {
+	t.Helper()
+	srv, err := forward.NewGRPCServer(forward.NewImporter(m, forward.ImporterConfig{}), forward.GRPCServerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.ServeGRPC(ln); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Stop(context.Background()) })
+	return ln.Addr().(*net.TCPAddr)
+}
+
 // Simulated locals send to our importer over both transports, and to the
 // bare receivers: what they count as accepted is what was merged.
 func TestRunLocals(t *testing.T) {
@@ -397,19 +416,8 @@ func TestRunLocals(t *testing.T) {
 	for _, transport := range []string{transportGRPC, transportGRPCv14} {
 		t.Run("importer/"+transport, func(t *testing.T) {
 			m := &countingMerger{}
-			srv, err := forward.NewGRPCServer(forward.NewImporter(m, forward.ImporterConfig{}), forward.GRPCServerConfig{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := srv.ServeGRPC(ln); err != nil {
-				t.Fatal(err)
-			}
-			defer srv.Stop(context.Background())
-			st, err := runLocals(context.Background(), locals, singleFlushes(flushes), []func() (flushSender, error){dialer(transport, ln.Addr().(*net.TCPAddr).Port)}, d)
+			addr := grpcImporter(t, m)
+			st, err := runLocals(context.Background(), locals, singleFlushes(flushes), []func() (flushSender, error){dialer(transport, addr.Port)}, d)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -438,20 +446,8 @@ func TestRunLocals(t *testing.T) {
 		dials := make([]func() (flushSender, error), n)
 		for i := range n {
 			mergers[i] = &countingMerger{}
-			srv, err := forward.NewGRPCServer(forward.NewImporter(mergers[i], forward.ImporterConfig{}), forward.GRPCServerConfig{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := srv.ServeGRPC(ln); err != nil {
-				t.Fatal(err)
-			}
-			defer srv.Stop(context.Background())
-			urls[i] = "grpc://" + ln.Addr().String()
-			addr := ln.Addr().String()
+			addr := grpcImporter(t, mergers[i]).String()
+			urls[i] = "grpc://" + addr
 			dials[i] = func() (flushSender, error) { return newGRPCSender(addr) }
 		}
 		checkTier(t, urls, dials, mergers)

@@ -14,8 +14,8 @@
 //
 // What it serves: prior-knowledge HTTP/2 (h2c) or TLS with ALPN h2;
 // methods registered by path; requests of content-type application/grpc
-// without compression (grpc-encoding identity); a deadline per call (the
-// server's bound, shortened by grpc-timeout); metadata in, a response
+// without compression (grpc-encoding identity); the client's deadline
+// (grpc-timeout), and a handler's own (Call.SetContext); metadata in, a response
 // message, status and trailer metadata out. It pings a silent connection
 // and closes it when the ping goes unanswered, refuses streams beyond its
 // bound, and closes a connection that floods it with pings, settings or
@@ -80,9 +80,6 @@ type Config struct {
 	// MaxMessageBytes bounds one message; a larger one ends its call with
 	// ResourceExhausted.
 	MaxMessageBytes int
-	// MaxCallDuration bounds each call from its start (its context's
-	// deadline); zero means no bound but the client's grpc-timeout.
-	MaxCallDuration time.Duration
 	// MaxConcurrentStreams bounds the calls of one connection.
 	MaxConcurrentStreams uint32
 	// Window is the flow-control window of a connection and of each of its
@@ -898,13 +895,13 @@ func (c *conn) headers(f *http2.MetaHeadersFrame) (refused bool, err error) {
 
 	call := &Call{st: st}
 	var md metadata.MD
-	var method, contentType, encoding, timeout string
+	var method, path, contentType, encoding, timeout string
 	for _, hf := range f.Fields {
 		switch hf.Name {
 		case ":method":
 			method = hf.Value
 		case ":path":
-			call.method = hf.Value
+			path = hf.Value
 		case "content-type":
 			contentType = hf.Value
 		case "grpc-encoding":
@@ -922,7 +919,7 @@ func (c *conn) headers(f *http2.MetaHeadersFrame) (refused bool, err error) {
 		}
 	}
 	var early error // answered before the handler runs
-	handler := c.s.methods[call.method]
+	handler := c.s.methods[path]
 	switch {
 	case method != "POST":
 		early = status.Errorf(codes.Unimplemented, "method %q, want POST", method)
@@ -931,20 +928,12 @@ func (c *conn) headers(f *http2.MetaHeadersFrame) (refused bool, err error) {
 	case encoding != "" && encoding != "identity":
 		early = status.Errorf(codes.Unimplemented, "grpc-encoding %q is not supported; send uncompressed messages", encoding)
 	case handler == nil:
-		early = status.Errorf(codes.Unimplemented, "unknown method %s", call.method)
+		early = status.Errorf(codes.Unimplemented, "unknown method %s", path)
 	}
-	ctx := c.ctx
-	var cancels []context.CancelFunc
-	if d := c.s.cfg.MaxCallDuration; d > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, d)
-		cancels = append(cancels, cancel)
-	}
+	ctx, cancel := c.ctx, context.CancelFunc(func() {})
 	if timeout != "" {
 		if d, ok := parseTimeout(timeout); ok {
-			var cancel context.CancelFunc
 			ctx, cancel = context.WithTimeout(ctx, d)
-			cancels = append(cancels, cancel)
 		} else if early == nil {
 			early = status.Errorf(codes.InvalidArgument, "malformed grpc-timeout %q", timeout)
 		}
@@ -956,21 +945,19 @@ func (c *conn) headers(f *http2.MetaHeadersFrame) (refused bool, err error) {
 	if f.StreamEnded() {
 		st.eof = true
 	}
-	go c.run(call, handler, early, cancels)
+	go c.run(call, handler, early, cancel)
 	return false, nil
 }
 
 // run runs a call's handler and writes its answer.
-func (c *conn) run(call *Call, handler Handler, early error, cancels []context.CancelFunc) {
+func (c *conn) run(call *Call, handler Handler, early error, cancel context.CancelFunc) {
 	if g := c.s.cfg.Guard; g != nil {
 		defer g()
 	}
 	st := call.st
 	closed := false
 	defer func() {
-		for _, cancel := range cancels {
-			cancel()
-		}
+		cancel()
 		if !closed {
 			// The handler panicked: the call gets no answer.
 			c.closeStream(st)
@@ -1136,9 +1123,8 @@ func putChunk(b []byte) {
 // Call is one call in progress: its context (with the request's metadata
 // and deadline) and its messages.
 type Call struct {
-	st     *stream
-	ctx    context.Context
-	method string
+	st  *stream
+	ctx context.Context
 	// wait is the context Recv waits under: ctx, or one SetContext gave.
 	wait context.Context
 
@@ -1149,12 +1135,9 @@ type Call struct {
 }
 
 // Context is the call's context: it carries the request's metadata
-// (metadata.FromIncomingContext) and ends at the call's deadline, or when
-// the connection ends.
+// (metadata.FromIncomingContext) and ends at the client's deadline
+// (grpc-timeout), or when the connection ends.
 func (c *Call) Context() context.Context { return c.ctx }
-
-// Method is the path of the method called.
-func (c *Call) Method() string { return c.method }
 
 // SetContext makes Recv wait under ctx, which should be derived from
 // Context: a handler's own deadline for the call, or a cancel of its own.
