@@ -17,7 +17,8 @@
 // it has run for Slice yields (so does one whose own slice has: see
 // Slicer), or for minSlice once the reader has waited Wait since its turn.
 // A worker, whose work is what the readers hand it and which must keep up
-// with them, keeps a slice of its own (Slicer.Own).
+// with them, keeps a slice of its own (Slicer.Own), which also ends after
+// minSlice once the reader has waited Wait.
 package yield
 
 import (
@@ -77,6 +78,15 @@ func Turn() {
 	lastTurn.Store(since())
 }
 
+// readerWaited reports whether a reader has waited Wait since its last
+// turn and is not idle (see idleTurn). Without turns (several Ps) it is
+// false.
+func readerWaited(now int64) bool {
+	t := lastTurn.Load()
+	wait := now - t
+	return t != 0 && wait >= int64(Wait) && wait < int64(idleTurn)
+}
+
 // Turns is how many times Turn was called.
 func Turns() uint64 { return turns.Load() }
 
@@ -123,7 +133,12 @@ func (s *Slicer) Tick() {
 		s.start = now
 	}
 	over := now-s.start >= int64(Slice)
-	if !s.Own {
+	if s.Own {
+		// A worker's slice too ends after minSlice once a reader has
+		// waited Wait: two workers and the flush, each running a whole
+		// Slice in turn, would keep it away for three.
+		over = over || now-s.start >= int64(minSlice) && readerWaited(now)
+	} else {
 		if t := turns.Load(); shared.start.Load() == 0 || shared.turn.Load() != t {
 			// A reader had its turn since the shared slice began: a
 			// new one begins.
@@ -132,9 +147,7 @@ func (s *Slicer) Tick() {
 		} else if ran := now - shared.start.Load(); ran >= int64(Slice) {
 			over = true
 		} else if ran >= int64(minSlice) {
-			// The reader has waited long enough, unless it is idle.
-			wait := now - lastTurn.Load()
-			over = over || wait >= int64(Wait) && wait < int64(idleTurn)
+			over = over || readerWaited(now)
 		}
 	}
 	if !over {

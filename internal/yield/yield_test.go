@@ -31,6 +31,7 @@ func age() { shared.start.Add(-int64(Slice)) }
 // shared slice nor a reader's turn changes that.
 func TestOwnSlicerYieldsAfterASlice(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	lastTurn.Store(0) // no reader has waited (see TestOwnSliceEndsWhenTheReaderWaited)
 	s := Slicer{Own: true}
 	if tickRuns(&s) {
 		t.Error("the first Tick yielded")
@@ -157,6 +158,38 @@ func TestSharedSliceEndsWhenTheReaderWaited(t *testing.T) {
 		now := since()
 		shared.start.Store(now - int64(c.ran))
 		lastTurn.Store(now - int64(c.wait))
+		if got := tickRuns(&s); got != c.yields {
+			t.Errorf("%s: Tick yielded %v, want %v", c.name, got, c.yields)
+		}
+	}
+}
+
+// An Own Slicer's slice also ends after minSlice once the reader has
+// waited Wait since its turn, unless the reader is idle or there are no
+// turns (several Ps).
+func TestOwnSliceEndsWhenTheReaderWaited(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	for _, c := range []struct {
+		name      string
+		ran, wait time.Duration
+		noTurns   bool
+		yields    bool
+	}{
+		{"reader waited long, slice ran minSlice", minSlice, Wait, false, true},
+		{"reader waited long, slice just began", minSlice - time.Second, Wait, false, false},
+		{"reader waited little", minSlice, Wait - time.Second, false, false},
+		{"reader idle", minSlice, idleTurn, false, false},
+		{"no turns", minSlice, Wait, true, false},
+		{"slice ran out, reader just turned", Slice, -time.Second, false, true},
+	} {
+		s := Slicer{Own: true}
+		s.Tick() // begins its slice
+		now := since()
+		s.start = now - int64(c.ran)
+		lastTurn.Store(now - int64(c.wait))
+		if c.noTurns {
+			lastTurn.Store(0)
+		}
 		if got := tickRuns(&s); got != c.yields {
 			t.Errorf("%s: Tick yielded %v, want %v", c.name, got, c.yields)
 		}
