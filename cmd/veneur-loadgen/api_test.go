@@ -210,7 +210,7 @@ func TestCheckFlushes(t *testing.T) {
 	start, end := t0, t0.Add(10*time.Second)
 	check := func(posts []postRecord) flushCheck {
 		sort.Slice(posts, func(i, j int) bool { return posts[i].arrival.Before(posts[j].arrival) })
-		return checkFlushes(posts, start, end, interval, 400, 100)
+		return checkFlushes(posts, start, end, interval, 400, 100, "")
 	}
 	steady := flushes(t0, 4, 400, 100, 1.8, 3.8, 5.8, 7.8, 9.8)
 	// The final flush after SIGTERM, right after the last regular one.
@@ -248,5 +248,42 @@ func TestCheckFlushes(t *testing.T) {
 				t.Fatalf("complete %d of %d, max gap %v", c.complete, c.interior, c.maxGap)
 			}
 		})
+	}
+}
+
+// At about one line per series per interval a flush may miss series whose
+// line crossed a boundary: completeness is then not required, but the
+// timing of flushes still is.
+func TestCheckFlushesUnjudged(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	interval := 2 * time.Second
+	start, end := t0, t0.Add(10*time.Second)
+	if seriesJudgement(1.2) != "" {
+		t.Error("1.2 lines per series per interval were not judged")
+	}
+	why := seriesJudgement(1.0)
+	if why == "" {
+		t.Fatal("1.0 lines per series per interval were judged")
+	}
+	incomplete := slices.Concat(flushes(t0, 4, 400, 100, 1.8, 3.8, 7.8), flushes(t0, 2, 200, 50, 5.8))
+	late := flushes(t0, 4, 400, 100, 1.8, 3.8, 6.5, 8.5)
+	for _, tc := range []struct {
+		name     string
+		posts    []postRecord
+		unjudged string
+		wantOK   bool
+	}{
+		{"incomplete, judged", incomplete, "", false},
+		{"incomplete, unjudged", incomplete, why, true},
+		{"late, unjudged", late, why, false},
+	} {
+		sort.Slice(tc.posts, func(i, j int) bool { return tc.posts[i].arrival.Before(tc.posts[j].arrival) })
+		c := checkFlushes(tc.posts, start, end, interval, 400, 100, tc.unjudged)
+		if c.ok() != tc.wantOK {
+			t.Errorf("%s: ok %v (problems %v), want %v", tc.name, c.ok(), c.problems, tc.wantOK)
+		}
+		if tc.unjudged != "" && !strings.Contains(c.String(), "completeness not judged") {
+			t.Errorf("%s: %q does not say completeness was not judged", tc.name, c.String())
+		}
 	}
 }

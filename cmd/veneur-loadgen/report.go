@@ -285,7 +285,7 @@ func (r *report) targets() []string {
 		check := func(label string, t trialResult) {
 			fl := "not checked"
 			if t.flush != nil {
-				fl = fmt.Sprintf("%d/%d complete, max gap %v, first POST at most %v after the boundary", t.flush.complete, t.flush.interior, t.flush.maxGap.Round(1e6), t.flush.maxLate.Round(1e6))
+				fl = t.flush.String()
 			}
 			ok := t.pass && t.loss == 0 && t.flush != nil && t.flush.ok() && t.peakRSSMiB() < 150 && t.cpuPerMillion() <= 4
 			verdict(ok, "(c) %s: veneur loss %s, flushes %s, peak RSS %.1f MiB (< 150), %.3f CPU s per M lines (<= 4)",
@@ -380,7 +380,7 @@ func searchNote(best trialResult, trials []trialResult) string {
 		notes = append(notes, "no higher rate failed")
 	}
 	if best.flush != nil {
-		notes = append(notes, fmt.Sprintf("flushes %d/%d complete", best.flush.complete, best.flush.interior))
+		notes = append(notes, "flushes "+best.flush.completeness())
 	}
 	if note, n := confirmations(trials); n > 1 && len(trials) > len(distinctTargets(trials)) {
 		notes = append(notes, note)
@@ -423,7 +423,7 @@ func fixedNote(t trialResult) string {
 		notes = append(notes, "sender-limited")
 	}
 	if t.flush != nil {
-		notes = append(notes, fmt.Sprintf("flushes %d/%d complete, max gap %v, first POST at most %v after the boundary", t.flush.complete, t.flush.interior, t.flush.maxGap.Round(1e6), t.flush.maxLate.Round(1e6)))
+		notes = append(notes, "flushes "+t.flush.String())
 	}
 	notes = append(notes, t.notes...)
 	return strings.Join(notes, "; ")

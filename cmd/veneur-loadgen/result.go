@@ -100,7 +100,7 @@ func (r trialResult) summary() string {
 	fmt.Fprintf(&b, "sent %s lines/s, loss %s, CPU %.3f s/M lines, peak RSS %.1f MiB",
 		humanRate(r.sent.rate()), lossString(r.loss), r.cpuPerMillion(), r.peakRSSMiB())
 	if r.flush != nil {
-		fmt.Fprintf(&b, ", flushes %d/%d complete, max gap %v, first POST at most %v after the boundary", r.flush.complete, r.flush.interior, r.flush.maxGap.Round(1e6), r.flush.maxLate.Round(1e6))
+		fmt.Fprintf(&b, ", flushes %v", r.flush)
 	}
 	if r.senderLimited {
 		b.WriteString(", sender-limited")

@@ -202,7 +202,8 @@ func (d *driver) veneurTrial(ctx context.Context, w workload, r *ring, rate floa
 	res.finish(res.sent.counters)
 	if w.strict {
 		want, wantCounters := w.expectedSeries(histoOutputs)
-		fc := checkFlushes(posts, start, end, w.interval, want, wantCounters)
+		perSeries := res.sent.rate() * w.interval.Seconds() / float64(w.series)
+		fc := checkFlushes(posts, start, end, w.interval, want, wantCounters, seriesJudgement(perSeries))
 		res.flush = &fc
 	}
 	res.judge(w, len(apiErrs) > 0 || bad > 0)
