@@ -114,6 +114,10 @@ func (f *flusher) putMetrics(m []samplers.InterMetric) {
 // workers' intervals and starts the sinks. It returns without waiting for
 // them; wait does.
 func (f *flusher) flush(ctx context.Context, intervals []interval, now time.Time, wg *sync.WaitGroup) {
+	// The flush is work the readers share their CPU with from here until
+	// its sinks have taken the batch and its memory is back (done):
+	// the readers count their gaps during it apart.
+	yield.BeginWork()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, r := range f.reporters {
@@ -187,6 +191,7 @@ func (f *flusher) flush(ctx context.Context, intervals []interval, now time.Time
 			f.recycle(recs)
 		}
 		f.putMetrics(b.Metrics)
+		yield.EndWork()
 	}
 	if len(b.Metrics)+len(b.Forward)+len(b.Events)+len(b.Checks)+len(b.Spans) == 0 || len(f.sinks) == 0 {
 		done()

@@ -76,6 +76,42 @@ func TestFlushRecyclesAfterSinks(t *testing.T) {
 	}
 }
 
+// A flush is work the readers count their gaps during apart (see
+// yield.BeginWork) from the moment it collects the workers until its sinks
+// have returned and its memory is back.
+func TestFlushIsWorkForTheReaders(t *testing.T) {
+	s := newServer(t, "num_workers: 1\n")
+	hold := &holdSink{got: make(chan *plugins.Batch, 1), release: make(chan struct{})}
+	s.flusher.sinks = append(s.flusher.sinks, hold)
+	s.flusher.sinkMu = make([]sync.Mutex, len(s.flusher.sinks))
+	s.pool.start(s.guard)
+	defer s.pool.stop()
+	in := s.ingest.newIngester()
+	in.Packet([]byte("c:1|c\n"), false)
+	in.Flush()
+
+	before := yield.WorkMark()
+	if yield.WorkedSince(before) {
+		t.Fatal("work in progress before the flush")
+	}
+	var wg sync.WaitGroup
+	if !s.flush(context.Background(), time.Unix(1000, 0), &wg) {
+		t.Fatal("pool stopped")
+	}
+	<-hold.got
+	if !yield.WorkedSince(yield.WorkMark()) {
+		t.Error("no work in progress while a sink holds the batch")
+	}
+	close(hold.release)
+	wg.Wait()
+	if !yield.WorkedSince(before) {
+		t.Error("a mark taken before the flush did not see it")
+	}
+	if yield.WorkedSince(yield.WorkMark()) {
+		t.Error("work still in progress after the sinks returned")
+	}
+}
+
 // dropNonFinite keeps the finite values in order, in the same array, and
 // counts the others by cause, wherever they are.
 func TestDropNonFinite(t *testing.T) {

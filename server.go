@@ -21,6 +21,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/veneur/veneur/forward"
+	"github.com/veneur/veneur/internal/yield"
 	"github.com/veneur/veneur/listen"
 	"github.com/veneur/veneur/plugins"
 	"github.com/veneur/veneur/samplers"
@@ -458,6 +459,10 @@ func (s *Server) Flush(ctx context.Context, now time.Time) error {
 }
 
 func (s *Server) flush(ctx context.Context, now time.Time, sinks *sync.WaitGroup) bool {
+	// Collecting the workers' intervals is part of the flush too (see
+	// flusher.flush).
+	yield.BeginWork()
+	defer yield.EndWork()
 	intervals, ok := s.pool.collect(func(i int, took time.Duration) {
 		s.stats.TimeInMilliseconds("flush.worker_duration_ns", nanos(took), []string{"worker:" + fmt.Sprint(i)}, 1)
 	})

@@ -17,8 +17,15 @@ import (
 // a reader takes without loss. A reader records one gap per receive
 // round, not per datagram; the listener's Report sends and resets them.
 // Every field is updated atomically: the reader records while Report
-// reads.
+// reads. The gaps during a flush (any part of the gap, see
+// yield.BeginWork) are also counted apart, so that a flush's share of the
+// longest gaps shows.
 type readerGaps struct {
+	all, flush gapCounts
+}
+
+// gapCounts are the longest gap and the gaps per bucket.
+type gapCounts struct {
 	max    atomic.Int64 // nanoseconds
 	counts [len(gapBounds) + 1]atomic.Uint64
 }
@@ -35,8 +42,15 @@ var (
 	gapTags   = [len(gapBounds) + 1][]string{{"le:1ms"}, {"le:5ms"}, {"le:20ms"}, {"le:100ms"}, {"le:+Inf"}}
 )
 
-// record notes one gap of d.
-func (g *readerGaps) record(d time.Duration) {
+// record notes one gap of d, during a flush or not.
+func (g *readerGaps) record(d time.Duration, duringFlush bool) {
+	g.all.record(d)
+	if duringFlush {
+		g.flush.record(d)
+	}
+}
+
+func (g *gapCounts) record(d time.Duration) {
 	i := 0
 	for i < len(gapBounds) && d > gapBounds[i] {
 		i++
@@ -52,6 +66,10 @@ func (g *readerGaps) record(d time.Duration) {
 
 // gapReport sums the gaps of several readers since their last report.
 type gapReport struct {
+	all, flush gapSums
+}
+
+type gapSums struct {
 	max    time.Duration
 	counts [len(gapBounds) + 1]uint64 // per bucket, not cumulative
 	total  uint64
@@ -59,6 +77,11 @@ type gapReport struct {
 
 // take adds g's gaps to r and resets g.
 func (r *gapReport) take(g *readerGaps) {
+	r.all.take(&g.all)
+	r.flush.take(&g.flush)
+}
+
+func (r *gapSums) take(g *gapCounts) {
 	for i := range g.counts {
 		n := g.counts[i].Swap(0)
 		r.counts[i] += n
@@ -69,17 +92,24 @@ func (r *gapReport) take(g *readerGaps) {
 
 // send sends listen.reader_gap_max_ns, the longest gap since the last
 // report, and listen.reader_gap_total, the gaps counted per bucket
-// (cumulative, tag le), when any gap was recorded.
+// (cumulative, tag le), when any gap was recorded; and the same of the
+// gaps during a flush as listen.reader_gap_flush_max_ns and
+// listen.reader_gap_flush_total, when any was.
 func (r *gapReport) send(stats statsd.ClientInterface) {
+	r.all.send(stats, "listen.reader_gap_max_ns", "listen.reader_gap_total")
+	r.flush.send(stats, "listen.reader_gap_flush_max_ns", "listen.reader_gap_flush_total")
+}
+
+func (r *gapSums) send(stats statsd.ClientInterface, maxName, totalName string) {
 	if r.total == 0 {
 		return
 	}
-	stats.Gauge("listen.reader_gap_max_ns", float64(r.max.Nanoseconds()), nil, 1)
+	stats.Gauge(maxName, float64(r.max.Nanoseconds()), nil, 1)
 	var cum uint64
 	for i, n := range r.counts {
 		cum += n
 		if cum > 0 {
-			stats.Count("listen.reader_gap_total", int64(cum), gapTags[i], 1)
+			stats.Count(totalName, int64(cum), gapTags[i], 1)
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/veneur/veneur/internal/statstest"
+	"github.com/veneur/veneur/internal/yield"
 )
 
 // Gaps count in the first bucket whose bound they do not exceed, the
@@ -14,7 +15,7 @@ import (
 func TestReaderGapBuckets(t *testing.T) {
 	var g readerGaps
 	for _, d := range []time.Duration{500 * time.Microsecond, time.Millisecond, 3 * time.Millisecond, 50 * time.Millisecond, 2 * time.Second} {
-		g.record(d)
+		g.record(d, d >= 50*time.Millisecond)
 	}
 	var r gapReport
 	r.take(&g)
@@ -31,6 +32,18 @@ func TestReaderGapBuckets(t *testing.T) {
 	if v, ok := rec.GaugeValue("listen.reader_gap_max_ns"); !ok || v != float64(2*time.Second) {
 		t.Errorf("listen.reader_gap_max_ns = %v (sent %v), want %v", v, ok, float64(2*time.Second))
 	}
+	// The two longest were during a flush.
+	for _, c := range []struct {
+		le   string
+		want int64
+	}{{"le:1ms", 0}, {"le:5ms", 0}, {"le:20ms", 0}, {"le:100ms", 1}, {"le:+Inf", 2}} {
+		if n := rec.Sum("listen.reader_gap_flush_total", c.le); n != c.want {
+			t.Errorf("listen.reader_gap_flush_total{%s} = %d, want %d", c.le, n, c.want)
+		}
+	}
+	if v, ok := rec.GaugeValue("listen.reader_gap_flush_max_ns"); !ok || v != float64(2*time.Second) {
+		t.Errorf("listen.reader_gap_flush_max_ns = %v (sent %v), want %v", v, ok, float64(2*time.Second))
+	}
 	var again gapReport
 	again.take(&g)
 	rec = &statstest.Recorder{}
@@ -40,6 +53,20 @@ func TestReaderGapBuckets(t *testing.T) {
 	}
 	if _, ok := rec.GaugeValue("listen.reader_gap_max_ns"); ok {
 		t.Error("a second report sent listen.reader_gap_max_ns, want nothing")
+	}
+
+	// Without gaps during a flush, none are sent as such.
+	var quiet readerGaps
+	quiet.record(3*time.Millisecond, false)
+	var q gapReport
+	q.take(&quiet)
+	rec = &statstest.Recorder{}
+	q.send(rec)
+	if _, ok := rec.GaugeValue("listen.reader_gap_flush_max_ns"); ok {
+		t.Error("listen.reader_gap_flush_max_ns sent without a gap during a flush")
+	}
+	if n := rec.Sum("listen.reader_gap_flush_total"); n != 0 {
+		t.Errorf("listen.reader_gap_flush_total = %d without a gap during a flush", n)
 	}
 }
 
@@ -77,16 +104,25 @@ func TestUDPReportsReaderGaps(t *testing.T) {
 			gaps := (*u.gaps.Load())[0]
 			recorded := func() uint64 {
 				var n uint64
-				for i := range gaps.counts {
-					n += gaps.counts[i].Load()
+				for i := range gaps.all.counts {
+					n += gaps.all.counts[i].Load()
 				}
 				return n
 			}
 
+			// The slow datagram's gap falls during a flush.
+			yield.BeginWork()
 			sendUDP(t, u.Addr(), "slow:1|c")
 			waitFor(t, "the gap after the slow datagram", func() bool { return recorded() >= 1 })
+			yield.EndWork()
 			rec := &statstest.Recorder{}
 			u.Report(rec)
+			if n := rec.Sum("listen.reader_gap_flush_total", "le:+Inf"); n != 1 {
+				t.Errorf("listen.reader_gap_flush_total{le:+Inf} = %d after a gap during a flush, want 1", n)
+			}
+			if v, _ := rec.GaugeValue("listen.reader_gap_flush_max_ns"); v < float64(slow) {
+				t.Errorf("listen.reader_gap_flush_max_ns = %v, want at least %v", v, float64(slow))
+			}
 			if n := rec.Sum("listen.reader_gap_total", "le:+Inf"); n != 1 {
 				t.Errorf("listen.reader_gap_total{le:+Inf} = %d after one datagram, want 1", n)
 			}
@@ -112,6 +148,9 @@ func TestUDPReportsReaderGaps(t *testing.T) {
 			u.Report(rec)
 			if n := rec.Sum("listen.reader_gap_total", "le:+Inf"); n != 1 {
 				t.Errorf("listen.reader_gap_total{le:+Inf} = %d after one more datagram, want 1 (the counts reset)", n)
+			}
+			if n := rec.Sum("listen.reader_gap_flush_total"); n != 0 {
+				t.Errorf("listen.reader_gap_flush_total = %d for a gap outside flushes, want 0", n)
 			}
 			if v, ok := rec.GaugeValue("listen.reader_gap_max_ns"); !ok || v <= 0 {
 				t.Errorf("listen.reader_gap_max_ns = %v (sent %v), want the new datagram's gap", v, ok)

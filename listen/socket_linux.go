@@ -382,6 +382,7 @@ func readUDP(sock *udpSocket, in Ingester, size int, stopping func() bool, readE
 	// lastRecv is when the last receive call returned datagrams, zero
 	// after one that returned none.
 	var lastRecv time.Time
+	var work uint64 // yield.WorkMark at lastRecv
 	// A single-P reader shares its P with the flush: each return from a
 	// receive call is a turn, which ends the slice the flush's goroutines
 	// share (see package yield), so that the reader waits for one slice
@@ -392,7 +393,7 @@ func readUDP(sock *udpSocket, in Ingester, size int, stopping func() bool, readE
 	singleP := sock.conn != nil
 	for {
 		if !lastRecv.IsZero() {
-			gaps.record(time.Since(lastRecv))
+			gaps.record(time.Since(lastRecv), yield.WorkedSince(work))
 		}
 		var n int
 		var errno syscall.Errno
@@ -424,7 +425,7 @@ func readUDP(sock *udpSocket, in Ingester, size int, stopping func() bool, readE
 		case 0:
 			now := time.Now()
 			if n > 0 {
-				lastRecv = now
+				lastRecv, work = now, yield.WorkMark()
 			}
 			if idle {
 				idle = false

@@ -7,6 +7,8 @@ import (
 	"net"
 	"sync/atomic"
 	"time"
+
+	"github.com/veneur/veneur/internal/yield"
 )
 
 // udpSocket is one bound datagram socket; its reader waits in the
@@ -82,9 +84,10 @@ func readUDP(sock *udpSocket, in Ingester, size int, stopping func() bool, readE
 	conn := sock.conn
 	buf := make([]byte, size+1)
 	var lastRecv time.Time
+	var work uint64 // yield.WorkMark at lastRecv
 	for {
 		if !lastRecv.IsZero() {
-			gaps.record(time.Since(lastRecv))
+			gaps.record(time.Since(lastRecv), yield.WorkedSince(work))
 		}
 		n, _, err := conn.ReadFrom(buf)
 		lastRecv = time.Time{}
@@ -99,7 +102,7 @@ func readUDP(sock *udpSocket, in Ingester, size int, stopping func() bool, readE
 			readErrs.Add(1)
 			continue
 		}
-		lastRecv = time.Now()
+		lastRecv, work = time.Now(), yield.WorkMark()
 		if n > size {
 			in.Packet(buf[:size], true)
 		} else {

@@ -20,6 +20,10 @@ type gapFigures struct {
 	reports int // veneur.listen.reader_gap_max_ns values received
 	max     time.Duration
 	le      [len(gapLabels)]int64
+	// flushMax and flushLe are the same of the gaps during a flush
+	// (veneur.listen.reader_gap_flush_*), a part of the others.
+	flushMax time.Duration
+	flushLe  [len(gapLabels)]int64
 }
 
 // add takes one DogStatsD line of veneur's self-metrics; other lines are
@@ -37,22 +41,31 @@ func (g *gapFigures) add(line []byte) {
 	if err != nil {
 		return
 	}
+	counts := &g.le
 	switch string(name) {
 	case "veneur.listen.reader_gap_max_ns":
 		g.reports++
 		g.max = max(g.max, time.Duration(v))
+		return
+	case "veneur.listen.reader_gap_flush_max_ns":
+		g.flushMax = max(g.flushMax, time.Duration(v))
+		return
 	case "veneur.listen.reader_gap_total":
-		for _, f := range fields[2:] {
-			tags, ok := strings.CutPrefix(f, "#")
-			if !ok {
-				continue
-			}
-			for t := range strings.SplitSeq(tags, ",") {
-				if le, ok := strings.CutPrefix(t, "le:"); ok {
-					for i, l := range gapLabels {
-						if l == le {
-							g.le[i] += int64(v)
-						}
+	case "veneur.listen.reader_gap_flush_total":
+		counts = &g.flushLe
+	default:
+		return
+	}
+	for _, f := range fields[2:] {
+		tags, ok := strings.CutPrefix(f, "#")
+		if !ok {
+			continue
+		}
+		for t := range strings.SplitSeq(tags, ",") {
+			if le, ok := strings.CutPrefix(t, "le:"); ok {
+				for i, l := range gapLabels {
+					if l == le {
+						counts[i] += int64(v)
 					}
 				}
 			}
@@ -62,12 +75,17 @@ func (g *gapFigures) add(line []byte) {
 
 // buckets are the gaps per bucket, not cumulative: up to 1ms, 1-5ms,
 // 5-20ms, 20-100ms, over 100ms.
-func (g gapFigures) buckets() [len(gapLabels)]int64 {
+func (g gapFigures) buckets() [len(gapLabels)]int64 { return perBucket(g.le) }
+
+// flushBuckets are the same of the gaps during a flush.
+func (g gapFigures) flushBuckets() [len(gapLabels)]int64 { return perBucket(g.flushLe) }
+
+func perBucket(le [len(gapLabels)]int64) [len(gapLabels)]int64 {
 	var b [len(gapLabels)]int64
-	for i := range g.le {
-		b[i] = g.le[i]
+	for i := range le {
+		b[i] = le[i]
 		if i > 0 {
-			b[i] -= g.le[i-1]
+			b[i] -= le[i-1]
 		}
 	}
 	return b
@@ -79,7 +97,7 @@ func (g gapFigures) String() string {
 	if g.reports == 0 {
 		return "no reader gaps reported"
 	}
-	return fmt.Sprintf("max reader gap %v, %d gaps > 5ms of %d", g.max.Round(10*time.Microsecond), g.le[4]-g.le[1], g.le[4])
+	return fmt.Sprintf("max reader gap %v (during a flush %v), %d gaps > 5ms of %d (during a flush %d)", g.max.Round(10*time.Microsecond), g.flushMax.Round(10*time.Microsecond), g.le[4]-g.le[1], g.le[4], g.flushLe[4]-g.flushLe[1])
 }
 
 // statsSink is the UDP socket veneur's stats_address points at during a

@@ -24,6 +24,12 @@ func TestGapFiguresAdd(t *testing.T) {
 		"veneur.listen.reader_gap_total:5|c|#host:x,le:1ms",
 		"veneur.listen.reader_gap_total:7|c|#host:x,le:20ms",
 		"veneur.listen.reader_gap_total:7|c|#host:x,le:+Inf",
+		"veneur.listen.reader_gap_flush_max_ns:4000000|g",
+		"veneur.listen.reader_gap_flush_total:1|c|#le:1ms",
+		"veneur.listen.reader_gap_flush_total:3|c|#le:5ms",
+		"veneur.listen.reader_gap_flush_total:4|c|#le:20ms",
+		"veneur.listen.reader_gap_flush_total:4|c|#le:100ms",
+		"veneur.listen.reader_gap_flush_total:4|c|#le:+Inf",
 		"veneur.packet.read_error_total:3|c",
 		"garbage",
 		"veneur.listen.reader_gap_total:x|c|#le:1ms",
@@ -36,12 +42,19 @@ func TestGapFiguresAdd(t *testing.T) {
 	if want := [5]int64{95, 99, 107, 100, 107}; g.le != want {
 		t.Errorf("cumulative counts %v, want %v", g.le, want)
 	}
+	// The gaps during a flush, apart.
+	if g.flushMax != 4*time.Millisecond {
+		t.Errorf("max during a flush %v, want 4ms", g.flushMax)
+	}
+	if got, want := g.flushBuckets(), [5]int64{1, 2, 1, 0, 0}; got != want {
+		t.Errorf("buckets during a flush %v, want %v", got, want)
+	}
 	// buckets undo the cumulation.
 	g.le = [5]int64{95, 99, 107, 107, 110}
 	if got, want := g.buckets(), [5]int64{95, 4, 8, 0, 3}; got != want {
 		t.Errorf("buckets %v, want %v", got, want)
 	}
-	if s := g.String(); !strings.Contains(s, "max reader gap 12ms") || !strings.Contains(s, "11 gaps > 5ms of 110") {
+	if s := g.String(); !strings.Contains(s, "max reader gap 12ms (during a flush 4ms)") || !strings.Contains(s, "11 gaps > 5ms of 110 (during a flush 1)") {
 		t.Errorf("String() = %q", s)
 	}
 	if s := (gapFigures{}).String(); s != "no reader gaps reported" {

@@ -139,6 +139,8 @@ func (r *report) renderGaps(out io.Writer) {
 				for _, n := range t.gaps.buckets() {
 					row = append(row, groupDigits(float64(n)))
 				}
+				fb := t.gaps.flushBuckets()
+				row = append(row, t.gaps.flushMax.Round(10*time.Microsecond).String(), groupDigits(float64(fb[2]+fb[3]+fb[4])))
 				rows = append(rows, append(row, t.otherLoadString()))
 			}
 		}
@@ -149,9 +151,9 @@ func (r *report) renderGaps(out io.Writer) {
 		return
 	}
 	fmt.Fprintln(out)
-	fmt.Fprintln(out, "veneur's reader gaps per trial (time away from the socket between receive calls, from its self-metrics listen.reader_gap_*; counts of gaps by length)")
+	fmt.Fprintln(out, "veneur's reader gaps per trial (time away from the socket between receive calls, from its self-metrics listen.reader_gap_*; counts of gaps by length; the last two of the gaps during a flush, from the boundary until the sinks have the batch)")
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "workload\ttrial\toffered lines/s\tloss\tresult\tmax gap\t<=1ms\t1-5ms\t5-20ms\t20-100ms\t>100ms\tother load")
+	fmt.Fprintln(tw, "workload\ttrial\toffered lines/s\tloss\tresult\tmax gap\t<=1ms\t1-5ms\t5-20ms\t20-100ms\t>100ms\tmax in flush\t>5ms in flush\tother load")
 	for _, row := range rows {
 		fmt.Fprintln(tw, strings.Join(row, "\t"))
 	}

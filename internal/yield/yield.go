@@ -19,6 +19,9 @@
 // A worker, whose work is what the readers hand it and which must keep up
 // with them, keeps a slice of its own (Slicer.Own), which also ends after
 // minSlice once the reader has waited Wait.
+//
+// BeginWork and EndWork mark the stretches of such work, so that a reader
+// can tell its gaps during a flush from the rest (WorkMark, WorkedSince).
 package yield
 
 import (
@@ -163,4 +166,45 @@ func (s *Slicer) Tick() {
 		shared.turn.Store(turns.Load())
 		shared.start.Store(s.start)
 	}
+}
+
+// work tracks the stretches of work that readers share their CPU with,
+// such as flushes, for readers that tell their gaps during it from the
+// rest: active is how many are in progress, changes counts their
+// beginnings and ends.
+var work struct {
+	active  atomic.Int32
+	changes atomic.Uint64
+}
+
+// BeginWork notes that a stretch of work, such as a flush, began; EndWork
+// ends it. Stretches may overlap or nest.
+func BeginWork() {
+	work.changes.Add(1)
+	work.active.Add(1)
+}
+
+// EndWork ends a stretch that BeginWork began.
+func EndWork() {
+	work.active.Add(-1)
+	work.changes.Add(1)
+}
+
+// activeMark is set in a WorkMark taken while work was in progress.
+const activeMark = 1 << 63
+
+// WorkMark returns a mark for WorkedSince: a reader takes one as it
+// leaves its socket.
+func WorkMark() uint64 {
+	m := work.changes.Load() &^ activeMark
+	if work.active.Load() > 0 {
+		m |= activeMark
+	}
+	return m
+}
+
+// WorkedSince reports whether work was in progress at any time since mark
+// was taken: then, now, or in between (it began or ended).
+func WorkedSince(mark uint64) bool {
+	return mark&activeMark != 0 || work.active.Load() > 0 || work.changes.Load()&^activeMark != mark&^activeMark
 }

@@ -250,3 +250,39 @@ func TestPending(t *testing.T) {
 	}
 	waitUntil("the pending work to be forgotten", notPending)
 }
+
+// WorkedSince is true for a mark taken during work, for work that is in
+// progress, and for work that began and ended after the mark; false when
+// none was.
+func TestWorkedSince(t *testing.T) {
+	m := WorkMark()
+	if WorkedSince(m) {
+		t.Fatal("work seen where none was")
+	}
+	BeginWork()
+	if !WorkedSince(m) {
+		t.Error("work in progress not seen")
+	}
+	during := WorkMark()
+	EndWork()
+	if !WorkedSince(during) {
+		t.Error("a mark taken during work did not see it")
+	}
+	m = WorkMark()
+	if WorkedSince(m) {
+		t.Error("work seen after it ended")
+	}
+	BeginWork()
+	BeginWork() // overlapping stretches
+	EndWork()
+	if !WorkedSince(m) {
+		t.Error("overlapping work not seen")
+	}
+	EndWork()
+	if !WorkedSince(m) {
+		t.Error("work that began and ended since the mark not seen")
+	}
+	if WorkedSince(WorkMark()) {
+		t.Error("work seen after every stretch ended")
+	}
+}
