@@ -28,19 +28,28 @@ func (h *holdSink) Flush(_ context.Context, b *plugins.Batch) error {
 	return nil
 }
 
-// A flush hands the workers their records back, and keeps the values'
-// array for the next flush, only once every sink has returned from Flush:
-// until then a sink may read the values and the digests behind them.
-func TestFlushRecyclesAfterSinks(t *testing.T) {
-	s := newServer(t, "num_workers: 1\npercentiles: [0.5]\naggregates: [max]\n")
+// holdingServer is a server of config whose flushes also go to a
+// holdSink, with its workers running (stopped at the test's end) and the
+// datagram given ingested.
+func holdingServer(t *testing.T, config, datagram string) (*Server, *holdSink) {
+	t.Helper()
+	s := newServer(t, config)
 	hold := &holdSink{got: make(chan *plugins.Batch, 1), release: make(chan struct{})}
 	s.flusher.sinks = append(s.flusher.sinks, hold)
 	s.flusher.sinkMu = make([]sync.Mutex, len(s.flusher.sinks))
 	s.pool.start(s.guard)
-	defer s.pool.stop()
+	t.Cleanup(func() { s.pool.stop() })
 	in := s.ingest.newIngester()
-	in.Packet([]byte("c:1|c\nt:5|ms\n"), false)
+	in.Packet([]byte(datagram), false)
 	in.Flush()
+	return s, hold
+}
+
+// A flush hands the workers their records back, and keeps the values'
+// array for the next flush, only once every sink has returned from Flush:
+// until then a sink may read the values and the digests behind them.
+func TestFlushRecyclesAfterSinks(t *testing.T) {
+	s, hold := holdingServer(t, "num_workers: 1\npercentiles: [0.5]\naggregates: [max]\n", "c:1|c\nt:5|ms\n")
 
 	var wg sync.WaitGroup
 	if !s.flush(context.Background(), time.Unix(1000, 0), &wg) {
@@ -80,15 +89,7 @@ func TestFlushRecyclesAfterSinks(t *testing.T) {
 // yield.BeginWork) from the moment it collects the workers until its sinks
 // have returned and its memory is back.
 func TestFlushIsWorkForTheReaders(t *testing.T) {
-	s := newServer(t, "num_workers: 1\n")
-	hold := &holdSink{got: make(chan *plugins.Batch, 1), release: make(chan struct{})}
-	s.flusher.sinks = append(s.flusher.sinks, hold)
-	s.flusher.sinkMu = make([]sync.Mutex, len(s.flusher.sinks))
-	s.pool.start(s.guard)
-	defer s.pool.stop()
-	in := s.ingest.newIngester()
-	in.Packet([]byte("c:1|c\n"), false)
-	in.Flush()
+	s, hold := holdingServer(t, "num_workers: 1\n", "c:1|c\n")
 
 	before := yield.WorkMark()
 	if yield.WorkedSince(before) {
