@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -207,7 +208,27 @@ func (d *driver) veneurTrial(ctx context.Context, w workload, r *ring, rate floa
 		res.flush = &fc
 	}
 	res.judge(w, len(apiErrs) > 0 || bad > 0)
+	if res.loss > 0 || !res.pass {
+		// What veneur said of it: drops are logged with their cause.
+		for _, l := range logProblems(v.output.String(), 3) {
+			res.notes = append(res.notes, "veneur: "+l)
+		}
+	}
 	return res
+}
+
+// logProblems returns the last n warning and error lines of veneur's log
+// (logrus's text format).
+func logProblems(log string, n int) []string {
+	var out []string
+	lines := strings.Split(log, "\n")
+	for i := len(lines) - 1; i >= 0 && len(out) < n; i-- {
+		if l := strings.TrimSpace(lines[i]); strings.Contains(l, "level=warning") || strings.Contains(l, "level=error") {
+			out = append(out, l)
+		}
+	}
+	slices.Reverse(out)
+	return out
 }
 
 // bareProc is a running bare reader.
