@@ -118,6 +118,14 @@ func (f *flusher) flush(ctx context.Context, intervals []interval, now time.Time
 	// its sinks have taken the batch and its memory is back (done):
 	// the readers count their gaps during it apart.
 	yield.BeginWork()
+	// handed says done now ends the work; until then (a panic on the
+	// way), returning does.
+	handed := false
+	defer func() {
+		if !handed {
+			yield.EndWork()
+		}
+	}()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, r := range f.reporters {
@@ -187,12 +195,13 @@ func (f *flusher) flush(ctx context.Context, intervals []interval, now time.Time
 	// The caller's slice shares this array: drop the records for the GC.
 	clear(intervals)
 	done := func() {
+		defer yield.EndWork()
 		if f.recycle != nil {
 			f.recycle(recs)
 		}
 		f.putMetrics(b.Metrics)
-		yield.EndWork()
 	}
+	handed = true
 	if len(b.Metrics)+len(b.Forward)+len(b.Events)+len(b.Checks)+len(b.Spans) == 0 || len(f.sinks) == 0 {
 		done()
 		return

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/DataDog/datadog-go/v5/statsd"
+
 	"github.com/veneur/veneur/internal/yield"
 	"github.com/veneur/veneur/plugins"
 	"github.com/veneur/veneur/samplers"
@@ -110,6 +112,32 @@ func TestFlushIsWorkForTheReaders(t *testing.T) {
 	}
 	if yield.WorkedSince(yield.WorkMark()) {
 		t.Error("work still in progress after the sinks returned")
+	}
+}
+
+// panicReporter panics in Report, as a flush that fails on its way.
+type panicReporter struct{}
+
+func (panicReporter) Report(statsd.ClientInterface) { panic("report failed") }
+
+// A flush that panics before its sinks have the batch still ends its work:
+// the readers' later gaps are not counted as during a flush.
+func TestFlushThatPanicsEndsItsWork(t *testing.T) {
+	s := newServer(t, "num_workers: 1\n")
+	s.flusher.reporters = append(s.flusher.reporters, panicReporter{})
+	s.pool.start(s.guard)
+	defer s.pool.stop()
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Fatal("the flush did not panic")
+			}
+		}()
+		var wg sync.WaitGroup
+		s.flush(context.Background(), time.Unix(1000, 0), &wg)
+	}()
+	if yield.WorkedSince(yield.WorkMark()) {
+		t.Error("work still in progress after the flush panicked")
 	}
 }
 
