@@ -161,7 +161,7 @@ func NewFromConfig(cfg Config, opts Options) (*Server, error) {
 	if s.stats == nil {
 		s.stats = &statsd.NoOpClient{}
 		if cfg.StatsAddress != "" {
-			c, err := statsd.New(cfg.StatsAddress, statsd.WithoutTelemetry(), statsd.WithNamespace("veneur."))
+			c, err := newStatsClient(cfg.StatsAddress, "veneur.")
 			if err != nil {
 				return nil, fmt.Errorf("stats_address %q: %w", cfg.StatsAddress, err)
 			}
