@@ -324,29 +324,39 @@ func TestSelfMetrics(t *testing.T) {
 	s.Flush(context.Background(), time.Now())
 	shutdown(t, s) // flushes what is left, then closes the stats client, which sends what it holds
 
-	var got strings.Builder
-	buf := make([]byte, 65536)
-	pc.SetReadDeadline(time.Now().Add(5 * time.Second))
-	for !strings.Contains(got.String(), "veneur.packet.error_total") || !strings.Contains(got.String(), "flush.worker_duration_ns") {
-		n, _, err := pc.ReadFrom(buf)
-		if err != nil {
-			t.Fatalf("self-metrics so far:\n%s\nthen: %v", got.String(), err)
-		}
-		got.Write(buf[:n])
-		got.WriteByte('\n')
-	}
-	// The client may send more after the loop's condition holds; what the
-	// test checks is all in what arrived.
-	for _, want := range []string{
+	wants := []string{
 		"veneur.packet.error_total:1|c|#cause:no_colon",
 		"veneur.packet.error_total:1|c|#cause:unknown_type",
 		"veneur.packet.received_total:1|c",
 		"veneur.packet.lines_total:4|c",
 		"veneur.tcp.connections_total:1|c",
-	} {
-		if !strings.Contains(got.String(), want) {
-			t.Errorf("self-metrics lack %q:\n%s", want, got.String())
+		"veneur.flush.worker_duration_ns:",
+	}
+	// The client's workers send their datagrams in no set order: read
+	// until every wanted line has come, or the deadline.
+	var got strings.Builder
+	buf := make([]byte, 65536)
+	pc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	missing := func() bool {
+		for _, w := range wants {
+			if !strings.Contains(got.String(), w) {
+				return true
+			}
 		}
+		return false
+	}
+	for missing() {
+		n, _, err := pc.ReadFrom(buf)
+		if err != nil {
+			for _, want := range wants {
+				if !strings.Contains(got.String(), want) {
+					t.Errorf("self-metrics lack %q", want)
+				}
+			}
+			t.Fatalf("self-metrics that came:\n%s\nthen: %v", got.String(), err)
+		}
+		got.Write(buf[:n])
+		got.WriteByte('\n')
 	}
 	// Durations are nanoseconds: collecting a worker's interval takes more
 	// than one nanosecond and far less than a second.
