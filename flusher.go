@@ -460,13 +460,13 @@ func dropNonFinite(metrics []samplers.InterMetric, invalid *invalidCounts, y *yi
 			return false
 		}
 		switch m.Suffix {
-		case "":
+		case samplers.NoSuffix:
 			invalid[invalidCounter]++
-		case ".sum":
+		case samplers.SuffixSum:
 			invalid[invalidSum]++
-		case ".avg":
+		case samplers.SuffixAvg:
 			invalid[invalidAvg]++
-		case ".count":
+		case samplers.SuffixCount:
 			invalid[invalidCount]++
 		default:
 			invalid[invalidOther]++

@@ -146,7 +146,7 @@ func TestFlushThatPanicsEndsItsWork(t *testing.T) {
 func TestDropNonFinite(t *testing.T) {
 	s := &samplers.Series{Name: "m"}
 	v := func(suffix string, x float64) samplers.InterMetric {
-		return samplers.InterMetric{Series: s, Suffix: suffix, Value: x}
+		return samplers.InterMetric{Series: s, Suffix: samplers.SuffixOf(suffix), Value: x}
 	}
 	inf, nan := math.Inf(1), math.NaN()
 	for _, tc := range []struct {

@@ -48,14 +48,14 @@ type Series struct {
 // flushed value.
 type InterMetric struct {
 	*Series
-	Suffix    string
 	Value     float64
 	Timestamp int64
+	Suffix    Suffix
 	Kind      Kind
 }
 
 // FullName returns Name+Suffix.
-func (m *InterMetric) FullName() string { return m.Name + m.Suffix }
+func (m *InterMetric) FullName() string { return m.Name + m.Suffix.String() }
 
 // Aggregates is the set of histogram aggregates to flush.
 type Aggregates uint8
@@ -97,14 +97,14 @@ outer:
 // Percentile is a quantile to flush and the suffix naming it.
 type Percentile struct {
 	Q      float64
-	Suffix string
+	Suffix Suffix
 }
 
 // NewPercentiles precomputes the suffixes of the given quantiles.
 func NewPercentiles(qs []float64) []Percentile {
 	ps := make([]Percentile, len(qs))
 	for i, q := range qs {
-		ps[i] = Percentile{Q: q, Suffix: "." + PercentileName(q) + "percentile"}
+		ps[i] = Percentile{Q: q, Suffix: SuffixOf("." + PercentileName(q) + "percentile")}
 	}
 	return ps
 }
@@ -285,28 +285,28 @@ func (h *Histo) Flush(dst []InterMetric, base InterMetric, aggs Aggregates, pcts
 		d = h.quantiles(scratch)
 	}
 	if withAggregates && h.LocalWeight > 0 {
-		add := func(suffix string, v float64, kind Kind) {
+		add := func(suffix Suffix, v float64, kind Kind) {
 			m := base
 			m.Suffix, m.Value, m.Kind = suffix, v, kind
 			dst = append(dst, m)
 		}
 		if aggs&AggMax != 0 {
-			add(".max", h.LocalMax, GaugeKind)
+			add(SuffixMax, h.LocalMax, GaugeKind)
 		}
 		if aggs&AggMin != 0 {
-			add(".min", h.LocalMin, GaugeKind)
+			add(SuffixMin, h.LocalMin, GaugeKind)
 		}
 		if aggs&AggSum != 0 {
-			add(".sum", h.LocalSum, GaugeKind)
+			add(SuffixSum, h.LocalSum, GaugeKind)
 		}
 		if aggs&AggAvg != 0 {
-			add(".avg", h.LocalSum/h.LocalWeight, GaugeKind)
+			add(SuffixAvg, h.LocalSum/h.LocalWeight, GaugeKind)
 		}
 		if aggs&AggCount != 0 {
-			add(".count", h.LocalWeight/intervalSec, RateKind)
+			add(SuffixCount, h.LocalWeight/intervalSec, RateKind)
 		}
 		if aggs&AggMedian != 0 {
-			add(".median", d.Quantile(0.5), GaugeKind)
+			add(SuffixMedian, d.Quantile(0.5), GaugeKind)
 		}
 	}
 	if withPercentiles && d != nil {

@@ -19,7 +19,7 @@ func TestPercentileName(t *testing.T) {
 		}
 	}
 	ps := NewPercentiles([]float64{0.5, 0.999})
-	if ps[0].Suffix != ".50percentile" || ps[1].Suffix != ".99.9percentile" {
+	if ps[0].Suffix.String() != ".50percentile" || ps[1].Suffix.String() != ".99.9percentile" {
 		t.Errorf("suffixes = %q, %q", ps[0].Suffix, ps[1].Suffix)
 	}
 }
@@ -187,7 +187,7 @@ func TestHistoFewSamplesLikeDigest(t *testing.T) {
 		if n > 0 {
 			want["h.median"] = ref.Quantile(0.5)
 			for _, p := range pcts {
-				want["h"+p.Suffix] = ref.Quantile(p.Q)
+				want["h"+p.Suffix.String()] = ref.Quantile(p.Q)
 			}
 		}
 		for name, got := range map[string][]InterMetric{

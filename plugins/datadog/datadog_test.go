@@ -188,7 +188,7 @@ func TestDatadogEncoding(t *testing.T) {
 	d := testSink(t, "http://x", 10)
 	metrics := []samplers.InterMetric{
 		{Series: &samplers.Series{Name: "a.b", Tags: []string{"x:1"}}, Timestamp: 1700000000, Value: 0.7, Kind: samplers.RateKind},
-		{Series: &samplers.Series{Name: "h", Host: "web1", Device: "sda"}, Suffix: ".99.9percentile", Timestamp: 1700000000, Value: 1e21},
+		{Series: &samplers.Series{Name: "h", Host: "web1", Device: "sda"}, Suffix: samplers.SuffixOf(".99.9percentile"), Timestamp: 1700000000, Value: 1e21},
 		{Series: &samplers.Series{Name: "quote\"back\\slash\nnl\x01ctl\xffbad", Tags: []string{"é:ü"}}, Timestamp: 1, Value: -3},
 		{Series: &samplers.Series{Name: "nan"}, Value: math.NaN()},
 		{Series: &samplers.Series{Name: "inf"}, Value: math.Inf(-1)},
@@ -226,7 +226,7 @@ func TestDatadogEncoding(t *testing.T) {
 func TestDatadogEncodingExact(t *testing.T) {
 	d := testSink(t, "http://x", 10)
 	got := string(encode(t, d, []samplers.InterMetric{
-		{Series: &samplers.Series{Name: "a", Tags: []string{"k:v"}}, Suffix: ".count", Timestamp: 1700000000, Value: 0.5, Kind: samplers.RateKind},
+		{Series: &samplers.Series{Name: "a", Tags: []string{"k:v"}}, Suffix: samplers.SuffixOf(".count"), Timestamp: 1700000000, Value: 0.5, Kind: samplers.RateKind},
 		{Series: &samplers.Series{Name: "b", Host: "h", Device: "sda"}, Timestamp: 1700000000, Value: 42},
 		// Another timestamp, then the first again: the encoder keeps
 		// the last one's JSON.
@@ -261,10 +261,10 @@ func TestDatadogSharedSeries(t *testing.T) {
 	a := &samplers.Series{Name: "a", Tags: []string{"k:1"}, Host: "h1"}
 	b := &samplers.Series{Name: "b\"q", Device: "sda"}
 	got := decodeSeries(t, encode(t, d, []samplers.InterMetric{
-		{Series: a, Suffix: ".max", Value: 3},
-		{Series: a, Suffix: ".count", Value: 0.5, Kind: samplers.RateKind},
+		{Series: a, Suffix: samplers.SuffixOf(".max"), Value: 3},
+		{Series: a, Suffix: samplers.SuffixOf(".count"), Value: 0.5, Kind: samplers.RateKind},
 		{Series: b, Value: 7},
-		{Series: a, Suffix: ".min", Value: 1},
+		{Series: a, Suffix: samplers.SuffixOf(".min"), Value: 1},
 	}))
 	want := []struct{ metric, tags, host, device, typ string }{
 		{"a.max", "k:1,env:test", "h1", "", "gauge"},
@@ -350,7 +350,7 @@ func TestDatadogChunks(t *testing.T) {
 	d := newSink(t, Config{APIHostname: api.start(t), APIKey: "k3y", MaxPerBody: 3}, testEnv(stats))
 	var metrics []samplers.InterMetric
 	for i := 0; i < 10; i++ {
-		metrics = append(metrics, samplers.InterMetric{Series: &samplers.Series{Name: "m"}, Suffix: string(rune('a' + i)), Value: float64(i)})
+		metrics = append(metrics, samplers.InterMetric{Series: &samplers.Series{Name: "m"}, Suffix: samplers.SuffixOf(string(rune('a' + i))), Value: float64(i)})
 	}
 	// A value JSON cannot carry is left out, and not counted.
 	metrics = append(metrics, samplers.InterMetric{Series: &samplers.Series{Name: "nan"}, Value: math.NaN()})
@@ -494,7 +494,7 @@ func TestDatadogLargeBodies(t *testing.T) {
 	var metrics []samplers.InterMetric
 	long := strings.Repeat("x", 200)
 	for i := 0; i < 25000; i++ {
-		metrics = append(metrics, samplers.InterMetric{Series: &samplers.Series{Name: "m", Tags: []string{"t:" + long}}, Suffix: strconv.Itoa(i), Value: float64(i)})
+		metrics = append(metrics, samplers.InterMetric{Series: &samplers.Series{Name: "m", Tags: []string{"t:" + long}}, Suffix: samplers.SuffixOf(strconv.Itoa(i)), Value: float64(i)})
 	}
 	if err := d.Flush(context.Background(), metricsBatch(metrics...)); err != nil {
 		t.Fatal(err)
@@ -811,7 +811,7 @@ func BenchmarkWriteSeries(b *testing.B) {
 	for i := range 1000 {
 		s := &samplers.Series{Name: "service.request.latency", Tags: []string{"code:200", "path:/api/v1/" + strconv.Itoa(i), "region:eu-west-1"}}
 		for _, suffix := range []string{".min", ".max", ".count", ".avg", ".99percentile"} {
-			metrics = append(metrics, samplers.InterMetric{Series: s, Suffix: suffix, Value: float64(i) * 1.25, Timestamp: 1700000000})
+			metrics = append(metrics, samplers.InterMetric{Series: s, Suffix: samplers.SuffixOf(suffix), Value: float64(i) * 1.25, Timestamp: 1700000000})
 		}
 	}
 	b.ReportAllocs()

@@ -48,7 +48,7 @@ func levelBody(tb testing.TB) []byte {
 				kind   samplers.Kind
 			}{{".min", lo, samplers.GaugeKind}, {".max", hi, samplers.GaugeKind}, {".count", 0.5, samplers.RateKind},
 				{".50percentile", (lo + hi) / 2, samplers.GaugeKind}, {".99percentile", hi * 0.99, samplers.GaugeKind}} {
-				m.Suffix, m.Value, m.Kind = v.suffix, v.value, v.kind
+				m.Suffix, m.Value, m.Kind = samplers.SuffixOf(v.suffix), v.value, v.kind
 				metrics = append(metrics, m)
 			}
 			continue

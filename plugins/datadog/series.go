@@ -78,7 +78,7 @@ func (e *seriesEncoder) appendOne(b []byte, m *samplers.InterMetric) []byte {
 	}
 	b = append(b, `{"metric":`...)
 	b = append(b, e.name...)
-	b = appendJSONEscaped(b, m.Suffix)
+	b = appendJSONEscaped(b, m.Suffix.String())
 	b = append(b, e.points...)
 	b = appendNumber(b, m.Value)
 	b = append(b, "]]"...)

@@ -193,7 +193,7 @@ func (e *encoder) encode(metrics []samplers.InterMetric, hostname string, extra 
 		m := &metrics[i]
 		start := len(e.buf)
 		e.buf = appendEscaped(e.buf, m.Name, false)
-		e.buf = appendEscaped(e.buf, m.Suffix, false)
+		e.buf = appendEscaped(e.buf, m.Suffix.String(), false)
 		if len(e.buf) == start {
 			continue // a name of backslashes only
 		}

@@ -215,7 +215,7 @@ func drain(t *testing.T, p *Sink, stats *statstest.Recorder) {
 func metric(name, suffix string, v float64, ts int64, host, device string, tags ...string) samplers.InterMetric {
 	return samplers.InterMetric{
 		Series: &samplers.Series{Name: name, Tags: tags, Host: host, Device: device},
-		Suffix: suffix, Value: v, Timestamp: ts,
+		Suffix: samplers.SuffixOf(suffix), Value: v, Timestamp: ts,
 	}
 }
 

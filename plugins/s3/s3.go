@@ -191,7 +191,7 @@ func (p *Sink) writeTSV(zw io.Writer, metrics []samplers.InterMetric) error {
 		if host == "" {
 			host = p.hostname
 		}
-		row[0] = m.Name + m.Suffix
+		row[0] = m.FullName()
 		row[1] = tags.String()
 		row[2] = m.Kind.String()
 		row[3] = host

@@ -67,7 +67,7 @@ func (f *fakeS3) object(t *testing.T, bucket, key string) []byte {
 func metric(name, suffix string, kind samplers.Kind, v float64, ts int64, host, device string, tags ...string) samplers.InterMetric {
 	return samplers.InterMetric{
 		Series: &samplers.Series{Name: name, Tags: tags, Host: host, Device: device},
-		Suffix: suffix, Value: v, Timestamp: ts, Kind: kind,
+		Suffix: samplers.SuffixOf(suffix), Value: v, Timestamp: ts, Kind: kind,
 	}
 }
 

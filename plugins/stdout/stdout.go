@@ -84,7 +84,7 @@ func (p *Sink) printMetrics(bw *bufio.Writer, metrics []samplers.InterMetric) {
 		b = time.Unix(m.Timestamp, 0).UTC().AppendFormat(b, time.RFC3339)
 		b = append(b, ' ')
 		b = append(b, m.Name...)
-		b = append(b, m.Suffix...)
+		b = append(b, m.Suffix.String()...)
 		b = append(b, ' ')
 		b = append(b, m.Kind.String()...)
 		b = append(b, ' ')

@@ -29,7 +29,7 @@ func TestPrintBatch(t *testing.T) {
 	err := s.Flush(context.Background(), &plugins.Batch{
 		Metrics: []samplers.InterMetric{
 			{Series: c, Value: 3.0 / 3600, Timestamp: 1000, Kind: samplers.RateKind},
-			{Series: h, Suffix: ".50percentile", Value: 2.3333333333333335, Timestamp: 1000},
+			{Series: h, Suffix: samplers.SuffixOf(".50percentile"), Value: 2.3333333333333335, Timestamp: 1000},
 			{Series: &samplers.Series{Name: "g"}, Value: 1e21, Timestamp: 1700000000},
 			{Series: &samplers.Series{Name: "n"}, Value: math.NaN(), Timestamp: 1000},
 		},
