@@ -40,7 +40,9 @@ forward_address: ""
 `, udpPort, httpPort, apiPort, apiKey, interval.String(), workers, rcvbuf, statsAddr)
 }
 
-const apiKey = "loadgen"
+// apiKey has the form of a Datadog API key (32 hexadecimal characters),
+// so veneur does not warn of it in the logs the report quotes.
+const apiKey = "0123456789abcdef0123456789abcdef"
 
 // veneurProc is a running veneur.
 type veneurProc struct {

@@ -3,7 +3,17 @@ package main
 import (
 	"slices"
 	"testing"
+
+	"github.com/veneur/veneur/plugins/datadog"
 )
+
+// The key veneur is given draws no warning, so none is quoted as a
+// problem of a trial that lost lines.
+func TestAPIKeyDrawsNoWarning(t *testing.T) {
+	if w := datadog.KeyWarning(apiKey); w != "" {
+		t.Errorf("veneur warns of the load generator's key %q: %s", apiKey, w)
+	}
+}
 
 // A trial that lost lines shows the last warnings and errors of veneur's
 // log, in order, and nothing else of it.
