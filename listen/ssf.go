@@ -157,34 +157,42 @@ func (s *SSF) read(in Ingester) {
 			s.errs.Add(ssfErrTooLong, 1)
 			continue
 		}
-		span := new(ssf.SSFSpan)
-		if err := proto.Unmarshal(buf[:n], span); err != nil {
-			s.errs.Add(ssfErrDecode, 1)
-			continue
-		}
-		for _, m := range span.Metrics {
-			if m.Metric == ssf.SSFSample_STATUS {
-				if m.Name == "" {
-					s.errs.Add(ssfErrMetric, 1)
-					continue
-				}
-				in.Check(samplers.ServiceCheck{
-					Name: m.Name, Status: int(m.Status) & 3, Timestamp: secondsOr(m.Timestamp), Message: m.Message, Tags: ssfTags(m.Tags),
-				})
-				continue
-			}
-			var ok bool
-			if line, ok = appendSSFLine(line[:0], m); !ok {
+		line = s.handle(in, buf[:n], line)
+	}
+}
+
+// handle decodes one SSF datagram and hands its metrics, checks and span to
+// in, then flushes in. line is scratch space for the DogStatsD lines; handle
+// returns it for the next datagram.
+func (s *SSF) handle(in Ingester, data, line []byte) []byte {
+	span := new(ssf.SSFSpan)
+	if err := proto.Unmarshal(data, span); err != nil {
+		s.errs.Add(ssfErrDecode, 1)
+		return line
+	}
+	for _, m := range span.Metrics {
+		if m.Metric == ssf.SSFSample_STATUS {
+			if m.Name == "" {
 				s.errs.Add(ssfErrMetric, 1)
 				continue
 			}
-			in.Line(line)
+			in.Check(samplers.ServiceCheck{
+				Name: m.Name, Status: int(m.Status) & 3, Timestamp: secondsOr(m.Timestamp), Message: m.Message, Tags: ssfTags(m.Tags),
+			})
+			continue
 		}
-		if span.Id != 0 && span.TraceId != 0 && span.StartTimestamp != 0 && span.EndTimestamp != 0 {
-			in.Span(span)
+		var ok bool
+		if line, ok = appendSSFLine(line[:0], m); !ok {
+			s.errs.Add(ssfErrMetric, 1)
+			continue
 		}
-		in.Flush()
+		in.Line(line)
 	}
+	if span.Id != 0 && span.TraceId != 0 && span.StartTimestamp != 0 && span.EndTimestamp != 0 {
+		in.Span(span)
+	}
+	in.Flush()
+	return line
 }
 
 // secondsOr turns SSF's nanosecond timestamp into unix seconds, or now.
@@ -197,17 +205,19 @@ func secondsOr(ns int64) int64 {
 
 // appendSSFLine renders an SSF metric as the DogStatsD line with the same
 // meaning, so that it takes the same path as any other line. It refuses
-// names and set members DogStatsD cannot carry; in tags, the DogStatsD
-// separators ',' and '|' become '_'.
+// names and set members DogStatsD cannot carry: a name with a separator
+// (':', '|', newline) or that starts as an event does ("_e{"), a member
+// with '|' or a newline or that ends in '\r' (a line's trailing '\r' is
+// dropped). In tags, ',', '|', '\n' and '\r' become '_'.
 func appendSSFLine(b []byte, m *ssf.SSFSample) ([]byte, bool) {
-	if m.Name == "" || strings.ContainsAny(m.Name, ":|\n") {
+	if m.Name == "" || strings.ContainsAny(m.Name, ":|\n") || strings.HasPrefix(m.Name, "_e{") {
 		return b, false
 	}
 	b = append(b, m.Name...)
 	b = append(b, ':')
 	switch m.Metric {
 	case ssf.SSFSample_SET:
-		if m.Message == "" || strings.ContainsAny(m.Message, "|\n") {
+		if m.Message == "" || strings.ContainsAny(m.Message, "|\n") || strings.HasSuffix(m.Message, "\r") {
 			return b, false
 		}
 		b = append(b, m.Message...)
@@ -240,7 +250,7 @@ func appendSSFLine(b []byte, m *ssf.SSFSample) ([]byte, bool) {
 
 // ssfTagCleaner replaces the DogStatsD separators in SSF tags. It is built
 // once and never changed; a strings.Replacer is safe for concurrent use.
-var ssfTagCleaner = strings.NewReplacer(",", "_", "|", "_", "\n", "_")
+var ssfTagCleaner = strings.NewReplacer(",", "_", "|", "_", "\n", "_", "\r", "_")
 
 // ssfTags turns an SSF tag map into sorted DogStatsD tags: key:value, or
 // key alone when the value is empty.

@@ -38,6 +38,12 @@ func TestAppendSSFLine(t *testing.T) {
 		{&ssf.SSFSample{Metric: ssf.SSFSample_SET, Name: "users"}, ""},
 		{&ssf.SSFSample{Metric: ssf.SSFSample_SET, Name: "users", Message: "a|b"}, ""},
 		{&ssf.SSFSample{Metric: ssf.SSFSample_STATUS, Name: "up"}, ""},
+		// Names and members a DogStatsD line would read otherwise.
+		{&ssf.SSFSample{Metric: ssf.SSFSample_COUNTER, Name: "_e{1,1}", Value: 1}, ""},
+		{&ssf.SSFSample{Metric: ssf.SSFSample_COUNTER, Name: "_sc", Value: 1}, "_sc:1|c"},
+		{&ssf.SSFSample{Metric: ssf.SSFSample_SET, Name: "users", Message: "bob\r"}, ""},
+		{&ssf.SSFSample{Metric: ssf.SSFSample_SET, Name: "users", Message: "b\rob"}, "users:b\rob|s"},
+		{&ssf.SSFSample{Metric: ssf.SSFSample_GAUGE, Name: "g", Value: 1, Tags: map[string]string{"k": "v\r"}}, "g:1|g|#k:v_"},
 	} {
 		got, ok := appendSSFLine(nil, c.m)
 		if (c.want == "") != !ok || (ok && string(got) != c.want) {
