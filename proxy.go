@@ -104,7 +104,7 @@ func NewProxy(cfg Config, opts Options) (*proxy.Proxy, error) {
 	if stats == nil {
 		stats = &statsd.NoOpClient{}
 		if cfg.StatsAddress != "" {
-			c, err := newStatsClient(cfg.StatsAddress, "veneur_proxy.")
+			c, err := newStatsClient(cfg.StatsAddress, "veneur_proxy.", log)
 			if err != nil {
 				return nil, fmt.Errorf("stats_address %q: %w", cfg.StatsAddress, err)
 			}

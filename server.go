@@ -161,7 +161,7 @@ func NewFromConfig(cfg Config, opts Options) (*Server, error) {
 	if s.stats == nil {
 		s.stats = &statsd.NoOpClient{}
 		if cfg.StatsAddress != "" {
-			c, err := newStatsClient(cfg.StatsAddress, "veneur.")
+			c, err := newStatsClient(cfg.StatsAddress, "veneur.", log)
 			if err != nil {
 				return nil, fmt.Errorf("stats_address %q: %w", cfg.StatsAddress, err)
 			}
@@ -226,6 +226,10 @@ func NewFromConfig(cfg Config, opts Options) (*Server, error) {
 		if r, ok := sink.(plugins.Reporter); ok {
 			s.flusher.reporters = append(s.flusher.reporters, r)
 		}
+	}
+	if r, ok := s.stats.(reporter); ok {
+		// The self-metrics client's own losses.
+		s.flusher.reporters = append(s.flusher.reporters, r)
 	}
 	return s, nil
 }

@@ -50,7 +50,9 @@ type Config struct {
 	// Interval is how often the self-metrics are reported.
 	Interval time.Duration
 	Log      *logrus.Logger
-	Stats    statsd.ClientInterface
+	// Stats takes the self-metrics. If it has a Report method too (the
+	// client that counts what it loses), each report calls it.
+	Stats statsd.ClientInterface
 	// Guard is deferred in every goroutine the proxy starts (the crash
 	// report).
 	Guard func()
@@ -134,6 +136,10 @@ func (p *Proxy) report() {
 		l.Report(p.cfg.Stats)
 	}
 	p.cfg.Router.Report(p.cfg.Stats)
+	if r, ok := p.cfg.Stats.(interface{ Report(statsd.ClientInterface) }); ok {
+		// The self-metrics client's own losses.
+		r.Report(p.cfg.Stats)
+	}
 }
 
 // Shutdown stops taking imports (the listeners finish the requests in
