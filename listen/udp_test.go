@@ -341,9 +341,13 @@ func TestSinglePReaderProbesWhileWorkWaits(t *testing.T) {
 	before := probes.Load()
 	sent := 0
 	waitFor(t, "a receive without waiting while work waits", func() bool {
-		for range n {
-			sendUDP(t, u.Addr(), fmt.Sprintf("p%d:1|c", sent))
-			sent++
+		// n more lines once the last n are in: at most n datagrams wait
+		// in the socket's buffer, however slowly the reader runs.
+		if snk.lineCount() == sent {
+			for range n {
+				sendUDP(t, u.Addr(), fmt.Sprintf("p%d:1|c", sent))
+				sent++
+			}
 		}
 		return probes.Load() != before
 	})
