@@ -7,6 +7,8 @@ import (
 
 	"github.com/DataDog/datadog-go/v5/statsd"
 	"github.com/sirupsen/logrus"
+
+	"github.com/veneur/veneur/internal/lograte"
 )
 
 // Sizes of the self-metrics client. The datadog-go defaults are made for
@@ -64,13 +66,13 @@ func (s *selfStats) lost(err error) {
 	var full *statsd.ErrorSenderChannelFull
 	if errors.As(err, &full) {
 		s.queueFull.Add(uint64(max(full.LostElements, 1)))
-		if s.log != nil && due(&s.lastQueueLog, statsLogEvery) {
+		if s.log != nil && lograte.Due(&s.lastQueueLog, statsLogEvery) {
 			s.log.Warnf("self-metrics: the client's queue to stats_address was full; %d self-metrics dropped (counted in stats.dropped_total)", full.LostElements)
 		}
 		return
 	}
 	s.writeErrs.Add(1)
-	if s.log != nil && due(&s.lastWriteLog, statsLogEvery) {
+	if s.log != nil && lograte.Due(&s.lastWriteLog, statsLogEvery) {
 		s.log.WithError(err).Warn("self-metrics: sending to stats_address failed (counted in stats.error_total)")
 	}
 }
@@ -83,15 +85,4 @@ func (s *selfStats) Report(stats statsd.ClientInterface) {
 	if n := s.writeErrs.Swap(0); n > 0 {
 		stats.Count("stats.error_total", int64(n), []string{"cause:write"}, 1)
 	}
-}
-
-// due reports whether every has passed since the time in last, and if so
-// sets last to now. Concurrent callers: one of them gets true.
-func due(last *atomic.Int64, every time.Duration) bool {
-	now := time.Now().UnixNano()
-	prev := last.Load()
-	if prev != 0 && now-prev < int64(every) {
-		return false
-	}
-	return last.CompareAndSwap(prev, now)
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/veneur/veneur/internal/counter"
+	"github.com/veneur/veneur/internal/lograte"
 	"github.com/veneur/veneur/samplers"
 )
 
@@ -338,14 +339,6 @@ func (t *connServer) accept() {
 	}
 }
 
-// logDue says whether a warning rate-limited by last may be logged now,
-// and if so records now as its time: true at most once every tcpLogEvery.
-func logDue(last *atomic.Int64) bool {
-	now := time.Now().UnixNano()
-	prev := last.Load()
-	return now-prev >= int64(tcpLogEvery) && last.CompareAndSwap(prev, now)
-}
-
 // refuse counts a connection closed because open connections, as many
 // as MaxConnections allows, were open already; it warns at most once a
 // second.
@@ -353,7 +346,7 @@ func (t *connServer) refuse(open int) {
 	// Count after logging, so that whoever sees the count sees the
 	// warning too.
 	defer t.errs.Add(tcpErrMaxConns, 1)
-	if !logDue(&t.lastCapLog) {
+	if !lograte.Due(&t.lastCapLog, tcpLogEvery) {
 		return
 	}
 	t.log.WithField("open", open).Warnf("%s listener: %d connections open, the limit; closing new ones until some end "+
@@ -364,7 +357,7 @@ func (t *connServer) refuse(open int) {
 // fail counts a connection error and logs it, at most once a second.
 func (t *connServer) fail(cause int, c net.Conn, err error) {
 	t.errs.Add(cause, 1)
-	if !logDue(&t.lastLog) {
+	if !lograte.Due(&t.lastLog, tcpLogEvery) {
 		return
 	}
 	l := t.log.WithError(err).WithField("cause", tcpErrCauses[cause])

@@ -136,7 +136,7 @@ func (p *Proxy) report() {
 		l.Report(p.cfg.Stats)
 	}
 	p.cfg.Router.Report(p.cfg.Stats)
-	if r, ok := p.cfg.Stats.(interface{ Report(statsd.ClientInterface) }); ok {
+	if r, ok := p.cfg.Stats.(plugins.Reporter); ok {
 		// The self-metrics client's own losses.
 		r.Report(p.cfg.Stats)
 	}
